@@ -1,0 +1,235 @@
+//! Read models derived from events: search documents, feed changes, push payloads.
+//!
+//! Each projection is a pure function of one stored event, so consumers can apply them
+//! in any order and as often as the change log delivers them, guarding only by version.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::history::item_after;
+use crate::{Item, ItemKey, Message, Platform, Seq, StoredEvent, Timestamp, UserId, Version, Visibility};
+
+/// What the search index holds for one live item.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchDocument {
+    /// The item's owner.
+    pub owner: UserId,
+    /// The item's key.
+    pub key: ItemKey,
+    /// The item's version this document reflects.
+    pub version: Version,
+    /// Who may find it.
+    pub visibility: Visibility,
+    /// Every string value in `data`, nested ones included, in document order.
+    pub text: Vec<String>,
+    /// The item itself, returned in hits.
+    pub item: Item,
+}
+
+/// One change to apply to the search index.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexChange {
+    /// Add or replace the document, unless the index holds a newer version.
+    Upsert(SearchDocument),
+    /// Remove the document, unless the index holds a newer version; remember the delete's version.
+    Delete {
+        /// The item's owner.
+        owner: UserId,
+        /// The item's key.
+        key: ItemKey,
+        /// The version of the delete.
+        version: Version,
+    },
+}
+
+impl IndexChange {
+    /// The version this change carries.
+    pub fn version(&self) -> Version {
+        match self {
+            IndexChange::Upsert(doc) => doc.version,
+            IndexChange::Delete { version, .. } => *version,
+        }
+    }
+
+    /// The owner and key of the item this change is about.
+    pub fn target(&self) -> (&UserId, &ItemKey) {
+        match self {
+            IndexChange::Upsert(doc) => (&doc.owner, &doc.key),
+            IndexChange::Delete { owner, key, .. } => (owner, key),
+        }
+    }
+}
+
+/// Every string value in a JSON value, depth first (object values in key order).
+pub fn strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Object(map) => map.values().for_each(|v| strings(v, out)),
+        _ => {}
+    }
+}
+
+/// The search document for an item.
+pub fn search_document(item: &Item) -> SearchDocument {
+    let mut text = Vec::new();
+    item.data.values().for_each(|v| strings(v, &mut text));
+    SearchDocument {
+        owner: item.owner.clone(),
+        key: item.key(),
+        version: item.version,
+        visibility: item.visibility,
+        text,
+        item: item.clone(),
+    }
+}
+
+/// The index change an event calls for: `None` for events that are not about items.
+pub fn index_change(event: &StoredEvent) -> Option<IndexChange> {
+    let change = event.payload.as_item()?;
+    Some(match item_after(event) {
+        Some(item) => IndexChange::Upsert(search_document(&item)),
+        None => IndexChange::Delete { owner: event.owner.clone(), key: change.key(), version: change.version },
+    })
+}
+
+/// An item change as history and sync show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEvent {
+    /// Position in the owner's feed.
+    pub seq: Seq,
+    /// `item.created`, `item.replaced`, `item.patched`, `item.deleted` or `item.restored`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The item's collection.
+    pub collection: crate::CollectionName,
+    /// The item's id.
+    pub id: crate::ItemId,
+    /// The version this change produced.
+    pub version: Version,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// The item after the change, `null` after a delete.
+    pub item: Option<Item>,
+}
+
+/// A received message as the feed shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageEvent {
+    /// Position in the recipient's feed.
+    pub seq: Seq,
+    /// Always `message.received`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// The message.
+    pub message: Message,
+}
+
+/// One entry of `/v1/sync`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum FeedChange {
+    /// An item change.
+    Item(HistoryEvent),
+    /// A received message.
+    Message(MessageEvent),
+}
+
+/// The history entry for an item event; `None` for other events.
+pub fn history_event(event: &StoredEvent) -> Option<HistoryEvent> {
+    let change = event.payload.as_item()?;
+    Some(HistoryEvent {
+        seq: event.seq,
+        kind: event.payload.type_name(),
+        collection: change.collection.clone(),
+        id: change.id.clone(),
+        version: change.version,
+        at: event.at,
+        item: item_after(event),
+    })
+}
+
+/// The feed entry for an event: item changes and received messages; `None` for device and media events,
+/// which are bookkeeping of the user's own requests rather than data to sync.
+pub fn feed_change(event: &StoredEvent) -> Option<FeedChange> {
+    match &event.payload {
+        crate::EventPayload::MessageReceived(message) => Some(FeedChange::Message(MessageEvent {
+            seq: event.seq,
+            kind: "message.received",
+            at: event.at,
+            message: message.clone(),
+        })),
+        _ => history_event(event).map(FeedChange::Item),
+    }
+}
+
+/// The notification payload for `message` on `platform`, as compact JSON no longer than the platform's limit.
+///
+/// APNs gets `aps.alert` with the sender as title and the text as body; FCM gets `notification` plus
+/// string-valued `data`. The text is shortened (at a character boundary, with an ellipsis) until the whole
+/// payload fits; if the app's `data` alone is too large it is left out, and the app fetches the message by id.
+pub fn push_payload(platform: Platform, message: &Message) -> String {
+    let limit = platform.payload_limit();
+    let chars: Vec<(usize, char)> = message.text.char_indices().collect();
+    for include_data in [true, false] {
+        let render = |text: &str| render_push(platform, message, text, include_data);
+        let full = render(&message.text);
+        if full.len() <= limit {
+            return full;
+        }
+        // Binary search for the longest prefix (in characters) that fits with an ellipsis.
+        let (mut lo, mut hi) = (0usize, chars.len());
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if render(&shortened(&message.text, &chars, mid)).len() <= limit {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        let candidate = render(&shortened(&message.text, &chars, lo));
+        if candidate.len() <= limit {
+            return candidate;
+        }
+    }
+    // Only reachable with a pathological sender id and limit; an empty alert is still a valid payload.
+    render_push(platform, message, "", false)
+}
+
+fn shortened(text: &str, chars: &[(usize, char)], keep: usize) -> String {
+    match chars.get(keep) {
+        Some(&(byte, _)) => format!("{}…", &text[..byte]),
+        None => text.to_owned(),
+    }
+}
+
+fn render_push(platform: Platform, message: &Message, text: &str, include_data: bool) -> String {
+    let value = match platform {
+        Platform::Apns | Platform::ApnsSandbox => {
+            let mut root = Map::new();
+            root.insert(
+                "aps".into(),
+                json!({"alert": {"title": message.from, "body": text}, "sound": "default"}),
+            );
+            root.insert("message_id".into(), json!(message.id));
+            root.insert("from".into(), json!(message.from));
+            if include_data && !message.data.is_empty() {
+                root.insert("data".into(), Value::Object(message.data.clone()));
+            }
+            Value::Object(root)
+        }
+        Platform::Fcm => {
+            // FCM `data` values must be strings: nested values travel as JSON text.
+            let mut data = Map::new();
+            data.insert("message_id".into(), json!(message.id));
+            data.insert("from".into(), json!(message.from));
+            if include_data && !message.data.is_empty() {
+                data.insert("data".into(), Value::String(Value::Object(message.data.clone()).to_string()));
+            }
+            json!({"notification": {"title": message.from, "body": text}, "data": data})
+        }
+    };
+    value.to_string()
+}

@@ -1,0 +1,1 @@
+//! Contract suites and helpers shared by the integration tests.
