@@ -233,3 +233,11 @@ fn render_push(platform: Platform, message: &Message, text: &str, include_data: 
     };
     value.to_string()
 }
+
+/// The searchable words of a text: maximal runs of letters and digits, lowercased.
+/// Everything else (quotes, brackets, `:`, operators) separates words and is never syntax.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+}

@@ -1,1 +1,33 @@
-//! placeholder
+//! Rookery's driven ports and the use cases that drive the domain through them.
+//!
+//! The ports are traits an adapter implements: [`EventStore`], [`SearchIndex`], [`PushGateway`],
+//! [`IdentityVerifier`], [`MediaStore`], [`Clock`] and [`IdSource`]. Each documents what an
+//! implementation MUST do, error by error; the contract suites in `tests/` check exactly that,
+//! against the memory adapters and the AWS ones alike.
+//!
+//! The use cases are [`App`] (the application service behind every route of the HTTP API),
+//! [`Indexer`] (stored events to search index) and [`PushDispatcher`] (message events to pushes).
+//! Nothing here names a vendor, a transport or HTTP.
+
+pub mod app;
+pub mod cursor;
+pub mod dispatcher;
+pub mod error;
+pub mod identity;
+pub mod indexer;
+pub mod media;
+pub mod push;
+pub mod search;
+pub mod store;
+pub mod system;
+
+pub use app::{App, AppConfig, Caller, Idempotency, Ports};
+pub use dispatcher::PushDispatcher;
+pub use error::{AppError, BatchFailure, Failure};
+pub use identity::{AuthError, IdentityVerifier, Principal};
+pub use indexer::Indexer;
+pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
+pub use push::{PushError, PushGateway, PushOutcome};
+pub use search::{Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
+pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, StoreError};
+pub use system::{Clock, IdSource};

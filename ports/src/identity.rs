@@ -1,0 +1,68 @@
+//! The identity port: a bearer token in, a verified principal out.
+
+use std::future::Future;
+
+use rookery_domain::{Timestamp, UserId};
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub user: UserId,
+    /// The token's `exp`.
+    pub expires_at: Timestamp,
+}
+
+/// Why a token was refused. Every variant is a `401` at the edge; the variant is for logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token was presented.
+    #[error("no bearer token")]
+    Missing,
+    /// The token is not a well-formed JWT.
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    /// `alg` is not RS256 (this includes `none` and every HMAC algorithm).
+    #[error("algorithm {0} is not accepted")]
+    Algorithm(String),
+    /// No key with the token's `kid`, even after refreshing the key set.
+    #[error("unknown signing key")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` (ID token) or `client_id` (access token) is not the configured client.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// `token_use` is missing or not accepted.
+    #[error("wrong token use")]
+    WrongTokenUse,
+    /// `sub` is missing or not a valid user id.
+    #[error("bad subject")]
+    BadSubject,
+    /// The key set could not be fetched: the token may be fine, but cannot be checked now.
+    #[error("key set unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Turns a bearer token into a principal.
+pub trait IdentityVerifier: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Verifies `token` (the text after `Bearer `).
+    ///
+    /// Implementations MUST accept only RS256 tokens signed by a key of the configured key set,
+    /// selected by `kid`, and MUST check `exp`, `nbf` (when present), `iss` and the audience.
+    ///
+    /// # Errors
+    /// The first [`AuthError`] that applies; [`AuthError::Unavailable`] only when the key set
+    /// cannot be obtained, never for a token that is simply wrong.
+    fn verify(&self, token: &str) -> impl Future<Output = Result<Principal, AuthError>> + Send;
+}

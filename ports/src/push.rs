@@ -1,0 +1,62 @@
+//! The push port: platform endpoints for devices, and sending one notification to one endpoint.
+
+use std::future::Future;
+
+use rookery_domain::{DeviceId, Platform, UserId};
+
+use crate::Failure;
+
+/// What became of one push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The provider accepted it.
+    Delivered,
+    /// The provider reports the endpoint disabled or unregistered: do not push to it again.
+    EndpointDisabled,
+}
+
+/// Why a push operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The provider refused the token or platform for good (a client error).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The provider could not be reached or throttled us.
+    #[error(transparent)]
+    Unavailable(#[from] Failure),
+}
+
+/// Delivers notifications to devices (SNS mobile push on AWS; a recording gateway locally).
+pub trait PushGateway: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Makes sure an endpoint exists for `token` on `platform` and is enabled, and returns its handle.
+    ///
+    /// Implementations MUST be idempotent: the same token gives the same endpoint. `current` is the
+    /// device's previous endpoint, if any; an implementation MAY reuse it for a new token (updating
+    /// the token and re-enabling it) instead of creating another.
+    ///
+    /// # Errors
+    /// [`PushError::Rejected`] when the provider refuses the token; [`PushError::Unavailable`] otherwise.
+    fn register(
+        &self,
+        owner: &UserId,
+        device_id: &DeviceId,
+        platform: Platform,
+        token: &str,
+        current: Option<&str>,
+    ) -> impl Future<Output = Result<String, PushError>> + Send;
+
+    /// Sends `payload` (the platform's JSON, already within its size limit) to `endpoint`.
+    ///
+    /// Implementations MUST answer `Ok(EndpointDisabled)`, not an error, when the provider says the
+    /// endpoint is disabled, unregistered or gone.
+    ///
+    /// # Errors
+    /// [`PushError::Unavailable`] when the provider cannot be reached (the push may be retried);
+    /// [`PushError::Rejected`] when it refuses this payload for good.
+    fn send(
+        &self,
+        endpoint: &str,
+        platform: Platform,
+        payload: &str,
+    ) -> impl Future<Output = Result<PushOutcome, PushError>> + Send;
+}

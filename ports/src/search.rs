@@ -1,0 +1,92 @@
+//! The search index port: version-guarded upserts and deletes, and typed queries.
+
+use std::future::Future;
+
+use rookery_domain::projection::IndexChange;
+use rookery_domain::{CollectionName, Item, UserId};
+
+use crate::Failure;
+
+/// Whose items a search may return. No scope ever returns another user's private item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The caller's items, private and public.
+    Mine,
+    /// Public items of anyone.
+    Public,
+    /// Both.
+    #[default]
+    All,
+}
+
+/// A search, already validated: never a query language, only words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// The caller; `Mine` and `All` are relative to them.
+    pub caller: UserId,
+    /// Lowercase words, each to be matched literally against the words of the document's strings; all must match.
+    /// Never empty.
+    pub words: Vec<String>,
+    /// Only this collection, if given.
+    pub collection: Option<CollectionName>,
+    /// Whose items.
+    pub scope: Scope,
+    /// Page size, 1 to 100.
+    pub limit: usize,
+    /// Where the previous page ended: an opaque string this index returned.
+    pub cursor: Option<String>,
+}
+
+/// One match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchHit {
+    /// The item as indexed.
+    pub item: Item,
+    /// Relevance; higher is better.
+    pub score: f64,
+}
+
+/// One page of matches, best first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// How many documents match in all.
+    pub found: u64,
+    /// This page.
+    pub hits: Vec<SearchHit>,
+    /// The cursor of the next page, `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Why a search operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// The cursor was not issued by this index (a client error).
+    #[error("invalid cursor")]
+    BadCursor,
+    /// The index could not be reached or refused the request.
+    #[error(transparent)]
+    Unavailable(#[from] Failure),
+}
+
+/// A full-text index of live items (CloudSearch or OpenSearch on AWS; in memory locally).
+pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Applies changes, in any order, any number of times.
+    ///
+    /// Implementations MUST keep, per item, only the change with the highest version ever applied:
+    /// an upsert or delete older than (or equal to) what the index holds for that item changes nothing,
+    /// and a delete is remembered so that an older upsert arriving later cannot bring the item back.
+    /// Applying the same set of changes in any order and with any repetition MUST give the same index.
+    ///
+    /// # Errors
+    /// [`SearchError::Unavailable`]; the caller retries the whole slice, which the rule above makes safe.
+    fn apply(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), SearchError>> + Send;
+
+    /// Finds live items whose strings contain every word of `query`, best match first.
+    ///
+    /// Implementations MUST treat the words as literal text (no query syntax), MUST restrict results
+    /// to `query.scope` (never another user's private item), and MUST count in `found` every match.
+    ///
+    /// # Errors
+    /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.
+    fn query(&self, query: &SearchQuery) -> impl Future<Output = Result<SearchPage, SearchError>> + Send;
+}

@@ -1,0 +1,215 @@
+//! The event store port: the log that is the source of truth, and the heads kept beside it.
+
+use std::future::Future;
+
+use rookery_domain::device::Devices;
+use rookery_domain::{
+    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, NewEvent, Seq, StoredEvent, Timestamp,
+    UserId, Version,
+};
+use serde_json::Value;
+
+use crate::Failure;
+
+/// The most events one append may carry; an adapter may allow fewer (see [`AppendError::TooLarge`]).
+pub const MAX_EVENTS_PER_APPEND: usize = 25;
+
+/// A request for an idempotent write, recorded with its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    /// The key, unique per owner.
+    pub key: String,
+    /// A digest of the request the key was first used for.
+    pub fingerprint: String,
+    /// The use case's outcome, replayed on a repeat.
+    pub outcome: Value,
+    /// When it was recorded.
+    pub recorded_at: Timestamp,
+}
+
+/// An idempotency record to write, conditionally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyWrite {
+    /// The user the key belongs to (the sender, for a message).
+    pub owner: UserId,
+    /// The record.
+    pub record: IdempotencyRecord,
+    /// A record with the same key recorded before this instant has expired and may be replaced.
+    pub expired_before: Timestamp,
+}
+
+/// Events to append atomically to one user's stream, with the conditions that guard them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendBatch {
+    /// Whose stream.
+    pub owner: UserId,
+    /// The stream's last seq as the writer read it: the events get `expected_seq + 1`, `+ 2`, ...
+    pub expected_seq: Seq,
+    /// For each item the events change, its version as the writer read it ([`Version::NONE`] if never used).
+    pub item_versions: Vec<(ItemKey, Version)>,
+    /// The events, in order. At least one, unless `idempotency` is set.
+    pub events: Vec<NewEvent>,
+    /// An idempotency record to write in the same atomic step.
+    pub idempotency: Option<IdempotencyWrite>,
+}
+
+/// Why an append did not happen. Nothing of a refused append is visible afterwards.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AppendError {
+    /// The stream's last seq is not `expected_seq`: someone else appended. Re-read and retry.
+    #[error("the stream moved on to seq {current}")]
+    SeqMoved {
+        /// The stream's actual last seq.
+        current: Seq,
+    },
+    /// An item's version is not what the writer read: someone else changed it.
+    #[error("item {key} moved on to version {current}")]
+    VersionMoved {
+        /// The item.
+        key: ItemKey,
+        /// Its actual version.
+        current: Version,
+    },
+    /// A live (unexpired) record with the same key exists: the request was already handled.
+    #[error("idempotency key already recorded")]
+    KeyTaken,
+    /// The batch breaks a limit of the store (event size, events per append, bytes per append).
+    #[error("too large for the store: {0}")]
+    TooLarge(String),
+    /// The store failed; with `retryable`, the same append may succeed later.
+    #[error(transparent)]
+    Unavailable(#[from] Failure),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store failed or holds an event this build cannot read.
+    #[error(transparent)]
+    Unavailable(#[from] Failure),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(failure) => failure,
+        }
+    }
+}
+
+/// The event log (DynamoDB on AWS; memory or an append-only file locally) and the heads projected beside it.
+///
+/// Every read is strongly consistent: it sees every append that returned `Ok` before it started.
+pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Appends `batch.events` to `batch.owner`'s stream, all or nothing.
+    ///
+    /// Implementations MUST check, atomically with the write: the stream's last seq equals
+    /// `expected_seq` (else [`AppendError::SeqMoved`]); each item in `item_versions` is at that version
+    /// (else [`AppendError::VersionMoved`]); no unexpired record holds the idempotency key
+    /// (else [`AppendError::KeyTaken`]). On success the events are stored with seqs
+    /// `expected_seq + 1 ..`, the item heads, device registry and media objects reflect them,
+    /// the idempotency record is stored, and the stored events are returned.
+    ///
+    /// # Errors
+    /// As above; [`AppendError::TooLarge`] before trying when the batch cannot fit the store;
+    /// [`AppendError::Unavailable`] when the store failed (then nothing was written, or the outcome
+    /// is unknown and a retry will see `SeqMoved`).
+    fn append(&self, batch: AppendBatch) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send;
+
+    /// Writes an idempotency record on its own (used to remember that a push was sent).
+    ///
+    /// # Errors
+    /// [`AppendError::KeyTaken`] when an unexpired record holds the key; [`AppendError::Unavailable`].
+    fn remember(&self, write: IdempotencyWrite) -> impl Future<Output = Result<(), AppendError>> + Send;
+
+    /// The record of `key` for `owner`, expired or not (the caller judges expiry).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn idempotency(
+        &self,
+        owner: &UserId,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// The last seq of `owner`'s stream ([`Seq`]`(0)` when empty).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn last_seq(&self, owner: &UserId) -> impl Future<Output = Result<Seq, StoreError>> + Send;
+
+    /// Up to `limit` events of `owner`'s stream with seq greater than `after`, in seq order.
+    ///
+    /// Implementations MUST return exactly `min(limit, available)` events, reading as many
+    /// pages of the underlying store as that takes.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`], including for an event that cannot be decoded (never skip one).
+    fn read_feed(
+        &self,
+        owner: &UserId,
+        after: Seq,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Up to `limit` `message.received` events of `owner`'s stream with seq greater than `after`, in seq order.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn read_messages(
+        &self,
+        owner: &UserId,
+        after: Seq,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// The item's current head (version and live state); the default head if the key was never used.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn item_head(&self, owner: &UserId, key: &ItemKey) -> impl Future<Output = Result<ItemHead, StoreError>> + Send;
+
+    /// Up to `limit` events of one item with version greater than `after`, in version order.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn item_history(
+        &self,
+        owner: &UserId,
+        key: &ItemKey,
+        after: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Up to `limit` live items of `owner` in `collection` with id greater than `after`, ordered by id.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn list_items(
+        &self,
+        owner: &UserId,
+        collection: &CollectionName,
+        after: Option<&ItemId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Item>, StoreError>> + Send;
+
+    /// The user's device registry.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn devices(&self, owner: &UserId) -> impl Future<Output = Result<Devices, StoreError>> + Send;
+
+    /// A declared media object of `owner`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn media(&self, owner: &UserId, id: &MediaId) -> impl Future<Output = Result<Option<MediaObject>, StoreError>> + Send;
+
+    /// Up to `limit` users with a non-empty stream, with id greater than `after`, ordered by id
+    /// (used to rebuild projections from the log).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn owners(&self, after: Option<&UserId>, limit: usize)
+    -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+}
