@@ -102,8 +102,16 @@ pub enum DeviceRejection {
 /// # Errors
 /// [`DeviceRejection::BadToken`].
 pub fn check_token(token: &str, limits: &Limits) -> Result<(), DeviceRejection> {
-    let ok = !token.is_empty() && token.len() <= limits.max_token_bytes && token.bytes().all(|b| b.is_ascii_graphic());
-    if ok { Ok(()) } else { Err(DeviceRejection::BadToken { max: limits.max_token_bytes }) }
+    let ok = !token.is_empty()
+        && token.len() <= limits.max_token_bytes
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(DeviceRejection::BadToken {
+            max: limits.max_token_bytes,
+        })
+    }
 }
 
 /// The user's devices, a projection of their device events.
@@ -112,7 +120,12 @@ pub type Devices = BTreeMap<DeviceId, Device>;
 /// Folds one device event, committed at `at`, into the registry.
 pub fn evolve(devices: &mut Devices, event: &DeviceEvent, at: Timestamp) {
     match event {
-        DeviceEvent::Registered { device_id, platform, token, endpoint } => {
+        DeviceEvent::Registered {
+            device_id,
+            platform,
+            token,
+            endpoint,
+        } => {
             devices.insert(
                 device_id.clone(),
                 Device {
@@ -125,7 +138,10 @@ pub fn evolve(devices: &mut Devices, event: &DeviceEvent, at: Timestamp) {
                 },
             );
         }
-        DeviceEvent::Disabled { device_id, endpoint } => {
+        DeviceEvent::Disabled {
+            device_id,
+            endpoint,
+        } => {
             if let Some(device) = devices.get_mut(device_id)
                 && device.endpoint == *endpoint
             {

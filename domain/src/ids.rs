@@ -27,13 +27,22 @@ fn check(
 ) -> Result<(), IdError> {
     let bytes = value.as_bytes();
     let Some((&head, tail)) = bytes.split_first() else {
-        return Err(IdError { kind, reason: "must not be empty" });
+        return Err(IdError {
+            kind,
+            reason: "must not be empty",
+        });
     };
     if bytes.len() > max {
-        return Err(IdError { kind, reason: "is too long" });
+        return Err(IdError {
+            kind,
+            reason: "is too long",
+        });
     }
     if !first(head) || !tail.iter().all(|&b| rest(b)) {
-        return Err(IdError { kind, reason: pattern });
+        return Err(IdError {
+            kind,
+            reason: pattern,
+        });
     }
     Ok(())
 }
@@ -160,7 +169,9 @@ impl fmt::Display for ItemKey {
 }
 
 /// A position in one user's change feed: 1, 2, 3, ... without gaps. `Seq(0)` is "before the first event".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
@@ -180,7 +191,9 @@ impl fmt::Display for Seq {
 
 /// An item's version: 1 on creation, +1 on every change (a delete is a change).
 /// `Version(0)` means "the item has never existed".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 
@@ -210,8 +223,8 @@ mod tests {
         assert!(CollectionName::parse("notes").is_ok());
         assert!(CollectionName::parse("a").is_ok());
         assert!(CollectionName::parse("a-b_9").is_ok());
-        assert!(CollectionName::parse(&"a".repeat(64)).is_ok());
-        assert!(CollectionName::parse(&"a".repeat(65)).is_err());
+        assert!(CollectionName::parse("a".repeat(64)).is_ok());
+        assert!(CollectionName::parse("a".repeat(65)).is_err());
         assert!(CollectionName::parse("").is_err());
         assert!(CollectionName::parse("Notes").is_err());
         assert!(CollectionName::parse("9notes").is_err());
@@ -223,8 +236,8 @@ mod tests {
     fn item_ids_accept_uuids_and_reject_separators() {
         assert!(ItemId::parse("0b6c2a40-7d0e-4a8e-9f55-3c1f0e6b2a11").is_ok());
         assert!(ItemId::parse("a.b:c_d-e").is_ok());
-        assert!(ItemId::parse(&"x".repeat(128)).is_ok());
-        assert!(ItemId::parse(&"x".repeat(129)).is_err());
+        assert!(ItemId::parse("x".repeat(128)).is_ok());
+        assert!(ItemId::parse("x".repeat(129)).is_err());
         assert!(ItemId::parse("-x").is_err());
         assert!(ItemId::parse("a/b").is_err());
         assert!(ItemId::parse("a#b").is_err());

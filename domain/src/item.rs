@@ -159,12 +159,16 @@ pub fn decide(
         Precondition::None => {}
         Precondition::IfMatch(expected) => {
             if !head.is_live() || head.version != expected {
-                return Err(ItemRejection::VersionConflict { current: head.current_version() });
+                return Err(ItemRejection::VersionConflict {
+                    current: head.current_version(),
+                });
             }
         }
         Precondition::IfAbsent => {
             if head.is_live() {
-                return Err(ItemRejection::VersionConflict { current: head.current_version() });
+                return Err(ItemRejection::VersionConflict {
+                    current: head.current_version(),
+                });
             }
         }
     }
@@ -190,7 +194,11 @@ pub fn decide(
                     None,
                 ))),
                 None => Ok(EventPayload::ItemCreated(changed(
-                    Some(ItemState { visibility: visibility.unwrap_or_default(), created_at: now, data }),
+                    Some(ItemState {
+                        visibility: visibility.unwrap_or_default(),
+                        created_at: now,
+                        data,
+                    }),
                     None,
                 ))),
             }
@@ -200,7 +208,11 @@ pub fn decide(
             let (data, visibility) = apply_merge_patch(item, &patch)?;
             check_data(&data, limits)?;
             Ok(EventPayload::ItemPatched(changed(
-                Some(ItemState { visibility, created_at: item.created_at, data }),
+                Some(ItemState {
+                    visibility,
+                    created_at: item.created_at,
+                    data,
+                }),
                 None,
             )))
         }
@@ -210,16 +222,22 @@ pub fn decide(
             }
             Ok(EventPayload::ItemDeleted(changed(None, None)))
         }
-        ItemCommand::Restore { version: target_version, target } => {
+        ItemCommand::Restore {
+            version: target_version,
+            target,
+        } => {
             if head.version == Version::NONE {
                 return Err(ItemRejection::NotFound);
             }
-            let state = target
-                .ok_or(ItemRejection::NotFound)?
-                .ok_or_else(|| ItemRejection::Invalid(format!("version {target_version} is a delete")))?;
+            let state = target.ok_or(ItemRejection::NotFound)?.ok_or_else(|| {
+                ItemRejection::Invalid(format!("version {target_version} is a delete"))
+            })?;
             let created_at = live.map_or(now, |item| item.created_at);
             Ok(EventPayload::ItemRestored(changed(
-                Some(ItemState { created_at, ..state }),
+                Some(ItemState {
+                    created_at,
+                    ..state
+                }),
                 Some(target_version),
             )))
         }
@@ -227,24 +245,36 @@ pub fn decide(
 }
 
 /// Applies an RFC 7396 merge patch to `{"data": ..., "visibility": ...}` and checks the result's shape.
-fn apply_merge_patch(item: &Item, patch: &Value) -> Result<(Map<String, Value>, Visibility), ItemRejection> {
+fn apply_merge_patch(
+    item: &Item,
+    patch: &Value,
+) -> Result<(Map<String, Value>, Visibility), ItemRejection> {
     let mut target = serde_json::json!({ "data": item.data, "visibility": item.visibility });
     json_patch::merge(&mut target, patch);
     let Value::Object(mut fields) = target else {
-        return Err(ItemRejection::Invalid("the patch must be a JSON object".into()));
+        return Err(ItemRejection::Invalid(
+            "the patch must be a JSON object".into(),
+        ));
     };
     let data = match fields.remove("data") {
         None => Map::new(),
         Some(Value::Object(data)) => data,
-        Some(_) => return Err(ItemRejection::Invalid("`data` must remain a JSON object".into())),
+        Some(_) => {
+            return Err(ItemRejection::Invalid(
+                "`data` must remain a JSON object".into(),
+            ));
+        }
     };
     let visibility = match fields.remove("visibility") {
         None => Visibility::default(),
-        Some(value) => serde_json::from_value(value)
-            .map_err(|_| ItemRejection::Invalid("`visibility` must be \"private\" or \"public\"".into()))?,
+        Some(value) => serde_json::from_value(value).map_err(|_| {
+            ItemRejection::Invalid("`visibility` must be \"private\" or \"public\"".into())
+        })?,
     };
     if let Some(unknown) = fields.keys().next() {
-        return Err(ItemRejection::Invalid(format!("unknown member `{unknown}`; only `data` and `visibility` can be patched")));
+        return Err(ItemRejection::Invalid(format!(
+            "unknown member `{unknown}`; only `data` and `visibility` can be patched"
+        )));
     }
     Ok((data, visibility))
 }
@@ -259,6 +289,9 @@ pub fn evolve(owner: &UserId, head: &ItemHead, change: &ItemChanged, at: Timesta
     }
     ItemHead {
         version: change.version,
-        item: change.state.as_ref().map(|state| state.to_item(owner, change, at)),
+        item: change
+            .state
+            .as_ref()
+            .map(|state| state.to_item(owner, change, at)),
     }
 }

@@ -61,10 +61,20 @@ impl MediaObject {
             return Err(MediaRejection::Empty);
         }
         if size > limits.max_media_bytes {
-            return Err(MediaRejection::TooLarge { size, max: limits.max_media_bytes });
+            return Err(MediaRejection::TooLarge {
+                size,
+                max: limits.max_media_bytes,
+            });
         }
         let key = format!("media/{owner}/{id}");
-        Ok(Self { id, owner, content_type, size, key, declared_at })
+        Ok(Self {
+            id,
+            owner,
+            content_type,
+            size,
+            key,
+            declared_at,
+        })
     }
 }
 
@@ -89,23 +99,42 @@ mod tests {
     fn declare(content_type: &str, size: u64) -> Result<MediaObject, MediaRejection> {
         let id = MediaId::parse("m1").map_err(|_| MediaRejection::Empty)?;
         let owner = UserId::parse("alice").map_err(|_| MediaRejection::Empty)?;
-        MediaObject::declare(id, owner, content_type, size, Timestamp::from_millis(0), &Limits::default())
+        MediaObject::declare(
+            id,
+            owner,
+            content_type,
+            size,
+            Timestamp::from_millis(0),
+            &Limits::default(),
+        )
     }
 
     #[test]
     fn allowed_types_and_sizes_are_accepted_under_the_owner_prefix() {
         let object = declare("Image/PNG", 10).map_err(|e| e.to_string());
-        assert_eq!(object.map(|o| (o.content_type, o.key)), Ok(("image/png".into(), "media/alice/m1".into())));
+        assert_eq!(
+            object.map(|o| (o.content_type, o.key)),
+            Ok(("image/png".into(), "media/alice/m1".into()))
+        );
         assert!(declare("application/pdf", 1).is_ok());
         assert!(declare("video/mp4", 100 * 1024 * 1024).is_ok());
     }
 
     #[test]
     fn other_types_and_bad_sizes_are_refused() {
-        assert_eq!(declare("text/html", 10), Err(MediaRejection::TypeNotAllowed));
+        assert_eq!(
+            declare("text/html", 10),
+            Err(MediaRejection::TypeNotAllowed)
+        );
         assert_eq!(declare("image/", 10), Err(MediaRejection::TypeNotAllowed));
-        assert_eq!(declare("image/png; x=y", 10), Err(MediaRejection::TypeNotAllowed));
+        assert_eq!(
+            declare("image/png; x=y", 10),
+            Err(MediaRejection::TypeNotAllowed)
+        );
         assert_eq!(declare("image/png", 0), Err(MediaRejection::Empty));
-        assert!(matches!(declare("image/png", 100 * 1024 * 1024 + 1), Err(MediaRejection::TooLarge { .. })));
+        assert!(matches!(
+            declare("image/png", 100 * 1024 * 1024 + 1),
+            Err(MediaRejection::TooLarge { .. })
+        ));
     }
 }

@@ -56,9 +56,19 @@ impl Message {
     ) -> Result<Self, MessageRejection> {
         let chars = text.chars().count();
         if chars > limits.max_message_chars {
-            return Err(MessageRejection::TextTooLong { chars, max: limits.max_message_chars });
+            return Err(MessageRejection::TextTooLong {
+                chars,
+                max: limits.max_message_chars,
+            });
         }
         check_data(&data, limits)?;
-        Ok(Self { id, from, to, text, data, sent_at })
+        Ok(Self {
+            id,
+            from,
+            to,
+            text,
+            data,
+            sent_at,
+        })
     }
 }

@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::history::item_after;
-use crate::{Item, ItemKey, Message, Platform, Seq, StoredEvent, Timestamp, UserId, Version, Visibility};
+use crate::{
+    Item, ItemKey, Message, Platform, Seq, StoredEvent, Timestamp, UserId, Version, Visibility,
+};
 
 /// What the search index holds for one live item.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,7 +91,11 @@ pub fn index_change(event: &StoredEvent) -> Option<IndexChange> {
     let change = event.payload.as_item()?;
     Some(match item_after(event) {
         Some(item) => IndexChange::Upsert(search_document(&item)),
-        None => IndexChange::Delete { owner: event.owner.clone(), key: change.key(), version: change.version },
+        None => IndexChange::Delete {
+            owner: event.owner.clone(),
+            key: change.key(),
+            version: change.version,
+        },
     })
 }
 
@@ -226,7 +232,10 @@ fn render_push(platform: Platform, message: &Message, text: &str, include_data: 
             data.insert("message_id".into(), json!(message.id));
             data.insert("from".into(), json!(message.from));
             if include_data && !message.data.is_empty() {
-                data.insert("data".into(), Value::String(Value::Object(message.data.clone()).to_string()));
+                data.insert(
+                    "data".into(),
+                    Value::String(Value::Object(message.data.clone()).to_string()),
+                );
             }
             json!({"notification": {"title": message.from, "body": text}, "data": data})
         }

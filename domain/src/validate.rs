@@ -51,11 +51,16 @@ pub fn depth(value: &Value) -> usize {
 pub fn check_data(data: &Map<String, Value>, limits: &Limits) -> Result<(), DataError> {
     let value = Value::Object(data.clone());
     if depth(&value) > limits.max_depth {
-        return Err(DataError::TooDeep { max: limits.max_depth });
+        return Err(DataError::TooDeep {
+            max: limits.max_depth,
+        });
     }
     let size = serialized_len(&value);
     if size > limits.max_data_bytes {
-        return Err(DataError::TooLarge { size, max: limits.max_data_bytes });
+        return Err(DataError::TooLarge {
+            size,
+            max: limits.max_data_bytes,
+        });
     }
     Ok(())
 }
@@ -96,16 +101,31 @@ mod tests {
         for _ in 0..32 {
             v = json!({ "a": v });
         }
-        let Value::Object(ok) = v.clone() else { unreachable!() };
+        let Value::Object(ok) = v.clone() else {
+            unreachable!()
+        };
         assert_eq!(check_data(&ok, &Limits::default()), Ok(()));
-        let Value::Object(deep) = json!({ "a": v }) else { unreachable!() };
-        assert_eq!(check_data(&deep, &Limits::default()), Err(DataError::TooDeep { max: 32 }));
+        let Value::Object(deep) = json!({ "a": v }) else {
+            unreachable!()
+        };
+        assert_eq!(
+            check_data(&deep, &Limits::default()),
+            Err(DataError::TooDeep { max: 32 })
+        );
     }
 
     #[test]
     fn data_over_the_size_limit_is_refused() {
-        let limits = Limits { max_data_bytes: 20, ..Limits::default() };
-        let Value::Object(big) = json!({"text": "0123456789abcdef"}) else { unreachable!() };
-        assert!(matches!(check_data(&big, &limits), Err(DataError::TooLarge { max: 20, .. })));
+        let limits = Limits {
+            max_data_bytes: 20,
+            ..Limits::default()
+        };
+        let Value::Object(big) = json!({"text": "0123456789abcdef"}) else {
+            unreachable!()
+        };
+        assert!(matches!(
+            check_data(&big, &limits),
+            Err(DataError::TooLarge { max: 20, .. })
+        ));
     }
 }

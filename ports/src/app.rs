@@ -16,19 +16,23 @@ use rookery_domain::media::MediaRejection;
 use rookery_domain::message::MessageRejection;
 use rookery_domain::projection::{FeedChange, HistoryEvent, feed_change, history_event, words};
 use rookery_domain::{
-    CollectionName, DeviceId, EventId, EventMeta, EventPayload, Item, ItemCommand, ItemKey, ItemRejection, Limits,
-    MediaId, MediaObject, Message, MessageId, NewEvent, Platform, Precondition, Seq, Timestamp, UserId, Version,
-    Visibility,
+    CollectionName, DeviceId, EventId, EventMeta, EventPayload, Item, ItemCommand, ItemKey,
+    ItemRejection, Limits, MediaId, MediaObject, Message, MessageId, NewEvent, Platform,
+    Precondition, Seq, Timestamp, UserId, Version, Visibility,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cursor::{id_cursor, page_size, parse_id, parse_seq, parse_version, seq_cursor, version_cursor};
+use crate::cursor::{
+    id_cursor, page_size, parse_id, parse_seq, parse_version, seq_cursor, version_cursor,
+};
 use crate::media::ObjectStatus;
 use crate::search::{Scope, SearchError, SearchHit, SearchQuery};
 use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite};
-use crate::{AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex};
+use crate::{
+    AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex,
+};
 
 /// The adapters one deployment plugs into the service, named once.
 pub trait Ports: Send + Sync + 'static {
@@ -82,7 +86,10 @@ pub struct Caller {
 impl Caller {
     /// A caller with no request id.
     pub fn new(user: UserId) -> Self {
-        Self { user, request_id: None }
+        Self {
+            user,
+            request_id: None,
+        }
     }
 }
 
@@ -176,7 +183,11 @@ pub struct DeviceView {
 
 impl From<&Device> for DeviceView {
     fn from(device: &Device) -> Self {
-        Self { device_id: device.device_id.clone(), platform: device.platform, enabled: device.enabled }
+        Self {
+            device_id: device.device_id.clone(),
+            platform: device.platform,
+            enabled: device.enabled,
+        }
     }
 }
 
@@ -243,7 +254,10 @@ pub struct App<P: Ports> {
 
 impl<P: Ports> std::fmt::Debug for App<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("store", &self.store).field("search", &self.search).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("store", &self.store)
+            .field("search", &self.search)
+            .finish_non_exhaustive()
     }
 }
 
@@ -263,7 +277,10 @@ impl<P: Ports> Clone for App<P> {
 
 fn rejection(error: ItemRejection) -> AppError {
     match error {
-        ItemRejection::VersionConflict { current } => AppError::Conflict { current, events: Vec::new() },
+        ItemRejection::VersionConflict { current } => AppError::Conflict {
+            current,
+            events: Vec::new(),
+        },
         ItemRejection::NotFound => AppError::NotFound,
         ItemRejection::Invalid(why) => AppError::Invalid(why),
         ItemRejection::TooDeep(e) => AppError::Invalid(e.to_string()),
@@ -282,7 +299,15 @@ impl<P: Ports> App<P> {
         ids: P::Ids,
         config: AppConfig,
     ) -> Self {
-        Self { store, search, push, media, clock, ids, config }
+        Self {
+            store,
+            search,
+            push,
+            media,
+            clock,
+            ids,
+            config,
+        }
     }
 
     /// The event store.
@@ -315,8 +340,12 @@ impl<P: Ports> App<P> {
         &self.config
     }
 
-    fn fresh_id<T>(&self, parse: fn(String) -> Result<T, rookery_domain::IdError>) -> Result<T, AppError> {
-        parse(self.ids.new_id()).map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
+    fn fresh_id<T>(
+        &self,
+        parse: fn(String) -> Result<T, rookery_domain::IdError>,
+    ) -> Result<T, AppError> {
+        parse(self.ids.new_id())
+            .map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
     }
 
     fn expired_before(&self, now: Timestamp) -> Timestamp {
@@ -325,8 +354,17 @@ impl<P: Ports> App<P> {
     }
 
     /// The recorded outcome of an earlier request with the same key, if it is still remembered.
-    async fn replay<T: DeserializeOwned>(&self, user: &UserId, idem: &Idempotency) -> Result<Option<T>, AppError> {
-        let Some(record) = self.store.idempotency(user, &idem.key).await.map_err(Failure::from)? else {
+    async fn replay<T: DeserializeOwned>(
+        &self,
+        user: &UserId,
+        idem: &Idempotency,
+    ) -> Result<Option<T>, AppError> {
+        let Some(record) = self
+            .store
+            .idempotency(user, &idem.key)
+            .await
+            .map_err(Failure::from)?
+        else {
             return Ok(None);
         };
         if record.recorded_at < self.expired_before(self.clock.now()) {
@@ -337,11 +375,20 @@ impl<P: Ports> App<P> {
         }
         serde_json::from_value(record.outcome)
             .map(Some)
-            .map_err(|e| AppError::Unavailable(Failure::permanent(format!("recorded outcome unreadable: {e}"))))
+            .map_err(|e| {
+                AppError::Unavailable(Failure::permanent(format!(
+                    "recorded outcome unreadable: {e}"
+                )))
+            })
     }
 
     /// Runs one write: replays a repeat, else plans and appends, retrying while others move the stream.
-    async fn write<T, F, Fut>(&self, caller: &Caller, idem: Option<&Idempotency>, mut plan: F) -> Result<T, AppError>
+    async fn write<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        idem: Option<&Idempotency>,
+        mut plan: F,
+    ) -> Result<T, AppError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Timestamp) -> Fut,
@@ -366,7 +413,12 @@ impl<P: Ports> App<P> {
             let mut events = Vec::with_capacity(planned.payloads.len());
             for payload in planned.payloads {
                 let event_id = self.fresh_id(EventId::parse)?;
-                events.push(NewEvent { event_id, at: now, payload, meta: meta.clone() });
+                events.push(NewEvent {
+                    event_id,
+                    at: now,
+                    payload,
+                    meta: meta.clone(),
+                });
             }
             let idempotency = match idem {
                 Some(idem) => Some(IdempotencyWrite {
@@ -374,8 +426,9 @@ impl<P: Ports> App<P> {
                     record: IdempotencyRecord {
                         key: idem.key.clone(),
                         fingerprint: idem.fingerprint.clone(),
-                        outcome: serde_json::to_value(&planned.outcome)
-                            .map_err(|e| AppError::Unavailable(Failure::permanent(e.to_string())))?,
+                        outcome: serde_json::to_value(&planned.outcome).map_err(|e| {
+                            AppError::Unavailable(Failure::permanent(e.to_string()))
+                        })?,
                         recorded_at: now,
                     },
                     expired_before: self.expired_before(now),
@@ -405,7 +458,9 @@ impl<P: Ports> App<P> {
                 Err(AppendError::Unavailable(failure)) => return Err(failure.into()),
             }
         }
-        Err(AppError::Unavailable(Failure::transient("too many concurrent writes to this stream; try again")))
+        Err(AppError::Unavailable(Failure::transient(
+            "too many concurrent writes to this stream; try again",
+        )))
     }
 
     /// Plans one item command against the current head.
@@ -417,7 +472,10 @@ impl<P: Ports> App<P> {
         precondition: Precondition,
         now: Timestamp,
     ) -> Result<Planned<Item>, AppError> {
-        let (seq, head) = (self.store.last_seq(owner).await.map_err(Failure::from)?, self.item_head(owner, key).await?);
+        let (seq, head) = (
+            self.store.last_seq(owner).await.map_err(Failure::from)?,
+            self.item_head(owner, key).await?,
+        );
         let payload = match decide(key, &head, command, precondition, now, &self.config.limits) {
             Ok(payload) => payload,
             Err(ItemRejection::VersionConflict { current }) => {
@@ -452,18 +510,35 @@ impl<P: Ports> App<P> {
         })
     }
 
-    async fn item_head(&self, owner: &UserId, key: &ItemKey) -> Result<rookery_domain::ItemHead, AppError> {
-        Ok(self.store.item_head(owner, key).await.map_err(Failure::from)?)
+    async fn item_head(
+        &self,
+        owner: &UserId,
+        key: &ItemKey,
+    ) -> Result<rookery_domain::ItemHead, AppError> {
+        Ok(self
+            .store
+            .item_head(owner, key)
+            .await
+            .map_err(Failure::from)?)
     }
 
     /// The conflict answer: the current version and the events after the version the client named.
-    async fn conflict(&self, owner: &UserId, key: &ItemKey, precondition: Precondition, current: Option<Version>) -> AppError {
+    async fn conflict(
+        &self,
+        owner: &UserId,
+        key: &ItemKey,
+        precondition: Precondition,
+        current: Option<Version>,
+    ) -> AppError {
         let after = match precondition {
             Precondition::IfMatch(version) => version,
             Precondition::None | Precondition::IfAbsent => Version::NONE,
         };
         match self.store.item_history(owner, key, after, 100).await {
-            Ok(events) => AppError::Conflict { current, events: events.iter().filter_map(history_event).collect() },
+            Ok(events) => AppError::Conflict {
+                current,
+                events: events.iter().filter_map(history_event).collect(),
+            },
             Err(error) => AppError::Unavailable(error.into()),
         }
     }
@@ -482,13 +557,24 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<ItemWritten, AppError> {
         self.write(caller, idem, |now| {
-            let command = ItemCommand::Put { data: data.clone(), visibility };
+            let command = ItemCommand::Put {
+                data: data.clone(),
+                visibility,
+            };
             async move {
-                let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
-                let created = planned.item_versions.first().is_none_or(|(_, v)| *v == Version::NONE)
+                let planned = self
+                    .plan_item(&caller.user, key, command, precondition, now)
+                    .await?;
+                let created = planned
+                    .item_versions
+                    .first()
+                    .is_none_or(|(_, v)| *v == Version::NONE)
                     || matches!(planned.payloads.first(), Some(EventPayload::ItemCreated(_)));
                 Ok(Planned {
-                    outcome: ItemWritten { created, item: planned.outcome },
+                    outcome: ItemWritten {
+                        created,
+                        item: planned.outcome,
+                    },
                     owner: planned.owner,
                     expected_seq: planned.expected_seq,
                     item_versions: planned.item_versions,
@@ -512,8 +598,13 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<Item, AppError> {
         self.write(caller, idem, |now| {
-            let command = ItemCommand::Patch { patch: patch.clone() };
-            async move { self.plan_item(&caller.user, key, command, precondition, now).await }
+            let command = ItemCommand::Patch {
+                patch: patch.clone(),
+            };
+            async move {
+                self.plan_item(&caller.user, key, command, precondition, now)
+                    .await
+            }
         })
         .await
     }
@@ -530,7 +621,9 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<Done, AppError> {
         self.write(caller, idem, |now| async move {
-            let planned = self.plan_item(&caller.user, key, ItemCommand::Delete, precondition, now).await?;
+            let planned = self
+                .plan_item(&caller.user, key, ItemCommand::Delete, precondition, now)
+                .await?;
             Ok(Planned {
                 outcome: Done {},
                 owner: planned.owner,
@@ -559,7 +652,8 @@ impl<P: Ports> App<P> {
             let target = self.event_at(&caller.user, key, version).await?;
             let target = target.as_ref().and_then(|event| state_at([event], version));
             let command = ItemCommand::Restore { version, target };
-            self.plan_item(&caller.user, key, command, precondition, now).await
+            self.plan_item(&caller.user, key, command, precondition, now)
+                .await
         })
         .await
     }
@@ -578,16 +672,28 @@ impl<P: Ports> App<P> {
             .item_history(owner, key, Version(version.0 - 1), 1)
             .await
             .map_err(Failure::from)?;
-        Ok(events.into_iter().next().filter(|e| e.payload.as_item().is_some_and(|c| c.version == version)))
+        Ok(events
+            .into_iter()
+            .next()
+            .filter(|e| e.payload.as_item().is_some_and(|c| c.version == version)))
     }
 
     /// `GET /v1/items/{collection}/{id}` (with `version`, the item as it was then).
     ///
     /// # Errors
     /// `NotFound` when absent, deleted, out of range, or that version was a delete; `Unavailable`.
-    pub async fn get_item(&self, caller: &Caller, key: &ItemKey, version: Option<Version>) -> Result<Item, AppError> {
+    pub async fn get_item(
+        &self,
+        caller: &Caller,
+        key: &ItemKey,
+        version: Option<Version>,
+    ) -> Result<Item, AppError> {
         match version {
-            None => self.item_head(&caller.user, key).await?.item.ok_or(AppError::NotFound),
+            None => self
+                .item_head(&caller.user, key)
+                .await?
+                .item
+                .ok_or(AppError::NotFound),
             Some(version) => self
                 .event_at(&caller.user, key, version)
                 .await?
@@ -601,7 +707,12 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `NotFound` for anything private to someone else (never revealing that it exists); `Unavailable`.
-    pub async fn get_public_item(&self, caller: &Caller, owner: &UserId, key: &ItemKey) -> Result<Item, AppError> {
+    pub async fn get_public_item(
+        &self,
+        caller: &Caller,
+        owner: &UserId,
+        key: &ItemKey,
+    ) -> Result<Item, AppError> {
         let head = self.item_head(owner, key).await?;
         head.item
             .filter(|item| item.visibility == Visibility::Public || *owner == caller.user)
@@ -630,7 +741,10 @@ impl<P: Ports> App<P> {
             items.truncate(limit);
             items.last().map(|item| id_cursor(&item.id))
         });
-        Ok(Page { entries: items, next_cursor: next_cursor.flatten() })
+        Ok(Page {
+            entries: items,
+            next_cursor: next_cursor.flatten(),
+        })
     }
 
     /// `GET /v1/items/{collection}/{id}/history`: every change, oldest first; works after a delete.
@@ -657,15 +771,27 @@ impl<P: Ports> App<P> {
         let has_more = events.len() > limit;
         events.truncate(limit);
         let entries: Vec<HistoryEvent> = events.iter().filter_map(history_event).collect();
-        let next_cursor = if has_more { entries.last().map(|e| version_cursor(e.version)) } else { None };
-        Ok(Page { entries, next_cursor })
+        let next_cursor = if has_more {
+            entries.last().map(|e| version_cursor(e.version))
+        } else {
+            None
+        };
+        Ok(Page {
+            entries,
+            next_cursor,
+        })
     }
 
     /// `GET /v1/sync`: the caller's changes after `since`, oldest first.
     ///
     /// # Errors
     /// `Invalid` for a bad limit or cursor; `Unavailable`.
-    pub async fn sync(&self, caller: &Caller, since: Option<&str>, limit: Option<u64>) -> Result<SyncPage, AppError> {
+    pub async fn sync(
+        &self,
+        caller: &Caller,
+        since: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<SyncPage, AppError> {
         let limit = page_size(limit)?;
         let after = parse_seq(since)?;
         let mut events = self
@@ -687,11 +813,17 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `Invalid` for empty or overlong text, a bad limit or cursor; `Unavailable`.
-    pub async fn search(&self, caller: &Caller, request: SearchRequest) -> Result<SearchResults, AppError> {
+    pub async fn search(
+        &self,
+        caller: &Caller,
+        request: SearchRequest,
+    ) -> Result<SearchResults, AppError> {
         let chars = request.q.chars().count();
         let max = self.config.limits.max_query_chars;
         if chars == 0 || chars > max {
-            return Err(AppError::Invalid(format!("q must be 1 to {max} characters")));
+            return Err(AppError::Invalid(format!(
+                "q must be 1 to {max} characters"
+            )));
         }
         let limit = page_size(request.limit)?;
         let words: Vec<String> = words(&request.q).collect();
@@ -700,7 +832,11 @@ impl<P: Ports> App<P> {
             if request.cursor.is_some() {
                 return Err(AppError::Invalid("invalid cursor".into()));
             }
-            return Ok(SearchResults { found: 0, hits: Vec::new(), next_cursor: None });
+            return Ok(SearchResults {
+                found: 0,
+                hits: Vec::new(),
+                next_cursor: None,
+            });
         }
         let query = SearchQuery {
             caller: caller.user.clone(),
@@ -718,9 +854,15 @@ impl<P: Ports> App<P> {
         let hits = page
             .hits
             .into_iter()
-            .filter(|hit| hit.item.visibility == Visibility::Public || hit.item.owner == caller.user)
+            .filter(|hit| {
+                hit.item.visibility == Visibility::Public || hit.item.owner == caller.user
+            })
             .collect();
-        Ok(SearchResults { found: page.found, hits, next_cursor: page.next_cursor })
+        Ok(SearchResults {
+            found: page.found,
+            hits,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// `POST /v1/messages`: stored in the recipient's stream before answering; pushed later.
@@ -736,24 +878,39 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<MessageAccepted, AppError> {
         let id = self.fresh_id(MessageId::parse)?;
-        let message = Message::new(id.clone(), caller.user.clone(), to, text, data, self.clock.now(), &self.config.limits)
-            .map_err(|e| match e {
-                MessageRejection::Data(rookery_domain::validate::DataError::TooLarge { .. }) => {
-                    AppError::TooLarge(e.to_string())
-                }
-                other => AppError::Invalid(other.to_string()),
-            })?;
+        let message = Message::new(
+            id.clone(),
+            caller.user.clone(),
+            to,
+            text,
+            data,
+            self.clock.now(),
+            &self.config.limits,
+        )
+        .map_err(|e| match e {
+            MessageRejection::Data(rookery_domain::validate::DataError::TooLarge { .. }) => {
+                AppError::TooLarge(e.to_string())
+            }
+            other => AppError::Invalid(other.to_string()),
+        })?;
         self.write(caller, idem, |_now| {
             let message = message.clone();
             let id = id.clone();
             async move {
-                let seq = self.store.last_seq(&message.to).await.map_err(Failure::from)?;
+                let seq = self
+                    .store
+                    .last_seq(&message.to)
+                    .await
+                    .map_err(Failure::from)?;
                 Ok(Planned {
                     owner: message.to.clone(),
                     expected_seq: seq,
                     item_versions: Vec::new(),
                     payloads: vec![EventPayload::MessageReceived(message)],
-                    outcome: MessageAccepted { id, status: "accepted".into() },
+                    outcome: MessageAccepted {
+                        id,
+                        status: "accepted".into(),
+                    },
                 })
             }
         })
@@ -764,7 +921,12 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `Invalid` for a bad limit or cursor; `Unavailable`.
-    pub async fn messages(&self, caller: &Caller, since: Option<&str>, limit: Option<u64>) -> Result<Page<Message>, AppError> {
+    pub async fn messages(
+        &self,
+        caller: &Caller,
+        since: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<Page<Message>, AppError> {
         let limit = page_size(limit)?;
         let after = parse_seq(since)?;
         let mut events = self
@@ -774,7 +936,11 @@ impl<P: Ports> App<P> {
             .map_err(Failure::from)?;
         let has_more = events.len() > limit;
         events.truncate(limit);
-        let next_cursor = if has_more { events.last().map(|e| seq_cursor(e.seq)) } else { None };
+        let next_cursor = if has_more {
+            events.last().map(|e| seq_cursor(e.seq))
+        } else {
+            None
+        };
         let entries = events
             .into_iter()
             .filter_map(|e| match e.payload {
@@ -782,7 +948,10 @@ impl<P: Ports> App<P> {
                 _ => None,
             })
             .collect();
-        Ok(Page { entries, next_cursor })
+        Ok(Page {
+            entries,
+            next_cursor,
+        })
     }
 
     /// `PUT /v1/devices/{device_id}`: register, refresh or re-enable a device.
@@ -797,28 +966,59 @@ impl<P: Ports> App<P> {
         token: &str,
         idem: Option<&Idempotency>,
     ) -> Result<DeviceView, AppError> {
-        device::check_token(token, &self.config.limits).map_err(|e| AppError::Invalid(e.to_string()))?;
+        device::check_token(token, &self.config.limits)
+            .map_err(|e| AppError::Invalid(e.to_string()))?;
         let user = &caller.user;
         self.write(caller, idem, |_now| async move {
             let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
             let devices = self.store.devices(user).await.map_err(Failure::from)?;
             let current = devices.get(device_id);
-            let outcome = DeviceView { device_id: device_id.clone(), platform, enabled: true };
-            let unchanged = current.is_some_and(|d| d.enabled && d.platform == platform && d.token == token);
+            let outcome = DeviceView {
+                device_id: device_id.clone(),
+                platform,
+                enabled: true,
+            };
+            let unchanged =
+                current.is_some_and(|d| d.enabled && d.platform == platform && d.token == token);
             if unchanged {
-                return Ok(Planned { owner: user.clone(), expected_seq: seq, item_versions: Vec::new(), payloads: Vec::new(), outcome });
+                return Ok(Planned {
+                    owner: user.clone(),
+                    expected_seq: seq,
+                    item_versions: Vec::new(),
+                    payloads: Vec::new(),
+                    outcome,
+                });
             }
             let max = self.config.limits.max_devices;
             if current.is_none() && devices.len() >= max {
                 return Err(AppError::Invalid(format!("at most {max} devices per user")));
             }
-            let previous = current.filter(|d| d.platform == platform).map(|d| d.endpoint.as_str());
-            let endpoint = self.push.register(user, device_id, platform, token, previous).await.map_err(|e| match e {
-                PushError::Rejected(why) => AppError::Invalid(format!("the push provider refused the token: {why}")),
-                PushError::Unavailable(failure) => AppError::Unavailable(failure),
-            })?;
-            let event = DeviceEvent::Registered { device_id: device_id.clone(), platform, token: token.to_owned(), endpoint };
-            Ok(Planned { owner: user.clone(), expected_seq: seq, item_versions: Vec::new(), payloads: vec![EventPayload::Device(event)], outcome })
+            let previous = current
+                .filter(|d| d.platform == platform)
+                .map(|d| d.endpoint.as_str());
+            let endpoint = self
+                .push
+                .register(user, device_id, platform, token, previous)
+                .await
+                .map_err(|e| match e {
+                    PushError::Rejected(why) => {
+                        AppError::Invalid(format!("the push provider refused the token: {why}"))
+                    }
+                    PushError::Unavailable(failure) => AppError::Unavailable(failure),
+                })?;
+            let event = DeviceEvent::Registered {
+                device_id: device_id.clone(),
+                platform,
+                token: token.to_owned(),
+                endpoint,
+            };
+            Ok(Planned {
+                owner: user.clone(),
+                expected_seq: seq,
+                item_versions: Vec::new(),
+                payloads: vec![EventPayload::Device(event)],
+                outcome,
+            })
         })
         .await
     }
@@ -828,7 +1028,11 @@ impl<P: Ports> App<P> {
     /// # Errors
     /// `Unavailable`.
     pub async fn devices(&self, caller: &Caller) -> Result<Vec<DeviceView>, AppError> {
-        let devices = self.store.devices(&caller.user).await.map_err(Failure::from)?;
+        let devices = self
+            .store
+            .devices(&caller.user)
+            .await
+            .map_err(Failure::from)?;
         Ok(devices.values().map(DeviceView::from).collect())
     }
 
@@ -836,15 +1040,34 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `NotFound` when no such device is registered; `Unavailable`.
-    pub async fn remove_device(&self, caller: &Caller, device_id: &DeviceId, idem: Option<&Idempotency>) -> Result<Done, AppError> {
+    pub async fn remove_device(
+        &self,
+        caller: &Caller,
+        device_id: &DeviceId,
+        idem: Option<&Idempotency>,
+    ) -> Result<Done, AppError> {
         let user = &caller.user;
         self.write(caller, idem, |_now| async move {
             let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
-            if !self.store.devices(user).await.map_err(Failure::from)?.contains_key(device_id) {
+            if !self
+                .store
+                .devices(user)
+                .await
+                .map_err(Failure::from)?
+                .contains_key(device_id)
+            {
                 return Err(AppError::NotFound);
             }
-            let event = DeviceEvent::Removed { device_id: device_id.clone() };
-            Ok(Planned { owner: user.clone(), expected_seq: seq, item_versions: Vec::new(), payloads: vec![EventPayload::Device(event)], outcome: Done {} })
+            let event = DeviceEvent::Removed {
+                device_id: device_id.clone(),
+            };
+            Ok(Planned {
+                owner: user.clone(),
+                expected_seq: seq,
+                item_versions: Vec::new(),
+                payloads: vec![EventPayload::Device(event)],
+                outcome: Done {},
+            })
         })
         .await
     }
@@ -854,18 +1077,34 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `Unavailable`.
-    pub async fn disable_endpoint(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), AppError> {
+    pub async fn disable_endpoint(
+        &self,
+        owner: &UserId,
+        device_id: &DeviceId,
+        endpoint: &str,
+    ) -> Result<(), AppError> {
         let system = Caller::new(owner.clone());
         self.write(&system, None, |_now| async move {
             let seq = self.store.last_seq(owner).await.map_err(Failure::from)?;
             let devices = self.store.devices(owner).await.map_err(Failure::from)?;
-            let still_current = devices.get(device_id).is_some_and(|d| d.enabled && d.endpoint == endpoint);
+            let still_current = devices
+                .get(device_id)
+                .is_some_and(|d| d.enabled && d.endpoint == endpoint);
             let payloads = if still_current {
-                vec![EventPayload::Device(DeviceEvent::Disabled { device_id: device_id.clone(), endpoint: endpoint.to_owned() })]
+                vec![EventPayload::Device(DeviceEvent::Disabled {
+                    device_id: device_id.clone(),
+                    endpoint: endpoint.to_owned(),
+                })]
             } else {
                 Vec::new()
             };
-            Ok(Planned { owner: owner.clone(), expected_seq: seq, item_versions: Vec::new(), payloads, outcome: Done {} })
+            Ok(Planned {
+                owner: owner.clone(),
+                expected_seq: seq,
+                item_versions: Vec::new(),
+                payloads,
+                outcome: Done {},
+            })
         })
         .await
         .map(|_| ())
@@ -884,19 +1123,32 @@ impl<P: Ports> App<P> {
     ) -> Result<MediaCreated, AppError> {
         let id = self.fresh_id(MediaId::parse)?;
         let user = &caller.user;
-        let object = MediaObject::declare(id, user.clone(), content_type, size, self.clock.now(), &self.config.limits)
-            .map_err(|e| match e {
-                MediaRejection::TooLarge { .. } => AppError::TooLarge(e.to_string()),
-                other => AppError::Invalid(other.to_string()),
-            })?;
+        let object = MediaObject::declare(
+            id,
+            user.clone(),
+            content_type,
+            size,
+            self.clock.now(),
+            &self.config.limits,
+        )
+        .map_err(|e| match e {
+            MediaRejection::TooLarge { .. } => AppError::TooLarge(e.to_string()),
+            other => AppError::Invalid(other.to_string()),
+        })?;
         let ttl = self.config.media_url_ttl;
         self.write(caller, idem, |now| {
             let object = object.clone();
             async move {
                 let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
-                let upload = self.media.upload_url(&object, now, ttl).await.map_err(|e| match e {
-                    crate::MediaError::Unavailable(failure) => AppError::Unavailable(failure),
-                })?;
+                let upload =
+                    self.media
+                        .upload_url(&object, now, ttl)
+                        .await
+                        .map_err(|e| match e {
+                            crate::MediaError::Unavailable(failure) => {
+                                AppError::Unavailable(failure)
+                            }
+                        })?;
                 let outcome = MediaCreated {
                     id: object.id.clone(),
                     status: "pending".into(),
@@ -907,7 +1159,13 @@ impl<P: Ports> App<P> {
                         expires_at: upload.expires_at,
                     },
                 };
-                Ok(Planned { owner: user.clone(), expected_seq: seq, item_versions: Vec::new(), payloads: vec![EventPayload::MediaDeclared(object)], outcome })
+                Ok(Planned {
+                    owner: user.clone(),
+                    expected_seq: seq,
+                    item_versions: Vec::new(),
+                    payloads: vec![EventPayload::MediaDeclared(object)],
+                    outcome,
+                })
             }
         })
         .await
@@ -936,14 +1194,23 @@ impl<P: Ports> App<P> {
                     .download_url(&object, self.clock.now(), self.config.media_url_ttl)
                     .await
                     .map_err(unavailable)?;
-                Some(SignedView { url: signed.url, method: None, headers: None, expires_at: signed.expires_at })
+                Some(SignedView {
+                    url: signed.url,
+                    method: None,
+                    headers: None,
+                    expires_at: signed.expires_at,
+                })
             }
         };
         Ok(MediaView {
             id: object.id,
             content_type: object.content_type,
             size: object.size,
-            status: if download.is_some() { "uploaded" } else { "pending" },
+            status: if download.is_some() {
+                "uploaded"
+            } else {
+                "pending"
+            },
             download,
         })
     }

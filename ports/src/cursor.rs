@@ -22,7 +22,9 @@ pub fn page_size(limit: Option<u64>) -> Result<usize, AppError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n @ 1..=100) => Ok(n as usize),
-        Some(_) => Err(AppError::Invalid(format!("limit must be between 1 and {MAX_LIMIT}"))),
+        Some(_) => Err(AppError::Invalid(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        ))),
     }
 }
 
@@ -54,7 +56,9 @@ pub fn seq_cursor(seq: Seq) -> String {
 /// # Errors
 /// [`AppError::Invalid`] for anything [`seq_cursor`] did not make.
 pub fn parse_seq(cursor: Option<&str>) -> Result<Seq, AppError> {
-    let Some(cursor) = cursor else { return Ok(Seq(0)) };
+    let Some(cursor) = cursor else {
+        return Ok(Seq(0));
+    };
     decode('s', cursor)?
         .parse()
         .map(Seq)
@@ -71,7 +75,9 @@ pub fn version_cursor(version: Version) -> String {
 /// # Errors
 /// [`AppError::Invalid`] for anything [`version_cursor`] did not make.
 pub fn parse_version(cursor: Option<&str>) -> Result<Version, AppError> {
-    let Some(cursor) = cursor else { return Ok(Version(0)) };
+    let Some(cursor) = cursor else {
+        return Ok(Version(0));
+    };
     decode('v', cursor)?
         .parse()
         .map(Version)
@@ -88,7 +94,9 @@ pub fn id_cursor(id: &ItemId) -> String {
 /// # Errors
 /// [`AppError::Invalid`] for anything [`id_cursor`] did not make.
 pub fn parse_id(cursor: Option<&str>) -> Result<Option<ItemId>, AppError> {
-    let Some(cursor) = cursor else { return Ok(None) };
+    let Some(cursor) = cursor else {
+        return Ok(None);
+    };
     ItemId::parse(decode('i', cursor)?)
         .map(Some)
         .map_err(|_| AppError::Invalid("invalid cursor".into()))
@@ -101,7 +109,10 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_each_other() {
         assert_eq!(parse_seq(Some(&seq_cursor(Seq(17)))), Ok(Seq(17)));
-        assert_eq!(parse_version(Some(&version_cursor(Version(3)))), Ok(Version(3)));
+        assert_eq!(
+            parse_version(Some(&version_cursor(Version(3)))),
+            Ok(Version(3))
+        );
         assert!(parse_version(Some(&seq_cursor(Seq(17)))).is_err());
         assert!(parse_seq(Some("not a cursor!")).is_err());
         assert!(parse_seq(Some("")).is_err());

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use crate::app::Ports;
 use crate::store::{AppendError, IdempotencyRecord, IdempotencyWrite};
-use crate::{App, AppError, BatchFailure, Clock, EventStore, Failure, PushError, PushGateway, PushOutcome};
+use crate::{
+    App, AppError, BatchFailure, Clock, EventStore, Failure, PushError, PushGateway, PushOutcome,
+};
 
 /// Sends pushes for received messages.
 #[derive(Debug)]
@@ -22,7 +24,9 @@ pub struct PushDispatcher<P: Ports> {
 
 impl<P: Ports> Clone for PushDispatcher<P> {
     fn clone(&self) -> Self {
-        Self { app: self.app.clone() }
+        Self {
+            app: self.app.clone(),
+        }
     }
 }
 
@@ -67,13 +71,23 @@ impl<P: Ports> PushDispatcher<P> {
         for device in devices.values().filter(|d| d.enabled) {
             let key = push_key(message, device);
             let now = self.app.clock().now();
-            let ttl = u64::try_from(self.app.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
-            let expired_before = rookery_domain::Timestamp::from_millis(now.as_millis().saturating_sub(ttl));
-            if store.idempotency(owner, &key).await?.is_some_and(|r| r.recorded_at >= expired_before) {
+            let ttl =
+                u64::try_from(self.app.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+            let expired_before =
+                rookery_domain::Timestamp::from_millis(now.as_millis().saturating_sub(ttl));
+            if store
+                .idempotency(owner, &key)
+                .await?
+                .is_some_and(|r| r.recorded_at >= expired_before)
+            {
                 continue;
             }
             let payload = push_payload(device.platform, message);
-            let outcome = self.app.push_gateway().send(&device.endpoint, device.platform, &payload).await;
+            let outcome = self
+                .app
+                .push_gateway()
+                .send(&device.endpoint, device.platform, &payload)
+                .await;
             let remember = |status: &str| IdempotencyWrite {
                 owner: owner.clone(),
                 record: IdempotencyRecord {
@@ -87,11 +101,18 @@ impl<P: Ports> PushDispatcher<P> {
             match outcome {
                 Ok(PushOutcome::Delivered) => match store.remember(remember("delivered")).await {
                     Ok(()) | Err(AppendError::KeyTaken) => {}
-                    Err(error) => first_failure = first_failure.or(Some(Failure::transient(error.to_string()))),
+                    Err(error) => {
+                        first_failure =
+                            first_failure.or(Some(Failure::transient(error.to_string())))
+                    }
                 },
                 Ok(PushOutcome::EndpointDisabled) => {
                     tracing::info!(user = %owner, device = %device.device_id, "push endpoint disabled; marking device");
-                    if let Err(error) = self.app.disable_endpoint(owner, &device.device_id, &device.endpoint).await {
+                    if let Err(error) = self
+                        .app
+                        .disable_endpoint(owner, &device.device_id, &device.endpoint)
+                        .await
+                    {
                         first_failure = first_failure.or(Some(app_failure(error)));
                     }
                 }

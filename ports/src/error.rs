@@ -18,12 +18,18 @@ pub struct Failure {
 impl Failure {
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true }
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
     }
 
     /// A failure that will happen again (a bug, a misconfiguration, corrupt data).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false }
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
     }
 
     /// True when trying again later may succeed.

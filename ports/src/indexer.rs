@@ -30,7 +30,10 @@ fn failure(error: SearchError) -> Failure {
 impl<I: SearchIndex> Indexer<I> {
     /// An indexer writing to `index`.
     pub fn new(index: I) -> Self {
-        Self { index, chunk: DEFAULT_CHUNK }
+        Self {
+            index,
+            chunk: DEFAULT_CHUNK,
+        }
     }
 
     /// Applies a batch of stored events, in chunks.
@@ -53,7 +56,10 @@ impl<I: SearchIndex> Indexer<I> {
                     self.index
                         .apply(std::slice::from_ref(change))
                         .await
-                        .map_err(|error| BatchFailure { index: *i, failure: failure(error) })?;
+                        .map_err(|error| BatchFailure {
+                            index: *i,
+                            failure: failure(error),
+                        })?;
                 }
             }
         }
@@ -65,12 +71,18 @@ impl<I: SearchIndex> Indexer<I> {
     ///
     /// # Errors
     /// The first store or index failure; the index is then partly rebuilt, and running again is safe.
-    pub async fn rebuild<S: EventStore>(&self, store: &S, mut progress: impl FnMut(u64)) -> Result<u64, Failure> {
+    pub async fn rebuild<S: EventStore>(
+        &self,
+        store: &S,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, Failure> {
         let mut read = 0u64;
         let mut after_owner = None;
         loop {
             let owners = store.owners(after_owner.as_ref(), 100).await?;
-            let Some(last) = owners.last().cloned() else { break };
+            let Some(last) = owners.last().cloned() else {
+                break;
+            };
             for owner in &owners {
                 let mut after = rookery_domain::Seq(0);
                 loop {
