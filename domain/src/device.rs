@@ -102,9 +102,7 @@ pub enum DeviceRejection {
 /// # Errors
 /// [`DeviceRejection::BadToken`].
 pub fn check_token(token: &str, limits: &Limits) -> Result<(), DeviceRejection> {
-    let ok = !token.is_empty()
-        && token.len() <= limits.max_token_bytes
-        && token.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !token.is_empty() && token.len() <= limits.max_token_bytes && token.bytes().all(|b| b.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
@@ -138,10 +136,7 @@ pub fn evolve(devices: &mut Devices, event: &DeviceEvent, at: Timestamp) {
                 },
             );
         }
-        DeviceEvent::Disabled {
-            device_id,
-            endpoint,
-        } => {
+        DeviceEvent::Disabled { device_id, endpoint } => {
             if let Some(device) = devices.get_mut(device_id)
                 && device.endpoint == *endpoint
             {

@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 use crate::device::DeviceEvent;
 use crate::media::MediaObject;
 use crate::message::Message;
-use crate::{
-    CollectionName, EventId, Item, ItemId, ItemKey, Seq, Timestamp, UserId, Version, Visibility,
-};
+use crate::{CollectionName, EventId, Item, ItemId, ItemKey, Seq, Timestamp, UserId, Version, Visibility};
 
 /// The schema version this build writes for every event type.
 pub const CURRENT_SCHEMA: u16 = 1;

@@ -6,12 +6,12 @@ use crate::{Item, StoredEvent, UserId, Version};
 
 /// Folds an item's events, oldest first, into its head. Events of other aggregates are skipped.
 pub fn replay<'a>(owner: &UserId, events: impl IntoIterator<Item = &'a StoredEvent>) -> ItemHead {
-    events.into_iter().fold(ItemHead::default(), |head, event| {
-        match event.payload.as_item() {
+    events
+        .into_iter()
+        .fold(ItemHead::default(), |head, event| match event.payload.as_item() {
             Some(change) => evolve(owner, &head, change, event.at),
             None => head,
-        }
-    })
+        })
 }
 
 /// The item as it was right after `event`, or `None` if `event` is a delete or not an item event.
@@ -25,10 +25,7 @@ pub fn item_after(event: &StoredEvent) -> Option<Item> {
 
 /// The state an item had at `version`, from its events (any order):
 /// `None` when no event has that version, `Some(None)` when that version was a delete.
-pub fn state_at<'a>(
-    events: impl IntoIterator<Item = &'a StoredEvent>,
-    version: Version,
-) -> Option<Option<ItemState>> {
+pub fn state_at<'a>(events: impl IntoIterator<Item = &'a StoredEvent>, version: Version) -> Option<Option<ItemState>> {
     events
         .into_iter()
         .filter_map(|event| event.payload.as_item())

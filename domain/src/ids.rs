@@ -39,10 +39,7 @@ fn check(
         });
     }
     if !first(head) || !tail.iter().all(|&b| rest(b)) {
-        return Err(IdError {
-            kind,
-            reason: pattern,
-        });
+        return Err(IdError { kind, reason: pattern });
     }
     Ok(())
 }
@@ -169,9 +166,7 @@ impl fmt::Display for ItemKey {
 }
 
 /// A position in one user's change feed: 1, 2, 3, ... without gaps. `Seq(0)` is "before the first event".
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
@@ -191,9 +186,7 @@ impl fmt::Display for Seq {
 
 /// An item's version: 1 on creation, +1 on every change (a delete is a change).
 /// `Version(0)` means "the item has never existed".
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Version(pub u64);
 

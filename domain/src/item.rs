@@ -229,15 +229,12 @@ pub fn decide(
             if head.version == Version::NONE {
                 return Err(ItemRejection::NotFound);
             }
-            let state = target.ok_or(ItemRejection::NotFound)?.ok_or_else(|| {
-                ItemRejection::Invalid(format!("version {target_version} is a delete"))
-            })?;
+            let state = target
+                .ok_or(ItemRejection::NotFound)?
+                .ok_or_else(|| ItemRejection::Invalid(format!("version {target_version} is a delete")))?;
             let created_at = live.map_or(now, |item| item.created_at);
             Ok(EventPayload::ItemRestored(changed(
-                Some(ItemState {
-                    created_at,
-                    ..state
-                }),
+                Some(ItemState { created_at, ..state }),
                 Some(target_version),
             )))
         }
@@ -245,31 +242,23 @@ pub fn decide(
 }
 
 /// Applies an RFC 7396 merge patch to `{"data": ..., "visibility": ...}` and checks the result's shape.
-fn apply_merge_patch(
-    item: &Item,
-    patch: &Value,
-) -> Result<(Map<String, Value>, Visibility), ItemRejection> {
+fn apply_merge_patch(item: &Item, patch: &Value) -> Result<(Map<String, Value>, Visibility), ItemRejection> {
     let mut target = serde_json::json!({ "data": item.data, "visibility": item.visibility });
     json_patch::merge(&mut target, patch);
     let Value::Object(mut fields) = target else {
-        return Err(ItemRejection::Invalid(
-            "the patch must be a JSON object".into(),
-        ));
+        return Err(ItemRejection::Invalid("the patch must be a JSON object".into()));
     };
     let data = match fields.remove("data") {
         None => Map::new(),
         Some(Value::Object(data)) => data,
         Some(_) => {
-            return Err(ItemRejection::Invalid(
-                "`data` must remain a JSON object".into(),
-            ));
+            return Err(ItemRejection::Invalid("`data` must remain a JSON object".into()));
         }
     };
     let visibility = match fields.remove("visibility") {
         None => Visibility::default(),
-        Some(value) => serde_json::from_value(value).map_err(|_| {
-            ItemRejection::Invalid("`visibility` must be \"private\" or \"public\"".into())
-        })?,
+        Some(value) => serde_json::from_value(value)
+            .map_err(|_| ItemRejection::Invalid("`visibility` must be \"private\" or \"public\"".into()))?,
     };
     if let Some(unknown) = fields.keys().next() {
         return Err(ItemRejection::Invalid(format!(
@@ -289,9 +278,6 @@ pub fn evolve(owner: &UserId, head: &ItemHead, change: &ItemChanged, at: Timesta
     }
     ItemHead {
         version: change.version,
-        item: change
-            .state
-            .as_ref()
-            .map(|state| state.to_item(owner, change, at)),
+        item: change.state.as_ref().map(|state| state.to_item(owner, change, at)),
     }
 }

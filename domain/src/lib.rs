@@ -23,10 +23,7 @@ pub mod validate;
 
 pub use device::{Device, DeviceEvent, Platform};
 pub use event::{EventMeta, EventPayload, NewEvent, StoredEvent};
-pub use ids::{
-    CollectionName, DeviceId, EventId, IdError, ItemId, ItemKey, MediaId, MessageId, Seq, UserId,
-    Version,
-};
+pub use ids::{CollectionName, DeviceId, EventId, IdError, ItemId, ItemKey, MediaId, MessageId, Seq, UserId, Version};
 pub use item::{Item, ItemCommand, ItemHead, ItemRejection, Precondition, Visibility};
 pub use limits::Limits;
 pub use media::MediaObject;

@@ -122,15 +122,9 @@ mod tests {
 
     #[test]
     fn other_types_and_bad_sizes_are_refused() {
-        assert_eq!(
-            declare("text/html", 10),
-            Err(MediaRejection::TypeNotAllowed)
-        );
+        assert_eq!(declare("text/html", 10), Err(MediaRejection::TypeNotAllowed));
         assert_eq!(declare("image/", 10), Err(MediaRejection::TypeNotAllowed));
-        assert_eq!(
-            declare("image/png; x=y", 10),
-            Err(MediaRejection::TypeNotAllowed)
-        );
+        assert_eq!(declare("image/png; x=y", 10), Err(MediaRejection::TypeNotAllowed));
         assert_eq!(declare("image/png", 0), Err(MediaRejection::Empty));
         assert!(matches!(
             declare("image/png", 100 * 1024 * 1024 + 1),

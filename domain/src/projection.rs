@@ -7,9 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::history::item_after;
-use crate::{
-    Item, ItemKey, Message, Platform, Seq, StoredEvent, Timestamp, UserId, Version, Visibility,
-};
+use crate::{Item, ItemKey, Message, Platform, Seq, StoredEvent, Timestamp, UserId, Version, Visibility};
 
 /// What the search index holds for one live item.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -22,10 +22,7 @@ impl Timestamp {
 
     /// Converts a system time, truncating to the millisecond; times before the epoch become the epoch.
     pub fn from_system_time(time: SystemTime) -> Self {
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let millis = time.duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
         Self(u64::try_from(millis).unwrap_or(u64::MAX))
     }
 
@@ -54,11 +51,7 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}",
-            humantime::format_rfc3339_millis(self.to_system_time())
-        )
+        write!(f, "{}", humantime::format_rfc3339_millis(self.to_system_time()))
     }
 }
 

@@ -51,9 +51,7 @@ pub fn depth(value: &Value) -> usize {
 pub fn check_data(data: &Map<String, Value>, limits: &Limits) -> Result<(), DataError> {
     let value = Value::Object(data.clone());
     if depth(&value) > limits.max_depth {
-        return Err(DataError::TooDeep {
-            max: limits.max_depth,
-        });
+        return Err(DataError::TooDeep { max: limits.max_depth });
     }
     let size = serialized_len(&value);
     if size > limits.max_data_bytes {
@@ -101,9 +99,7 @@ mod tests {
         for _ in 0..32 {
             v = json!({ "a": v });
         }
-        let Value::Object(ok) = v.clone() else {
-            unreachable!()
-        };
+        let Value::Object(ok) = v.clone() else { unreachable!() };
         assert_eq!(check_data(&ok, &Limits::default()), Ok(()));
         let Value::Object(deep) = json!({ "a": v }) else {
             unreachable!()

@@ -6,9 +6,8 @@ use rookery_domain::event::{ItemChanged, ItemState};
 use rookery_domain::history::{replay, state_at};
 use rookery_domain::item::decide;
 use rookery_domain::{
-    CollectionName, EventId, EventMeta, EventPayload, ItemCommand, ItemHead, ItemId, ItemKey,
-    ItemRejection, Limits, NewEvent, Precondition, Seq, StoredEvent, Timestamp, UserId, Version,
-    Visibility,
+    CollectionName, EventId, EventMeta, EventPayload, ItemCommand, ItemHead, ItemId, ItemKey, ItemRejection, Limits,
+    NewEvent, Precondition, Seq, StoredEvent, Timestamp, UserId, Version, Visibility,
 };
 use serde_json::{Map, Value, json};
 
@@ -19,10 +18,7 @@ fn owner() -> UserId {
 }
 
 fn key() -> ItemKey {
-    ItemKey::new(
-        CollectionName::parse("notes").unwrap(),
-        ItemId::parse("n1").unwrap(),
-    )
+    ItemKey::new(CollectionName::parse("notes").unwrap(), ItemId::parse("n1").unwrap())
 }
 
 fn object(value: Value) -> Map<String, Value> {
@@ -73,14 +69,7 @@ impl Scenario {
     }
 
     fn when(self, command: ItemCommand, precondition: Precondition) -> Outcome {
-        Outcome(decide(
-            &key(),
-            &self.head(),
-            command,
-            precondition,
-            NOW,
-            &self.limits,
-        ))
+        Outcome(decide(&key(), &self.head(), command, precondition, NOW, &self.limits))
     }
 }
 
@@ -175,10 +164,7 @@ fn put_after_a_delete_creates_again_with_the_next_version() {
 fn stale_if_match_is_a_conflict_naming_the_current_version() {
     given(vec![
         history_created(json!({})),
-        EventPayload::ItemPatched(changed(
-            2,
-            state(json!({"x": 1}), Visibility::Private, CREATED_AT),
-        )),
+        EventPayload::ItemPatched(changed(2, state(json!({"x": 1}), Visibility::Private, CREATED_AT))),
     ])
     .when(put(json!({})), Precondition::IfMatch(Version(1)))
     .then_rejected(ItemRejection::VersionConflict {
@@ -285,10 +271,7 @@ fn delete_of_a_live_item_records_a_delete_and_a_second_delete_is_not_found() {
 fn restore_brings_back_an_earlier_state_as_a_new_version() {
     let scenario = given(vec![
         history_created(json!({"v": 1})),
-        EventPayload::ItemReplaced(changed(
-            2,
-            state(json!({"v": 2}), Visibility::Private, CREATED_AT),
-        )),
+        EventPayload::ItemReplaced(changed(2, state(json!({"v": 2}), Visibility::Private, CREATED_AT))),
         EventPayload::ItemDeleted(changed(3, None)),
     ]);
     let target = state_at(&scenario.events, Version(1));
@@ -341,10 +324,7 @@ fn data_over_the_size_limit_is_too_large_and_too_deep_data_is_refused() {
             max_data_bytes: 10,
             ..Limits::default()
         })
-        .when(
-            put(json!({"text": "far too long for ten bytes"})),
-            Precondition::None,
-        )
+        .when(put(json!({"text": "far too long for ten bytes"})), Precondition::None)
         .then_rejected_as(|r| matches!(r, ItemRejection::TooLarge(_)));
     let mut deep = json!("leaf");
     for _ in 0..40 {
@@ -362,12 +342,7 @@ fn replaying_the_same_events_twice_gives_the_same_head() {
         EventPayload::ItemDeleted(changed(2, None)),
     ]);
     let once = scenario.head();
-    let doubled: Vec<StoredEvent> = scenario
-        .events
-        .iter()
-        .chain(scenario.events.iter())
-        .cloned()
-        .collect();
+    let doubled: Vec<StoredEvent> = scenario.events.iter().chain(scenario.events.iter()).cloned().collect();
     assert_eq!(replay(&owner(), &doubled), once);
     assert_eq!(once.version, Version(2));
     assert!(once.item.is_none());

@@ -9,9 +9,8 @@ use rookery_domain::history::{item_after, replay};
 use rookery_domain::item::decide;
 use rookery_domain::projection::push_payload;
 use rookery_domain::{
-    CollectionName, EventId, EventMeta, ItemCommand, ItemHead, ItemId, ItemKey, Limits, Message,
-    MessageId, NewEvent, Platform, Precondition, Seq, StoredEvent, Timestamp, UserId, Version,
-    Visibility,
+    CollectionName, EventId, EventMeta, ItemCommand, ItemHead, ItemId, ItemKey, Limits, Message, MessageId, NewEvent,
+    Platform, Precondition, Seq, StoredEvent, Timestamp, UserId, Version, Visibility,
 };
 use serde_json::{Map, Value, json};
 
@@ -20,10 +19,7 @@ fn owner() -> UserId {
 }
 
 fn key() -> ItemKey {
-    ItemKey::new(
-        CollectionName::parse("notes").unwrap(),
-        ItemId::parse("n1").unwrap(),
-    )
+    ItemKey::new(CollectionName::parse("notes").unwrap(), ItemId::parse("n1").unwrap())
 }
 
 fn json_leaf() -> impl Strategy<Value = Value> {
@@ -39,8 +35,7 @@ fn json_value() -> impl Strategy<Value = Value> {
     json_leaf().prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-d]", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-d]", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -53,10 +48,7 @@ fn command() -> impl Strategy<Value = ItemCommand> {
     prop_oneof![
         (
             json_object(),
-            prop::option::of(prop_oneof![
-                Just(Visibility::Private),
-                Just(Visibility::Public)
-            ])
+            prop::option::of(prop_oneof![Just(Visibility::Private), Just(Visibility::Public)])
         )
             .prop_map(|(data, visibility)| ItemCommand::Put { data, visibility }),
         json_object().prop_map(|patch| ItemCommand::Patch {
@@ -72,14 +64,7 @@ fn run(commands: Vec<ItemCommand>) -> Vec<StoredEvent> {
     for (i, command) in commands.into_iter().enumerate() {
         let head = replay(&owner(), &events);
         let now = Timestamp::from_millis(1_000 + i as u64);
-        if let Ok(payload) = decide(
-            &key(),
-            &head,
-            command,
-            Precondition::None,
-            now,
-            &Limits::default(),
-        ) {
+        if let Ok(payload) = decide(&key(), &head, command, Precondition::None, now, &Limits::default()) {
             let event = NewEvent {
                 event_id: EventId::parse(format!("e{i}")).unwrap(),
                 at: now,
@@ -168,14 +153,7 @@ fn run_on(events: &[StoredEvent], command: ItemCommand) -> Vec<StoredEvent> {
     let mut events = events.to_vec();
     let head = replay(&owner(), &events);
     let now = Timestamp::from_millis(9_000 + events.len() as u64);
-    if let Ok(payload) = decide(
-        &key(),
-        &head,
-        command,
-        Precondition::None,
-        now,
-        &Limits::default(),
-    ) {
+    if let Ok(payload) = decide(&key(), &head, command, Precondition::None, now, &Limits::default()) {
         let event = NewEvent {
             event_id: EventId::parse("p").unwrap(),
             at: now,
@@ -235,11 +213,7 @@ fn a_long_message_is_shortened_at_a_character_boundary() {
     for platform in [Platform::Apns, Platform::Fcm] {
         let payload = push_payload(platform, &message);
         assert!(payload.len() <= 4096);
-        assert!(
-            payload.len() > 3500,
-            "shortened more than needed: {}",
-            payload.len()
-        );
+        assert!(payload.len() > 3500, "shortened more than needed: {}", payload.len());
         assert!(payload.contains('…'));
     }
 }

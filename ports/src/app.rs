@@ -16,23 +16,19 @@ use rookery_domain::media::MediaRejection;
 use rookery_domain::message::MessageRejection;
 use rookery_domain::projection::{FeedChange, HistoryEvent, feed_change, history_event, words};
 use rookery_domain::{
-    CollectionName, DeviceId, EventId, EventMeta, EventPayload, Item, ItemCommand, ItemKey,
-    ItemRejection, Limits, MediaId, MediaObject, Message, MessageId, NewEvent, Platform,
-    Precondition, Seq, Timestamp, UserId, Version, Visibility,
+    CollectionName, DeviceId, EventId, EventMeta, EventPayload, Item, ItemCommand, ItemKey, ItemRejection, Limits,
+    MediaId, MediaObject, Message, MessageId, NewEvent, Platform, Precondition, Seq, Timestamp, UserId, Version,
+    Visibility,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::cursor::{
-    id_cursor, page_size, parse_id, parse_seq, parse_version, seq_cursor, version_cursor,
-};
+use crate::cursor::{id_cursor, page_size, parse_id, parse_seq, parse_version, seq_cursor, version_cursor};
 use crate::media::ObjectStatus;
 use crate::search::{Scope, SearchError, SearchHit, SearchQuery};
 use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite};
-use crate::{
-    AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex,
-};
+use crate::{AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex};
 
 /// The adapters one deployment plugs into the service, named once.
 pub trait Ports: Send + Sync + 'static {
@@ -86,10 +82,7 @@ pub struct Caller {
 impl Caller {
     /// A caller with no request id.
     pub fn new(user: UserId) -> Self {
-        Self {
-            user,
-            request_id: None,
-        }
+        Self { user, request_id: None }
     }
 }
 
@@ -340,12 +333,8 @@ impl<P: Ports> App<P> {
         &self.config
     }
 
-    fn fresh_id<T>(
-        &self,
-        parse: fn(String) -> Result<T, rookery_domain::IdError>,
-    ) -> Result<T, AppError> {
-        parse(self.ids.new_id())
-            .map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
+    fn fresh_id<T>(&self, parse: fn(String) -> Result<T, rookery_domain::IdError>) -> Result<T, AppError> {
+        parse(self.ids.new_id()).map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
     }
 
     fn expired_before(&self, now: Timestamp) -> Timestamp {
@@ -354,17 +343,8 @@ impl<P: Ports> App<P> {
     }
 
     /// The recorded outcome of an earlier request with the same key, if it is still remembered.
-    async fn replay<T: DeserializeOwned>(
-        &self,
-        user: &UserId,
-        idem: &Idempotency,
-    ) -> Result<Option<T>, AppError> {
-        let Some(record) = self
-            .store
-            .idempotency(user, &idem.key)
-            .await
-            .map_err(Failure::from)?
-        else {
+    async fn replay<T: DeserializeOwned>(&self, user: &UserId, idem: &Idempotency) -> Result<Option<T>, AppError> {
+        let Some(record) = self.store.idempotency(user, &idem.key).await.map_err(Failure::from)? else {
             return Ok(None);
         };
         if record.recorded_at < self.expired_before(self.clock.now()) {
@@ -375,20 +355,11 @@ impl<P: Ports> App<P> {
         }
         serde_json::from_value(record.outcome)
             .map(Some)
-            .map_err(|e| {
-                AppError::Unavailable(Failure::permanent(format!(
-                    "recorded outcome unreadable: {e}"
-                )))
-            })
+            .map_err(|e| AppError::Unavailable(Failure::permanent(format!("recorded outcome unreadable: {e}"))))
     }
 
     /// Runs one write: replays a repeat, else plans and appends, retrying while others move the stream.
-    async fn write<T, F, Fut>(
-        &self,
-        caller: &Caller,
-        idem: Option<&Idempotency>,
-        mut plan: F,
-    ) -> Result<T, AppError>
+    async fn write<T, F, Fut>(&self, caller: &Caller, idem: Option<&Idempotency>, mut plan: F) -> Result<T, AppError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(Timestamp) -> Fut,
@@ -426,9 +397,8 @@ impl<P: Ports> App<P> {
                     record: IdempotencyRecord {
                         key: idem.key.clone(),
                         fingerprint: idem.fingerprint.clone(),
-                        outcome: serde_json::to_value(&planned.outcome).map_err(|e| {
-                            AppError::Unavailable(Failure::permanent(e.to_string()))
-                        })?,
+                        outcome: serde_json::to_value(&planned.outcome)
+                            .map_err(|e| AppError::Unavailable(Failure::permanent(e.to_string())))?,
                         recorded_at: now,
                     },
                     expired_before: self.expired_before(now),
@@ -510,16 +480,8 @@ impl<P: Ports> App<P> {
         })
     }
 
-    async fn item_head(
-        &self,
-        owner: &UserId,
-        key: &ItemKey,
-    ) -> Result<rookery_domain::ItemHead, AppError> {
-        Ok(self
-            .store
-            .item_head(owner, key)
-            .await
-            .map_err(Failure::from)?)
+    async fn item_head(&self, owner: &UserId, key: &ItemKey) -> Result<rookery_domain::ItemHead, AppError> {
+        Ok(self.store.item_head(owner, key).await.map_err(Failure::from)?)
     }
 
     /// The conflict answer: the current version and the events after the version the client named.
@@ -562,13 +524,8 @@ impl<P: Ports> App<P> {
                 visibility,
             };
             async move {
-                let planned = self
-                    .plan_item(&caller.user, key, command, precondition, now)
-                    .await?;
-                let created = planned
-                    .item_versions
-                    .first()
-                    .is_none_or(|(_, v)| *v == Version::NONE)
+                let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+                let created = planned.item_versions.first().is_none_or(|(_, v)| *v == Version::NONE)
                     || matches!(planned.payloads.first(), Some(EventPayload::ItemCreated(_)));
                 Ok(Planned {
                     outcome: ItemWritten {
@@ -598,13 +555,8 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<Item, AppError> {
         self.write(caller, idem, |now| {
-            let command = ItemCommand::Patch {
-                patch: patch.clone(),
-            };
-            async move {
-                self.plan_item(&caller.user, key, command, precondition, now)
-                    .await
-            }
+            let command = ItemCommand::Patch { patch: patch.clone() };
+            async move { self.plan_item(&caller.user, key, command, precondition, now).await }
         })
         .await
     }
@@ -652,8 +604,7 @@ impl<P: Ports> App<P> {
             let target = self.event_at(&caller.user, key, version).await?;
             let target = target.as_ref().and_then(|event| state_at([event], version));
             let command = ItemCommand::Restore { version, target };
-            self.plan_item(&caller.user, key, command, precondition, now)
-                .await
+            self.plan_item(&caller.user, key, command, precondition, now).await
         })
         .await
     }
@@ -682,18 +633,9 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `NotFound` when absent, deleted, out of range, or that version was a delete; `Unavailable`.
-    pub async fn get_item(
-        &self,
-        caller: &Caller,
-        key: &ItemKey,
-        version: Option<Version>,
-    ) -> Result<Item, AppError> {
+    pub async fn get_item(&self, caller: &Caller, key: &ItemKey, version: Option<Version>) -> Result<Item, AppError> {
         match version {
-            None => self
-                .item_head(&caller.user, key)
-                .await?
-                .item
-                .ok_or(AppError::NotFound),
+            None => self.item_head(&caller.user, key).await?.item.ok_or(AppError::NotFound),
             Some(version) => self
                 .event_at(&caller.user, key, version)
                 .await?
@@ -707,12 +649,7 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `NotFound` for anything private to someone else (never revealing that it exists); `Unavailable`.
-    pub async fn get_public_item(
-        &self,
-        caller: &Caller,
-        owner: &UserId,
-        key: &ItemKey,
-    ) -> Result<Item, AppError> {
+    pub async fn get_public_item(&self, caller: &Caller, owner: &UserId, key: &ItemKey) -> Result<Item, AppError> {
         let head = self.item_head(owner, key).await?;
         head.item
             .filter(|item| item.visibility == Visibility::Public || *owner == caller.user)
@@ -776,22 +713,14 @@ impl<P: Ports> App<P> {
         } else {
             None
         };
-        Ok(Page {
-            entries,
-            next_cursor,
-        })
+        Ok(Page { entries, next_cursor })
     }
 
     /// `GET /v1/sync`: the caller's changes after `since`, oldest first.
     ///
     /// # Errors
     /// `Invalid` for a bad limit or cursor; `Unavailable`.
-    pub async fn sync(
-        &self,
-        caller: &Caller,
-        since: Option<&str>,
-        limit: Option<u64>,
-    ) -> Result<SyncPage, AppError> {
+    pub async fn sync(&self, caller: &Caller, since: Option<&str>, limit: Option<u64>) -> Result<SyncPage, AppError> {
         let limit = page_size(limit)?;
         let after = parse_seq(since)?;
         let mut events = self
@@ -813,17 +742,11 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `Invalid` for empty or overlong text, a bad limit or cursor; `Unavailable`.
-    pub async fn search(
-        &self,
-        caller: &Caller,
-        request: SearchRequest,
-    ) -> Result<SearchResults, AppError> {
+    pub async fn search(&self, caller: &Caller, request: SearchRequest) -> Result<SearchResults, AppError> {
         let chars = request.q.chars().count();
         let max = self.config.limits.max_query_chars;
         if chars == 0 || chars > max {
-            return Err(AppError::Invalid(format!(
-                "q must be 1 to {max} characters"
-            )));
+            return Err(AppError::Invalid(format!("q must be 1 to {max} characters")));
         }
         let limit = page_size(request.limit)?;
         let words: Vec<String> = words(&request.q).collect();
@@ -854,9 +777,7 @@ impl<P: Ports> App<P> {
         let hits = page
             .hits
             .into_iter()
-            .filter(|hit| {
-                hit.item.visibility == Visibility::Public || hit.item.owner == caller.user
-            })
+            .filter(|hit| hit.item.visibility == Visibility::Public || hit.item.owner == caller.user)
             .collect();
         Ok(SearchResults {
             found: page.found,
@@ -897,11 +818,7 @@ impl<P: Ports> App<P> {
             let message = message.clone();
             let id = id.clone();
             async move {
-                let seq = self
-                    .store
-                    .last_seq(&message.to)
-                    .await
-                    .map_err(Failure::from)?;
+                let seq = self.store.last_seq(&message.to).await.map_err(Failure::from)?;
                 Ok(Planned {
                     owner: message.to.clone(),
                     expected_seq: seq,
@@ -948,10 +865,7 @@ impl<P: Ports> App<P> {
                 _ => None,
             })
             .collect();
-        Ok(Page {
-            entries,
-            next_cursor,
-        })
+        Ok(Page { entries, next_cursor })
     }
 
     /// `PUT /v1/devices/{device_id}`: register, refresh or re-enable a device.
@@ -966,8 +880,7 @@ impl<P: Ports> App<P> {
         token: &str,
         idem: Option<&Idempotency>,
     ) -> Result<DeviceView, AppError> {
-        device::check_token(token, &self.config.limits)
-            .map_err(|e| AppError::Invalid(e.to_string()))?;
+        device::check_token(token, &self.config.limits).map_err(|e| AppError::Invalid(e.to_string()))?;
         let user = &caller.user;
         self.write(caller, idem, |_now| async move {
             let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
@@ -978,8 +891,7 @@ impl<P: Ports> App<P> {
                 platform,
                 enabled: true,
             };
-            let unchanged =
-                current.is_some_and(|d| d.enabled && d.platform == platform && d.token == token);
+            let unchanged = current.is_some_and(|d| d.enabled && d.platform == platform && d.token == token);
             if unchanged {
                 return Ok(Planned {
                     owner: user.clone(),
@@ -993,9 +905,7 @@ impl<P: Ports> App<P> {
             if current.is_none() && devices.len() >= max {
                 return Err(AppError::Invalid(format!("at most {max} devices per user")));
             }
-            let previous = current
-                .filter(|d| d.platform == platform)
-                .map(|d| d.endpoint.as_str());
+            let previous = current.filter(|d| d.platform == platform).map(|d| d.endpoint.as_str());
             let endpoint = self
                 .push
                 .register(user, device_id, platform, token, previous)
@@ -1028,11 +938,7 @@ impl<P: Ports> App<P> {
     /// # Errors
     /// `Unavailable`.
     pub async fn devices(&self, caller: &Caller) -> Result<Vec<DeviceView>, AppError> {
-        let devices = self
-            .store
-            .devices(&caller.user)
-            .await
-            .map_err(Failure::from)?;
+        let devices = self.store.devices(&caller.user).await.map_err(Failure::from)?;
         Ok(devices.values().map(DeviceView::from).collect())
     }
 
@@ -1077,12 +983,7 @@ impl<P: Ports> App<P> {
     ///
     /// # Errors
     /// `Unavailable`.
-    pub async fn disable_endpoint(
-        &self,
-        owner: &UserId,
-        device_id: &DeviceId,
-        endpoint: &str,
-    ) -> Result<(), AppError> {
+    pub async fn disable_endpoint(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), AppError> {
         let system = Caller::new(owner.clone());
         self.write(&system, None, |_now| async move {
             let seq = self.store.last_seq(owner).await.map_err(Failure::from)?;
@@ -1140,15 +1041,9 @@ impl<P: Ports> App<P> {
             let object = object.clone();
             async move {
                 let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
-                let upload =
-                    self.media
-                        .upload_url(&object, now, ttl)
-                        .await
-                        .map_err(|e| match e {
-                            crate::MediaError::Unavailable(failure) => {
-                                AppError::Unavailable(failure)
-                            }
-                        })?;
+                let upload = self.media.upload_url(&object, now, ttl).await.map_err(|e| match e {
+                    crate::MediaError::Unavailable(failure) => AppError::Unavailable(failure),
+                })?;
                 let outcome = MediaCreated {
                     id: object.id.clone(),
                     status: "pending".into(),
@@ -1206,11 +1101,7 @@ impl<P: Ports> App<P> {
             id: object.id,
             content_type: object.content_type,
             size: object.size,
-            status: if download.is_some() {
-                "uploaded"
-            } else {
-                "pending"
-            },
+            status: if download.is_some() { "uploaded" } else { "pending" },
             download,
         })
     }

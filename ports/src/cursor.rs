@@ -22,9 +22,7 @@ pub fn page_size(limit: Option<u64>) -> Result<usize, AppError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n @ 1..=100) => Ok(n as usize),
-        Some(_) => Err(AppError::Invalid(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        ))),
+        Some(_) => Err(AppError::Invalid(format!("limit must be between 1 and {MAX_LIMIT}"))),
     }
 }
 
@@ -109,10 +107,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_refuse_each_other() {
         assert_eq!(parse_seq(Some(&seq_cursor(Seq(17)))), Ok(Seq(17)));
-        assert_eq!(
-            parse_version(Some(&version_cursor(Version(3)))),
-            Ok(Version(3))
-        );
+        assert_eq!(parse_version(Some(&version_cursor(Version(3)))), Ok(Version(3)));
         assert!(parse_version(Some(&seq_cursor(Seq(17)))).is_err());
         assert!(parse_seq(Some("not a cursor!")).is_err());
         assert!(parse_seq(Some("")).is_err());

@@ -12,9 +12,7 @@ use serde_json::json;
 
 use crate::app::Ports;
 use crate::store::{AppendError, IdempotencyRecord, IdempotencyWrite};
-use crate::{
-    App, AppError, BatchFailure, Clock, EventStore, Failure, PushError, PushGateway, PushOutcome,
-};
+use crate::{App, AppError, BatchFailure, Clock, EventStore, Failure, PushError, PushGateway, PushOutcome};
 
 /// Sends pushes for received messages.
 #[derive(Debug)]
@@ -24,9 +22,7 @@ pub struct PushDispatcher<P: Ports> {
 
 impl<P: Ports> Clone for PushDispatcher<P> {
     fn clone(&self) -> Self {
-        Self {
-            app: self.app.clone(),
-        }
+        Self { app: self.app.clone() }
     }
 }
 
@@ -71,10 +67,8 @@ impl<P: Ports> PushDispatcher<P> {
         for device in devices.values().filter(|d| d.enabled) {
             let key = push_key(message, device);
             let now = self.app.clock().now();
-            let ttl =
-                u64::try_from(self.app.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
-            let expired_before =
-                rookery_domain::Timestamp::from_millis(now.as_millis().saturating_sub(ttl));
+            let ttl = u64::try_from(self.app.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+            let expired_before = rookery_domain::Timestamp::from_millis(now.as_millis().saturating_sub(ttl));
             if store
                 .idempotency(owner, &key)
                 .await?
@@ -101,10 +95,7 @@ impl<P: Ports> PushDispatcher<P> {
             match outcome {
                 Ok(PushOutcome::Delivered) => match store.remember(remember("delivered")).await {
                     Ok(()) | Err(AppendError::KeyTaken) => {}
-                    Err(error) => {
-                        first_failure =
-                            first_failure.or(Some(Failure::transient(error.to_string())))
-                    }
+                    Err(error) => first_failure = first_failure.or(Some(Failure::transient(error.to_string()))),
                 },
                 Ok(PushOutcome::EndpointDisabled) => {
                     tracing::info!(user = %owner, device = %device.device_id, "push endpoint disabled; marking device");

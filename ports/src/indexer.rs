@@ -71,11 +71,7 @@ impl<I: SearchIndex> Indexer<I> {
     ///
     /// # Errors
     /// The first store or index failure; the index is then partly rebuilt, and running again is safe.
-    pub async fn rebuild<S: EventStore>(
-        &self,
-        store: &S,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64, Failure> {
+    pub async fn rebuild<S: EventStore>(&self, store: &S, mut progress: impl FnMut(u64)) -> Result<u64, Failure> {
         let mut read = 0u64;
         let mut after_owner = None;
         loop {

@@ -29,7 +29,5 @@ pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
 pub use search::{Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
-pub use store::{
-    AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, StoreError,
-};
+pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, StoreError};
 pub use system::{Clock, IdSource};

@@ -72,8 +72,5 @@ pub trait MediaStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`MediaError::Unavailable`] when the store cannot answer; a missing object is `Ok(Pending)`.
-    fn status(
-        &self,
-        object: &MediaObject,
-    ) -> impl Future<Output = Result<ObjectStatus, MediaError>> + Send;
+    fn status(&self, object: &MediaObject) -> impl Future<Output = Result<ObjectStatus, MediaError>> + Send;
 }

@@ -79,10 +79,7 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`SearchError::Unavailable`]; the caller retries the whole slice, which the rule above makes safe.
-    fn apply(
-        &self,
-        changes: &[IndexChange],
-    ) -> impl Future<Output = Result<(), SearchError>> + Send;
+    fn apply(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), SearchError>> + Send;
 
     /// Finds live items whose strings contain every word of `query`, best match first.
     ///
@@ -91,8 +88,5 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.
-    fn query(
-        &self,
-        query: &SearchQuery,
-    ) -> impl Future<Output = Result<SearchPage, SearchError>> + Send;
+    fn query(&self, query: &SearchQuery) -> impl Future<Output = Result<SearchPage, SearchError>> + Send;
 }

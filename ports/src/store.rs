@@ -4,8 +4,8 @@ use std::future::Future;
 
 use rookery_domain::device::Devices;
 use rookery_domain::{
-    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, NewEvent, Seq,
-    StoredEvent, Timestamp, UserId, Version,
+    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, NewEvent, Seq, StoredEvent, Timestamp,
+    UserId, Version,
 };
 use serde_json::Value;
 
@@ -114,19 +114,13 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// As above; [`AppendError::TooLarge`] before trying when the batch cannot fit the store;
     /// [`AppendError::Unavailable`] when the store failed (then nothing was written, or the outcome
     /// is unknown and a retry will see `SeqMoved`).
-    fn append(
-        &self,
-        batch: AppendBatch,
-    ) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send;
+    fn append(&self, batch: AppendBatch) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send;
 
     /// Writes an idempotency record on its own (used to remember that a push was sent).
     ///
     /// # Errors
     /// [`AppendError::KeyTaken`] when an unexpired record holds the key; [`AppendError::Unavailable`].
-    fn remember(
-        &self,
-        write: IdempotencyWrite,
-    ) -> impl Future<Output = Result<(), AppendError>> + Send;
+    fn remember(&self, write: IdempotencyWrite) -> impl Future<Output = Result<(), AppendError>> + Send;
 
     /// The record of `key` for `owner`, expired or not (the caller judges expiry).
     ///
@@ -173,11 +167,7 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    fn item_head(
-        &self,
-        owner: &UserId,
-        key: &ItemKey,
-    ) -> impl Future<Output = Result<ItemHead, StoreError>> + Send;
+    fn item_head(&self, owner: &UserId, key: &ItemKey) -> impl Future<Output = Result<ItemHead, StoreError>> + Send;
 
     /// Up to `limit` events of one item with version greater than `after`, in version order.
     ///
