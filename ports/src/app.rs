@@ -234,6 +234,25 @@ struct Planned<T> {
     outcome: T,
 }
 
+impl<T> Planned<T> {
+    /// The same plan with another outcome.
+    fn map<U>(self, f: impl FnOnce(T, &[EventPayload]) -> U) -> Planned<U> {
+        let outcome = f(self.outcome, &self.payloads);
+        Planned {
+            owner: self.owner,
+            expected_seq: self.expected_seq,
+            item_versions: self.item_versions,
+            payloads: self.payloads,
+            outcome,
+        }
+    }
+}
+
+/// An item write that must leave a live item; a plan without one is a bug, reported as such.
+fn live(item: Option<Item>) -> Result<Item, AppError> {
+    item.ok_or_else(|| AppError::Unavailable(Failure::permanent("write planned no item")))
+}
+
 /// The application service.
 pub struct App<P: Ports> {
     store: P::Store,
@@ -433,7 +452,8 @@ impl<P: Ports> App<P> {
         )))
     }
 
-    /// Plans one item command against the current head.
+    /// Plans one item command against the current head; the outcome is the item after the change
+    /// (`None` after a delete).
     async fn plan_item(
         &self,
         owner: &UserId,
@@ -441,11 +461,9 @@ impl<P: Ports> App<P> {
         command: ItemCommand,
         precondition: Precondition,
         now: Timestamp,
-    ) -> Result<Planned<Item>, AppError> {
-        let (seq, head) = (
-            self.store.last_seq(owner).await.map_err(Failure::from)?,
-            self.item_head(owner, key).await?,
-        );
+    ) -> Result<Planned<Option<Item>>, AppError> {
+        let seq = self.store.last_seq(owner).await.map_err(Failure::from)?;
+        let head = self.item_head(owner, key).await?;
         let payload = match decide(key, &head, command, precondition, now, &self.config.limits) {
             Ok(payload) => payload,
             Err(ItemRejection::VersionConflict { current }) => {
@@ -453,24 +471,9 @@ impl<P: Ports> App<P> {
             }
             Err(other) => return Err(rejection(other)),
         };
-        let stored = NewEvent {
-            event_id: EventId::parse("planned").map_err(|e| AppError::Invalid(e.to_string()))?,
-            at: now,
-            payload: payload.clone(),
-            meta: EventMeta::default(),
-        }
-        .stored(owner, seq.next());
-        // A delete has no item after it; its outcome is never read (the edge answers 204).
-        let outcome = item_after(&stored).unwrap_or_else(|| Item {
-            owner: owner.clone(),
-            collection: key.collection.clone(),
-            id: key.id.clone(),
-            version: head.version.next(),
-            visibility: Visibility::Private,
-            created_at: now,
-            updated_at: now,
-            data: Map::new(),
-        });
+        let outcome = payload
+            .as_item()
+            .and_then(|change| change.state.as_ref().map(|state| state.to_item(owner, change, now)));
         Ok(Planned {
             owner: owner.clone(),
             expected_seq: seq,
@@ -525,18 +528,11 @@ impl<P: Ports> App<P> {
             };
             async move {
                 let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
-                let created = planned.item_versions.first().is_none_or(|(_, v)| *v == Version::NONE)
-                    || matches!(planned.payloads.first(), Some(EventPayload::ItemCreated(_)));
-                Ok(Planned {
-                    outcome: ItemWritten {
-                        created,
-                        item: planned.outcome,
-                    },
-                    owner: planned.owner,
-                    expected_seq: planned.expected_seq,
-                    item_versions: planned.item_versions,
-                    payloads: planned.payloads,
-                })
+                let item = live(planned.outcome.clone())?;
+                Ok(planned.map(|_, payloads| ItemWritten {
+                    created: matches!(payloads.first(), Some(EventPayload::ItemCreated(_))),
+                    item,
+                }))
             }
         })
         .await
@@ -556,7 +552,11 @@ impl<P: Ports> App<P> {
     ) -> Result<Item, AppError> {
         self.write(caller, idem, |now| {
             let command = ItemCommand::Patch { patch: patch.clone() };
-            async move { self.plan_item(&caller.user, key, command, precondition, now).await }
+            async move {
+                let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+                let item = live(planned.outcome.clone())?;
+                Ok(planned.map(|_, _| item))
+            }
         })
         .await
     }
@@ -576,13 +576,7 @@ impl<P: Ports> App<P> {
             let planned = self
                 .plan_item(&caller.user, key, ItemCommand::Delete, precondition, now)
                 .await?;
-            Ok(Planned {
-                outcome: Done {},
-                owner: planned.owner,
-                expected_seq: planned.expected_seq,
-                item_versions: planned.item_versions,
-                payloads: planned.payloads,
-            })
+            Ok(planned.map(|_, _| Done {}))
         })
         .await
     }
@@ -604,7 +598,9 @@ impl<P: Ports> App<P> {
             let target = self.event_at(&caller.user, key, version).await?;
             let target = target.as_ref().and_then(|event| state_at([event], version));
             let command = ItemCommand::Restore { version, target };
-            self.plan_item(&caller.user, key, command, precondition, now).await
+            let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+            let item = live(planned.outcome.clone())?;
+            Ok(planned.map(|_, _| item))
         })
         .await
     }
