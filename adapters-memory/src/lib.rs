@@ -1,1 +1,12 @@
-//! placeholder
+//! In-memory (and file-backed) implementations of every Rookery port, for `rookery serve` and for tests.
+//!
+//! Each adapter keeps exactly the contract the AWS adapters keep (conflicts, ordering, pagination and
+//! limits), so code that works against these works against AWS; none of them is a mock that accepts anything.
+//! [`Faulty`] wraps any of them to inject failures deterministically.
+
+pub mod identity;
+pub mod store;
+pub mod system;
+
+pub use store::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore};
+pub use system::{ManualClock, SequentialIds, SystemClock, UlidIds};

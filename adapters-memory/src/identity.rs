@@ -1,0 +1,1 @@
+//! Development identity provider (written by another helper).

@@ -1,0 +1,385 @@
+//! The event store's state and its two operations, check and apply, kept free of locking and I/O.
+//!
+//! The same `apply_*` functions run for a live append and for a record replayed from the log file,
+//! so a store rebuilt from its log is the store that wrote it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rookery_domain::device::{self, Devices};
+use rookery_domain::item::evolve;
+use rookery_domain::{
+    CollectionName, EventPayload, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp,
+    UserId, Version,
+};
+use rookery_ports::store::MAX_EVENTS_PER_APPEND;
+use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite};
+
+/// The largest serialized event the store accepts, as DynamoDB's item limit (400 KB).
+pub const MAX_EVENT_BYTES: usize = 400 * 1024;
+
+/// The most bytes one append may carry, events and idempotency record together, as DynamoDB's transaction limit (4 MB).
+pub const MAX_APPEND_BYTES: usize = 4 * 1024 * 1024;
+
+/// One item's head and the seqs of its events in version order, so history is read without a scan of the stream.
+#[derive(Debug, Default)]
+struct ItemEntry {
+    head: ItemHead,
+    history: Vec<(Version, Seq)>,
+}
+
+/// One user's stream and everything projected from it.
+#[derive(Debug, Default)]
+struct Stream {
+    /// The events; the event with seq `n` is at index `n - 1`.
+    events: Vec<StoredEvent>,
+    items: BTreeMap<CollectionName, BTreeMap<ItemId, ItemEntry>>,
+    /// Seqs of the `message.received` events, ascending.
+    messages: Vec<Seq>,
+    devices: Devices,
+    media: BTreeMap<MediaId, MediaObject>,
+}
+
+impl Stream {
+    fn last_seq(&self) -> Seq {
+        Seq(self.events.len() as u64)
+    }
+
+    fn entry(&self, key: &ItemKey) -> Option<&ItemEntry> {
+        self.items.get(&key.collection)?.get(&key.id)
+    }
+
+    fn event(&self, seq: Seq) -> Option<&StoredEvent> {
+        let index = usize::try_from(seq.0).ok()?.checked_sub(1)?;
+        self.events.get(index)
+    }
+}
+
+/// One user's idempotency records, with an index by time so expired ones are purged without a scan.
+#[derive(Debug, Default)]
+struct Records {
+    by_key: HashMap<String, IdempotencyRecord>,
+    by_time: BTreeSet<(Timestamp, String)>,
+}
+
+impl Records {
+    fn live(&self, key: &str, expired_before: Timestamp) -> bool {
+        self.by_key.get(key).is_some_and(|r| r.recorded_at >= expired_before)
+    }
+
+    fn put(&mut self, record: IdempotencyRecord) {
+        if let Some(old) = self.by_key.remove(&record.key) {
+            self.by_time.remove(&(old.recorded_at, old.key));
+        }
+        self.by_time.insert((record.recorded_at, record.key.clone()));
+        self.by_key.insert(record.key.clone(), record);
+    }
+
+    fn purge(&mut self, expired_before: Timestamp) {
+        while let Some(first) = self.by_time.first() {
+            if first.0 >= expired_before {
+                break;
+            }
+            if let Some((_, key)) = self.by_time.pop_first() {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+}
+
+/// Everything the event store holds.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    streams: BTreeMap<UserId, Stream>,
+    records: HashMap<UserId, Records>,
+    /// Every stored event as (owner, seq), in the order the appends committed: the change feed.
+    commits: Vec<(UserId, Seq)>,
+}
+
+fn too_large(why: String) -> AppendError {
+    AppendError::TooLarge(why)
+}
+
+/// The JSON size of a value, as the store would write it.
+fn json_len<T: serde::Serialize>(value: &T) -> Result<usize, AppendError> {
+    serde_json::to_vec(value)
+        .map(|bytes| bytes.len())
+        .map_err(|e| AppendError::Unavailable(Failure::permanent(format!("cannot serialize: {e}"))))
+}
+
+impl State {
+    /// Checks `batch` against the limits and the store's current state, and answers the events it would store.
+    ///
+    /// The order of the checks is the contract's: an empty batch, the size limits, the stream's seq,
+    /// the item versions, then the idempotency key.
+    pub(crate) fn check(&self, batch: AppendBatch) -> Result<Checked, AppendError> {
+        let AppendBatch {
+            owner,
+            expected_seq,
+            item_versions,
+            events,
+            idempotency,
+        } = batch;
+        if events.is_empty() && idempotency.is_none() {
+            return Err(AppendError::Unavailable(Failure::permanent(
+                "an append needs at least one event or an idempotency record",
+            )));
+        }
+        if events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(too_large(format!(
+                "{} events in one append, more than the limit of {MAX_EVENTS_PER_APPEND}",
+                events.len()
+            )));
+        }
+        let mut seq = expected_seq;
+        let stored: Vec<StoredEvent> = events
+            .into_iter()
+            .map(|event| {
+                seq = seq.next();
+                event.stored(&owner, seq)
+            })
+            .collect();
+        let mut total = 0usize;
+        for event in &stored {
+            let size = json_len(event)?;
+            if size > MAX_EVENT_BYTES {
+                return Err(too_large(format!(
+                    "an event of {size} bytes is over the limit of {MAX_EVENT_BYTES} bytes"
+                )));
+            }
+            total += size;
+        }
+        if let Some(write) = &idempotency {
+            let size = json_len(&RecordRepr::of(&write.record))?;
+            if size > MAX_EVENT_BYTES {
+                return Err(too_large(format!(
+                    "an idempotency record of {size} bytes is over the limit of {MAX_EVENT_BYTES} bytes"
+                )));
+            }
+            total += size;
+        }
+        if total > MAX_APPEND_BYTES {
+            return Err(too_large(format!(
+                "an append of {total} bytes is over the limit of {MAX_APPEND_BYTES} bytes"
+            )));
+        }
+        let stream = self.streams.get(&owner);
+        let current = stream.map_or(Seq(0), Stream::last_seq);
+        if current != expected_seq {
+            return Err(AppendError::SeqMoved { current });
+        }
+        for (key, expected) in &item_versions {
+            let version = stream
+                .and_then(|s| s.entry(key))
+                .map_or(Version::NONE, |e| e.head.version);
+            if version != *expected {
+                return Err(AppendError::VersionMoved {
+                    key: key.clone(),
+                    current: version,
+                });
+            }
+        }
+        if let Some(write) = &idempotency {
+            self.check_key(write)?;
+        }
+        Ok(Checked {
+            owner,
+            events: stored,
+            idempotency,
+        })
+    }
+
+    /// Checks that no unexpired record holds the key of `write`.
+    pub(crate) fn check_key(&self, write: &IdempotencyWrite) -> Result<(), AppendError> {
+        let taken = self
+            .records
+            .get(&write.owner)
+            .is_some_and(|r| r.live(&write.record.key, write.expired_before));
+        if taken { Err(AppendError::KeyTaken) } else { Ok(()) }
+    }
+
+    /// Stores checked events and their record, updating every projection and the change feed.
+    pub(crate) fn apply_append(
+        &mut self,
+        owner: &UserId,
+        events: &[StoredEvent],
+        idempotency: Option<&IdempotencyWrite>,
+    ) {
+        if !events.is_empty() {
+            let stream = self.streams.entry(owner.clone()).or_default();
+            for event in events {
+                apply_event(stream, event);
+                self.commits.push((owner.clone(), event.seq));
+            }
+        }
+        if let Some(write) = idempotency {
+            self.apply_remember(write);
+        }
+    }
+
+    /// Stores an idempotency record, purging its owner's expired ones so records cannot grow without bound.
+    pub(crate) fn apply_remember(&mut self, write: &IdempotencyWrite) {
+        let records = self.records.entry(write.owner.clone()).or_default();
+        records.purge(write.expired_before);
+        records.put(write.record.clone());
+    }
+
+    pub(crate) fn idempotency(&self, owner: &UserId, key: &str) -> Option<IdempotencyRecord> {
+        self.records.get(owner)?.by_key.get(key).cloned()
+    }
+
+    pub(crate) fn last_seq(&self, owner: &UserId) -> Seq {
+        self.streams.get(owner).map_or(Seq(0), Stream::last_seq)
+    }
+
+    pub(crate) fn read_feed(&self, owner: &UserId, after: Seq, limit: usize) -> Vec<StoredEvent> {
+        let Some(stream) = self.streams.get(owner) else {
+            return Vec::new();
+        };
+        let start = usize::try_from(after.0).unwrap_or(usize::MAX).min(stream.events.len());
+        stream.events[start..].iter().take(limit).cloned().collect()
+    }
+
+    pub(crate) fn read_messages(&self, owner: &UserId, after: Seq, limit: usize) -> Vec<StoredEvent> {
+        let Some(stream) = self.streams.get(owner) else {
+            return Vec::new();
+        };
+        let start = stream.messages.partition_point(|seq| *seq <= after);
+        stream.messages[start..]
+            .iter()
+            .take(limit)
+            .filter_map(|seq| stream.event(*seq).cloned())
+            .collect()
+    }
+
+    pub(crate) fn item_head(&self, owner: &UserId, key: &ItemKey) -> ItemHead {
+        self.streams
+            .get(owner)
+            .and_then(|s| s.entry(key))
+            .map(|e| e.head.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn item_history(&self, owner: &UserId, key: &ItemKey, after: Version, limit: usize) -> Vec<StoredEvent> {
+        let Some(stream) = self.streams.get(owner) else {
+            return Vec::new();
+        };
+        let Some(entry) = stream.entry(key) else {
+            return Vec::new();
+        };
+        let start = entry.history.partition_point(|(version, _)| *version <= after);
+        entry.history[start..]
+            .iter()
+            .take(limit)
+            .filter_map(|(_, seq)| stream.event(*seq).cloned())
+            .collect()
+    }
+
+    pub(crate) fn list_items(
+        &self,
+        owner: &UserId,
+        collection: &CollectionName,
+        after: Option<&ItemId>,
+        limit: usize,
+    ) -> Vec<Item> {
+        let Some(items) = self.streams.get(owner).and_then(|s| s.items.get(collection)) else {
+            return Vec::new();
+        };
+        let range = match after {
+            Some(after) => items.range::<ItemId, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => items.range::<ItemId, _>(..),
+        };
+        range
+            .filter_map(|(_, entry)| entry.head.item.clone())
+            .take(limit)
+            .collect()
+    }
+
+    pub(crate) fn devices(&self, owner: &UserId) -> Devices {
+        self.streams.get(owner).map(|s| s.devices.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn media(&self, owner: &UserId, id: &MediaId) -> Option<MediaObject> {
+        self.streams.get(owner)?.media.get(id).cloned()
+    }
+
+    pub(crate) fn owners(&self, after: Option<&UserId>, limit: usize) -> Vec<UserId> {
+        let range = match after {
+            Some(after) => self
+                .streams
+                .range::<UserId, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => self.streams.range::<UserId, _>(..),
+        };
+        range.map(|(owner, _)| owner.clone()).take(limit).collect()
+    }
+
+    /// How many events the change feed holds.
+    pub(crate) fn commit_count(&self) -> u64 {
+        self.commits.len() as u64
+    }
+
+    /// Up to `limit` events of the change feed from `position` on, and the position after them.
+    pub(crate) fn changes_after(&self, position: u64, limit: usize) -> (Vec<StoredEvent>, u64) {
+        let start = usize::try_from(position).unwrap_or(usize::MAX).min(self.commits.len());
+        let events: Vec<StoredEvent> = self.commits[start..]
+            .iter()
+            .take(limit)
+            .filter_map(|(owner, seq)| self.streams.get(owner)?.event(*seq).cloned())
+            .collect();
+        let next = (start + events.len()) as u64;
+        (events, next)
+    }
+}
+
+/// A batch that passed every check: the events as they will be stored, and the record.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub(crate) owner: UserId,
+    pub(crate) events: Vec<StoredEvent>,
+    pub(crate) idempotency: Option<IdempotencyWrite>,
+}
+
+/// The serialized form of an idempotency record, used for its size and in the log file.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RecordRepr {
+    pub(crate) key: String,
+    pub(crate) fingerprint: String,
+    pub(crate) outcome: serde_json::Value,
+    pub(crate) recorded_at: Timestamp,
+}
+
+impl RecordRepr {
+    pub(crate) fn of(record: &IdempotencyRecord) -> Self {
+        Self {
+            key: record.key.clone(),
+            fingerprint: record.fingerprint.clone(),
+            outcome: record.outcome.clone(),
+            recorded_at: record.recorded_at,
+        }
+    }
+}
+
+/// Folds one stored event into its stream and the projections kept beside it.
+fn apply_event(stream: &mut Stream, event: &StoredEvent) {
+    match &event.payload {
+        EventPayload::MessageReceived(_) => stream.messages.push(event.seq),
+        EventPayload::Device(change) => device::evolve(&mut stream.devices, change, event.at),
+        EventPayload::MediaDeclared(object) => {
+            stream.media.insert(object.id.clone(), object.clone());
+        }
+        payload => {
+            if let Some(change) = payload.as_item() {
+                let entry = stream
+                    .items
+                    .entry(change.collection.clone())
+                    .or_default()
+                    .entry(change.id.clone())
+                    .or_default();
+                entry.head = evolve(&event.owner, &entry.head, change, event.at);
+                // Versions only grow in practice; keeping the index sorted anyway makes the history reads exact.
+                let at = entry.history.partition_point(|(version, _)| *version <= change.version);
+                entry.history.insert(at, (change.version, event.seq));
+            }
+        }
+    }
+    stream.events.push(event.clone());
+}

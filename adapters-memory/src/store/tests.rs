@@ -1,0 +1,403 @@
+//! Unit tests of the memory event store's own behaviour (the generic contract suite lives in `tests/`).
+
+use rookery_domain::event::{ItemChanged, ItemState};
+use rookery_domain::{
+    DeviceEvent, DeviceId, EventId, EventMeta, EventPayload, Message, MessageId, NewEvent, Platform, Timestamp,
+    Visibility,
+};
+use serde_json::{Map, Value, json};
+
+use super::*;
+
+pub(crate) fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("valid user id")
+}
+
+pub(crate) fn key(collection: &str, id: &str) -> ItemKey {
+    ItemKey::new(
+        CollectionName::parse(collection).expect("collection"),
+        ItemId::parse(id).expect("id"),
+    )
+}
+
+fn data(text: &str) -> Map<String, Value> {
+    let Value::Object(map) = json!({ "text": text }) else {
+        unreachable!()
+    };
+    map
+}
+
+static NEXT_EVENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub(crate) fn event(payload: EventPayload) -> NewEvent {
+    let n = NEXT_EVENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    NewEvent {
+        event_id: EventId::parse(format!("ev-{n}")).expect("event id"),
+        at: Timestamp::from_millis(1_000 + n),
+        payload,
+        meta: EventMeta::default(),
+    }
+}
+
+pub(crate) fn item_event(key: &ItemKey, version: u64, text: Option<&str>) -> NewEvent {
+    let change = ItemChanged {
+        collection: key.collection.clone(),
+        id: key.id.clone(),
+        version: Version(version),
+        state: text.map(|t| ItemState {
+            visibility: Visibility::Private,
+            created_at: Timestamp::from_millis(1),
+            data: data(t),
+        }),
+        restored_from: None,
+    };
+    event(match (version, text) {
+        (_, None) => EventPayload::ItemDeleted(change),
+        (1, Some(_)) => EventPayload::ItemCreated(change),
+        _ => EventPayload::ItemReplaced(change),
+    })
+}
+
+fn message_event(from: &UserId, to: &UserId, text: &str) -> NewEvent {
+    event(EventPayload::MessageReceived(Message {
+        id: MessageId::parse(format!("m-{text}")).expect("message id"),
+        from: from.clone(),
+        to: to.clone(),
+        text: text.into(),
+        data: Map::new(),
+        sent_at: Timestamp::from_millis(5),
+    }))
+}
+
+pub(crate) fn batch(owner: &UserId, expected_seq: u64, events: Vec<NewEvent>) -> AppendBatch {
+    AppendBatch {
+        owner: owner.clone(),
+        expected_seq: Seq(expected_seq),
+        item_versions: Vec::new(),
+        events,
+        idempotency: None,
+    }
+}
+
+pub(crate) fn record(owner: &UserId, key: &str, at: u64, expired_before: u64) -> IdempotencyWrite {
+    IdempotencyWrite {
+        owner: owner.clone(),
+        record: IdempotencyRecord {
+            key: key.into(),
+            fingerprint: format!("fp-{key}-{at}"),
+            outcome: json!({ "at": at }),
+            recorded_at: Timestamp::from_millis(at),
+        },
+        expired_before: Timestamp::from_millis(expired_before),
+    }
+}
+
+#[tokio::test]
+async fn appends_get_consecutive_seqs_and_build_heads_history_and_lists() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let alice = user("alice");
+    let (a, b) = (key("notes", "a"), key("notes", "b"));
+    let mut first = batch(
+        &alice,
+        0,
+        vec![item_event(&a, 1, Some("one")), item_event(&b, 1, Some("bee"))],
+    );
+    first.item_versions = vec![(a.clone(), Version::NONE), (b.clone(), Version::NONE)];
+    let stored = store.append(first).await?;
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(1), Seq(2)]);
+    let mut second = batch(&alice, 2, vec![item_event(&a, 2, Some("two")), item_event(&b, 2, None)]);
+    second.item_versions = vec![(a.clone(), Version(1)), (b.clone(), Version(1))];
+    store.append(second).await?;
+
+    assert_eq!(store.last_seq(&alice).await?, Seq(4));
+    let head = store.item_head(&alice, &a).await?;
+    assert_eq!(head.version, Version(2));
+    assert_eq!(head.item.map(|i| i.data), Some(data("two")));
+    let deleted = store.item_head(&alice, &b).await?;
+    assert_eq!((deleted.version, deleted.item), (Version(2), None));
+    let listed = store.list_items(&alice, &a.collection, None, 10).await?;
+    assert_eq!(listed.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    let history = store.item_history(&alice, &b, Version(0), 10).await?;
+    assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(2), Seq(4)]);
+    let after_one = store.item_history(&alice, &b, Version(1), 10).await?;
+    assert_eq!(after_one.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(4)]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_append_changes_nothing() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let alice = user("alice");
+    let a = key("notes", "a");
+    store
+        .append(batch(&alice, 0, vec![item_event(&a, 1, Some("one"))]))
+        .await?;
+
+    let stale_seq = store.append(batch(&alice, 0, vec![item_event(&a, 2, Some("x"))])).await;
+    assert_eq!(stale_seq, Err(AppendError::SeqMoved { current: Seq(1) }));
+
+    let mut stale_version = batch(&alice, 1, vec![item_event(&a, 2, Some("x"))]);
+    stale_version.item_versions = vec![(a.clone(), Version::NONE)];
+    stale_version.idempotency = Some(record(&alice, "k", 10, 0));
+    let refused = store.append(stale_version).await;
+    assert_eq!(
+        refused,
+        Err(AppendError::VersionMoved {
+            key: a.clone(),
+            current: Version(1)
+        })
+    );
+
+    assert_eq!(store.last_seq(&alice).await?, Seq(1));
+    assert_eq!(store.item_head(&alice, &a).await?.version, Version(1));
+    assert_eq!(store.idempotency(&alice, "k").await?, None);
+    assert_eq!(store.changes_after(0, 10)?.1, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_are_checked_before_the_seq() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let alice = user("alice");
+    let a = key("notes", "a");
+    let many: Vec<NewEvent> = (1..=26).map(|v| item_event(&a, v, Some("x"))).collect();
+    // Wrong seq too: the size limit must be reported first.
+    assert!(matches!(
+        store.append(batch(&alice, 7, many)).await,
+        Err(AppendError::TooLarge(_))
+    ));
+    let huge = "x".repeat(MAX_EVENT_BYTES);
+    let big = store
+        .append(batch(&alice, 0, vec![item_event(&a, 1, Some(&huge))]))
+        .await;
+    assert!(matches!(big, Err(AppendError::TooLarge(_))));
+    // Eleven events of 390 KB each fit one by one but not together (4 MB per append).
+    let chunk = "y".repeat(390 * 1024);
+    let total: Vec<NewEvent> = (1..=11)
+        .map(|v| item_event(&key("notes", &format!("i{v}")), 1, Some(&chunk)))
+        .collect();
+    assert!(matches!(
+        store.append(batch(&alice, 0, total)).await,
+        Err(AppendError::TooLarge(_))
+    ));
+    let empty = store.append(batch(&alice, 0, Vec::new())).await;
+    assert!(matches!(empty, Err(AppendError::Unavailable(f)) if !f.is_retryable()));
+    assert_eq!(store.last_seq(&alice).await?, Seq(0));
+    assert_eq!(store.owners(None, 10).await?, Vec::<UserId>::new());
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_taken_until_expired_and_expired_records_are_purged()
+-> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let (alice, bob) = (user("alice"), user("bob"));
+    // A message to Bob carries Alice's record: the record's owner is not the stream's owner.
+    let mut send = batch(&bob, 0, vec![message_event(&alice, &bob, "hi")]);
+    send.idempotency = Some(record(&alice, "k1", 100, 0));
+    store.append(send).await?;
+    assert_eq!(
+        store.idempotency(&alice, "k1").await?.map(|r| r.recorded_at),
+        Some(Timestamp::from_millis(100))
+    );
+    assert_eq!(store.idempotency(&bob, "k1").await?, None);
+
+    // Held while recorded_at >= expired_before.
+    let mut again = batch(&bob, 1, vec![message_event(&alice, &bob, "hi2")]);
+    again.idempotency = Some(record(&alice, "k1", 150, 100));
+    assert_eq!(store.append(again.clone()).await, Err(AppendError::KeyTaken));
+    assert_eq!(
+        store.remember(record(&alice, "k1", 150, 100)).await,
+        Err(AppendError::KeyTaken)
+    );
+    // Expired: replaceable, and the empty-events append with a record alone is allowed.
+    let mut alone = batch(&alice, 0, Vec::new());
+    alone.idempotency = Some(record(&alice, "k1", 200, 101));
+    assert_eq!(store.append(alone).await?, Vec::new());
+    assert_eq!(
+        store.idempotency(&alice, "k1").await?.map(|r| r.recorded_at),
+        Some(Timestamp::from_millis(200))
+    );
+    assert_eq!(store.last_seq(&alice).await?, Seq(0));
+
+    store.remember(record(&alice, "old", 50, 0)).await?;
+    store.remember(record(&alice, "new", 300, 60)).await?;
+    // Writing "new" with expired_before 60 purged "old" (recorded at 50), but not "k1" (200).
+    assert_eq!(store.idempotency(&alice, "old").await?, None);
+    assert!(store.idempotency(&alice, "k1").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn feeds_messages_devices_media_and_owners_are_read_exactly() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
+    for i in 0..250u64 {
+        let e = if i % 3 == 0 {
+            message_event(&bob, &alice, &format!("t{i}"))
+        } else {
+            item_event(&key("notes", &format!("n{i}")), 1, Some("x"))
+        };
+        store.append(batch(&alice, i, vec![e])).await?;
+    }
+    for (after, limit, expected) in [(0, 100, 100), (200, 100, 50), (249, 5, 1), (250, 5, 0), (900, 5, 0)] {
+        let page = store.read_feed(&alice, Seq(after), limit).await?;
+        assert_eq!(page.len(), expected);
+        assert!(page.iter().enumerate().all(|(i, e)| e.seq == Seq(after + 1 + i as u64)));
+    }
+    let messages = store.read_messages(&alice, Seq(3), 10).await?;
+    assert_eq!(messages.first().map(|e| e.seq), Some(Seq(4)));
+    assert!(
+        messages
+            .iter()
+            .all(|e| matches!(e.payload, EventPayload::MessageReceived(_)))
+    );
+    assert_eq!(messages.len(), 10);
+
+    let device = DeviceId::parse("phone")?;
+    let registered = event(EventPayload::Device(DeviceEvent::Registered {
+        device_id: device.clone(),
+        platform: Platform::Fcm,
+        token: "tok".into(),
+        endpoint: "ep-1".into(),
+    }));
+    let disabled = event(EventPayload::Device(DeviceEvent::Disabled {
+        device_id: device.clone(),
+        endpoint: "ep-1".into(),
+    }));
+    let media = MediaObject {
+        id: MediaId::parse("m1")?,
+        owner: carol.clone(),
+        content_type: "image/png".into(),
+        size: 3,
+        key: "media/carol/m1".into(),
+        declared_at: Timestamp::from_millis(9),
+    };
+    store
+        .append(batch(
+            &carol,
+            0,
+            vec![registered, disabled, event(EventPayload::MediaDeclared(media.clone()))],
+        ))
+        .await?;
+    assert_eq!(
+        store.devices(&carol).await?.get(&device).map(|d| d.enabled),
+        Some(false)
+    );
+    assert_eq!(store.media(&carol, &media.id).await?, Some(media));
+    assert_eq!(store.owners(None, 10).await?, vec![alice.clone(), carol.clone()]);
+    assert_eq!(store.owners(Some(&alice), 10).await?, vec![carol.clone()]);
+    assert_eq!(store.owners(None, 1).await?, vec![alice]);
+    assert!(store.devices(&bob).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_items_pages_by_id_over_live_items_only() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let alice = user("alice");
+    let mut events = Vec::new();
+    for id in ["d", "a", "c", "b", "e"] {
+        events.push(item_event(&key("notes", id), 1, Some(id)));
+    }
+    events.push(item_event(&key("other", "a"), 1, Some("other")));
+    events.push(item_event(&key("notes", "c"), 2, None));
+    store.append(batch(&alice, 0, events)).await?;
+    let notes = CollectionName::parse("notes")?;
+    let ids = |items: Vec<Item>| items.into_iter().map(|i| i.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_items(&alice, &notes, None, 2).await?), ["a", "b"]);
+    assert_eq!(
+        ids(store.list_items(&alice, &notes, Some(&ItemId::parse("b")?), 2).await?),
+        ["d", "e"]
+    );
+    assert_eq!(
+        ids(store.list_items(&alice, &notes, Some(&ItemId::parse("e")?), 2).await?),
+        Vec::<String>::new()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_change_feed_follows_commit_order_and_wakes_watchers() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let mut watcher = store.watch_commits();
+    assert_eq!(*watcher.borrow_and_update(), 0);
+    let (alice, bob) = (user("alice"), user("bob"));
+    store
+        .append(batch(&alice, 0, vec![item_event(&key("n", "a"), 1, Some("1"))]))
+        .await?;
+    store
+        .append(batch(
+            &bob,
+            0,
+            vec![
+                item_event(&key("n", "b"), 1, Some("2")),
+                item_event(&key("n", "c"), 1, Some("3")),
+            ],
+        ))
+        .await?;
+    store
+        .append(batch(&alice, 1, vec![item_event(&key("n", "a"), 2, Some("4"))]))
+        .await?;
+    assert!(watcher.has_changed()?);
+    assert_eq!(*watcher.borrow_and_update(), 4);
+
+    let (all, next) = store.changes_after(0, 100)?;
+    let order: Vec<(String, u64)> = all.iter().map(|e| (e.owner.to_string(), e.seq.0)).collect();
+    assert_eq!(
+        order,
+        [
+            ("alice".into(), 1),
+            ("bob".into(), 1),
+            ("bob".into(), 2),
+            ("alice".into(), 2)
+        ]
+    );
+    assert_eq!(next, 4);
+    let (page, next) = store.changes_after(1, 2)?;
+    assert_eq!(page.iter().map(|e| e.seq.0).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(next, 3);
+    assert_eq!(store.changes_after(4, 10)?, (Vec::new(), 4));
+    assert_eq!(store.changes_after(99, 10)?, (Vec::new(), 4));
+
+    // A waiting consumer is woken by the next commit, without polling.
+    let waiter = tokio::spawn({
+        let mut watcher = store.watch_commits();
+        async move { watcher.wait_for(|n| *n >= 5).await.map(|n| *n) }
+    });
+    store
+        .append(batch(&bob, 2, vec![item_event(&key("n", "d"), 1, Some("5"))]))
+        .await?;
+    assert_eq!(waiter.await??, 5);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_at_the_same_seq_have_exactly_one_winner() -> Result<(), Box<dyn std::error::Error>> {
+    let store = MemoryEventStore::in_memory();
+    let alice = user("alice");
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (store, alice) = (store.clone(), alice.clone());
+            tokio::spawn(async move {
+                store
+                    .append(batch(
+                        &alice,
+                        0,
+                        vec![item_event(&key("n", &format!("x{i}")), 1, Some("v"))],
+                    ))
+                    .await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await? {
+            Ok(_) => wins += 1,
+            Err(error) => assert_eq!(error, AppendError::SeqMoved { current: Seq(1) }),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.last_seq(&alice).await?, Seq(1));
+    Ok(())
+}
