@@ -5,8 +5,10 @@
 //! [`Faulty`] wraps any of them to inject failures deterministically.
 
 pub mod identity;
+pub mod search;
 pub mod store;
 pub mod system;
 
+pub use search::{IndexedEntry, MemorySearchIndex};
 pub use store::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore};
 pub use system::{ManualClock, SequentialIds, SystemClock, UlidIds};
