@@ -5,10 +5,12 @@
 //! [`Faulty`] wraps any of them to inject failures deterministically.
 
 pub mod identity;
+pub mod push;
 pub mod search;
 pub mod store;
 pub mod system;
 
+pub use push::{Endpoint, MemoryPushGateway, SentPush};
 pub use search::{IndexedEntry, MemorySearchIndex};
 pub use store::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore};
 pub use system::{ManualClock, SequentialIds, SystemClock, UlidIds};
