@@ -4,12 +4,14 @@
 //! limits), so code that works against these works against AWS; none of them is a mock that accepts anything.
 //! [`Faulty`] wraps any of them to inject failures deterministically.
 
+pub mod faults;
 pub mod identity;
 pub mod push;
 pub mod search;
 pub mod store;
 pub mod system;
 
+pub use faults::{FailMode, FaultTarget, Faults, Faulty};
 pub use push::{Endpoint, MemoryPushGateway, SentPush};
 pub use search::{IndexedEntry, MemorySearchIndex};
 pub use store::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore};

@@ -168,4 +168,4 @@ impl EventStore for MemoryEventStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
