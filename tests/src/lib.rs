@@ -1,1 +1,8 @@
 //! Contract suites and helpers shared by the integration tests.
+//!
+//! [`contract`] holds one suite per port, generic over the adapter; the files in `tests/` run them
+//! against each adapter with one macro line, and hold the reliability properties and end-to-end tests.
+//! [`fixtures`] builds ids, times and events for them.
+
+pub mod contract;
+pub mod fixtures;
