@@ -14,5 +14,5 @@ pub mod system;
 pub use faults::{FailMode, FaultTarget, Faults, Faulty};
 pub use push::{Endpoint, MemoryPushGateway, SentPush};
 pub use search::{IndexedEntry, MemorySearchIndex};
-pub use store::{MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore};
+pub use store::{LOG_FILE, MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore, OpenError};
 pub use system::{ManualClock, SequentialIds, SystemClock, UlidIds};

@@ -3,9 +3,17 @@
 //!
 //! All state sits behind one `std::sync::Mutex`, which is never held across an `.await`: every port method
 //! takes the lock, does its work synchronously and returns. That makes each append trivially atomic.
+//!
+//! A store opened on a directory ([`MemoryEventStore::open`]) is durable: each append is written to an
+//! append-only log file and synced before it is applied in memory and acknowledged, and the log is replayed
+//! at start. The write and sync are plain blocking I/O under the lock. That blocks one runtime thread for
+//! the duration of an fsync per write, which a local development server can afford, and it keeps the
+//! order of the log equal to the order of commits without any further coordination.
 
+mod log;
 mod state;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rookery_domain::device::Devices;
@@ -15,12 +23,21 @@ use rookery_domain::{
 use rookery_ports::{AppendBatch, AppendError, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError};
 use tokio::sync::watch;
 
+use log::EventLog;
+pub use log::{LOG_FILE, OpenError};
 use state::State;
 pub use state::{MAX_APPEND_BYTES, MAX_EVENT_BYTES};
 
+/// The state and the log file it is written to, guarded together so the log's order is the commit order.
+#[derive(Debug)]
+struct Guarded {
+    state: State,
+    log: Option<EventLog>,
+}
+
 #[derive(Debug)]
 struct Inner {
-    state: Mutex<State>,
+    guarded: Mutex<Guarded>,
     /// The number of events in the change feed, bumped after each commit.
     commits: watch::Sender<u64>,
 }
@@ -44,25 +61,42 @@ fn poisoned() -> Failure {
 impl MemoryEventStore {
     /// An empty store that lives only as long as the process.
     pub fn in_memory() -> Self {
-        Self::from_state(State::default())
+        Self::from_parts(State::default(), None)
     }
 
-    fn from_state(state: State) -> Self {
+    /// A durable store whose log is the file [`LOG_FILE`] in `dir` (both created if missing).
+    ///
+    /// Every intact record of the log is replayed to rebuild the streams, heads, devices, media,
+    /// idempotency records and the change feed (in commit order). A torn or corrupt tail, left by a crash
+    /// in the middle of a write, is cut off with a warning saying how many bytes were dropped; only
+    /// writes that were never acknowledged can be in it.
+    ///
+    /// Only one process may have a log open at a time; nothing here enforces that.
+    ///
+    /// # Errors
+    /// [`OpenError::Io`] when the directory or file cannot be used; [`OpenError::Unreadable`] when an
+    /// intact record cannot be read (a log from a newer build): then nothing is dropped or changed.
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let (log, state) = EventLog::open(dir)?;
+        Ok(Self::from_parts(state, Some(log)))
+    }
+
+    fn from_parts(state: State, log: Option<EventLog>) -> Self {
         let (commits, _) = watch::channel(state.commit_count());
         Self {
             inner: Arc::new(Inner {
-                state: Mutex::new(state),
+                guarded: Mutex::new(Guarded { state, log }),
                 commits,
             }),
         }
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, State>, Failure> {
-        self.inner.state.lock().map_err(|_| poisoned())
+    fn guarded(&self) -> Result<MutexGuard<'_, Guarded>, Failure> {
+        self.inner.guarded.lock().map_err(|_| poisoned())
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, StoreError> {
-        Ok(f(&*self.state()?))
+        Ok(f(&self.guarded()?.state))
     }
 
     /// Up to `limit` stored events of every user, in the order their appends committed, from feed
@@ -100,16 +134,27 @@ impl MemoryEventStore {
 
 impl EventStore for MemoryEventStore {
     async fn append(&self, batch: AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
-        let mut state = self.state()?;
+        let mut guarded = self.guarded()?;
+        let Guarded { state, log } = &mut *guarded;
         let checked = state.check(batch)?;
+        // Written and synced first: if the write fails, nothing in memory has changed.
+        if let Some(log) = log {
+            log.write_append(&checked.owner, &checked.events, checked.idempotency.as_ref())
+                .map_err(|e| AppendError::Unavailable(Failure::transient(format!("event log write failed: {e}"))))?;
+        }
         state.apply_append(&checked.owner, &checked.events, checked.idempotency.as_ref());
-        self.publish(&state);
+        self.publish(state);
         Ok(checked.events)
     }
 
     async fn remember(&self, write: IdempotencyWrite) -> Result<(), AppendError> {
-        let mut state = self.state()?;
+        let mut guarded = self.guarded()?;
+        let Guarded { state, log } = &mut *guarded;
         state.check_key(&write)?;
+        if let Some(log) = log {
+            log.write_remember(&write)
+                .map_err(|e| AppendError::Unavailable(Failure::transient(format!("event log write failed: {e}"))))?;
+        }
         state.apply_remember(&write);
         Ok(())
     }

@@ -356,6 +356,15 @@ impl RecordRepr {
             recorded_at: record.recorded_at,
         }
     }
+
+    pub(crate) fn into_record(self) -> IdempotencyRecord {
+        IdempotencyRecord {
+            key: self.key,
+            fingerprint: self.fingerprint,
+            outcome: self.outcome,
+            recorded_at: self.recorded_at,
+        }
+    }
 }
 
 /// Folds one stored event into its stream and the projections kept beside it.

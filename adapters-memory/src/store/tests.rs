@@ -401,3 +401,274 @@ async fn concurrent_appends_at_the_same_seq_have_exactly_one_winner() -> Result<
     assert_eq!(store.last_seq(&alice).await?, Seq(1));
     Ok(())
 }
+
+mod durability {
+    use std::io::Write;
+
+    use super::*;
+    use crate::store::log::EventLog;
+
+    /// Everything a reader can see of a store, to compare a store with its reopened self.
+    async fn observe(store: &MemoryEventStore) -> Result<String, Box<dyn std::error::Error>> {
+        let mut out = Vec::new();
+        for owner in store.owners(None, 100).await? {
+            out.push(format!("owner {owner} last {}", store.last_seq(&owner).await?));
+            for event in store.read_feed(&owner, Seq(0), 1000).await? {
+                out.push(serde_json::to_string(&event)?);
+            }
+            for collection in ["notes", "other"] {
+                let collection = CollectionName::parse(collection)?;
+                out.push(format!(
+                    "{:?}",
+                    store.list_items(&owner, &collection, None, 1000).await?
+                ));
+            }
+            out.push(format!("{:?}", store.item_head(&owner, &key("notes", "a")).await?));
+            out.push(format!(
+                "{:?}",
+                store.item_history(&owner, &key("notes", "a"), Version(0), 100).await?
+            ));
+            out.push(format!("{:?}", store.read_messages(&owner, Seq(0), 100).await?));
+            out.push(format!("{:?}", store.devices(&owner).await?));
+            out.push(format!("{:?}", store.media(&owner, &MediaId::parse("m1")?).await?));
+        }
+        for (owner, key) in [("alice", "k1"), ("alice", "k2"), ("bob", "k1")] {
+            out.push(format!("{:?}", store.idempotency(&user(owner), key).await?));
+        }
+        out.push(format!("{:?}", store.changes_after(0, 10_000)?));
+        out.push(format!("watch {}", *store.watch_commits().borrow()));
+        Ok(out.join("\n"))
+    }
+
+    async fn write_some(store: &MemoryEventStore) -> Result<(), Box<dyn std::error::Error>> {
+        let (alice, bob) = (user("alice"), user("bob"));
+        let a = key("notes", "a");
+        let mut first = batch(
+            &alice,
+            0,
+            vec![
+                item_event(&a, 1, Some("one")),
+                item_event(&key("other", "b"), 1, Some("b")),
+            ],
+        );
+        first.idempotency = Some(record(&alice, "k1", 100, 0));
+        store.append(first).await?;
+        let mut message = batch(&bob, 0, vec![message_event(&alice, &bob, "hello")]);
+        message.idempotency = Some(record(&alice, "k2", 110, 0));
+        store.append(message).await?;
+        store
+            .append(batch(&alice, 2, vec![item_event(&a, 2, Some("two"))]))
+            .await?;
+        store.remember(record(&bob, "k1", 120, 0)).await?;
+        let device = DeviceId::parse("phone")?;
+        let registered = event(EventPayload::Device(DeviceEvent::Registered {
+            device_id: device,
+            platform: Platform::Apns,
+            token: "t".into(),
+            endpoint: "ep-1".into(),
+        }));
+        let media = MediaObject {
+            id: MediaId::parse("m1")?,
+            owner: bob.clone(),
+            content_type: "image/png".into(),
+            size: 3,
+            key: "media/bob/m1".into(),
+            declared_at: Timestamp::from_millis(9),
+        };
+        store
+            .append(batch(
+                &bob,
+                1,
+                vec![registered, event(EventPayload::MediaDeclared(media))],
+            ))
+            .await?;
+        store.append(batch(&alice, 3, vec![item_event(&a, 3, None)])).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reopened_store_has_the_same_state() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = MemoryEventStore::open(dir.path())?;
+        write_some(&store).await?;
+        let before = observe(&store).await?;
+        drop(store);
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(observe(&reopened).await?, before);
+        // The reopened store goes on from where the log ended, and that survives another reopen.
+        reopened
+            .append(batch(
+                &user("alice"),
+                4,
+                vec![item_event(&key("notes", "a"), 4, Some("back"))],
+            ))
+            .await?;
+        assert!(
+            reopened.append(batch(&user("alice"), 4, Vec::new())).await.is_err(),
+            "an empty append is refused"
+        );
+        let after = observe(&reopened).await?;
+        drop(reopened);
+        assert_eq!(observe(&MemoryEventStore::open(dir.path())?).await?, after);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_off_and_the_intact_prefix_kept() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let alice = user("alice");
+        let store = MemoryEventStore::open(dir.path())?;
+        store
+            .append(batch(&alice, 0, vec![item_event(&key("notes", "a"), 1, Some("kept"))]))
+            .await?;
+        let intact_len = std::fs::metadata(&path)?.len();
+        let before = observe(&store).await?;
+        store
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "b"), 1, Some("torn"))]))
+            .await?;
+        drop(store);
+
+        // A crash in the middle of the second write: only part of its record reached the disk.
+        let full_len = std::fs::metadata(&path)?.len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(intact_len + (full_len - intact_len) / 2)?;
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(observe(&reopened).await?, before);
+        assert_eq!(
+            std::fs::metadata(&path)?.len(),
+            intact_len,
+            "the torn record is cut off"
+        );
+
+        // Appends after the cut land right after the intact prefix and survive.
+        reopened
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "c"), 1, Some("new"))]))
+            .await?;
+        let expected = observe(&reopened).await?;
+        drop(reopened);
+        assert_eq!(observe(&MemoryEventStore::open(dir.path())?).await?, expected);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn garbage_after_the_last_record_is_tolerated() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let store = MemoryEventStore::open(dir.path())?;
+        write_some(&store).await?;
+        let before = observe(&store).await?;
+        let intact_len = std::fs::metadata(&path)?.len();
+        drop(store);
+        for garbage in [
+            &b"0000001c 12345678 {\"op\":\"remember\"}\n"[..],
+            b"\0\0\0\0\0\0\0\0\0",
+            b"\n",
+            b"zz",
+        ] {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)?
+                .write_all(garbage)?;
+            assert_eq!(observe(&MemoryEventStore::open(dir.path())?).await?, before);
+            assert_eq!(std::fs::metadata(&path)?.len(), intact_len);
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_in_the_middle_drops_everything_after_it() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let alice = user("alice");
+        let store = MemoryEventStore::open(dir.path())?;
+        store
+            .append(batch(&alice, 0, vec![item_event(&key("notes", "a"), 1, Some("one"))]))
+            .await?;
+        let first_len = std::fs::metadata(&path)?.len();
+        store
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "a"), 2, Some("two"))]))
+            .await?;
+        store
+            .append(batch(&alice, 2, vec![item_event(&key("notes", "a"), 3, Some("three"))]))
+            .await?;
+        drop(store);
+        let mut bytes = std::fs::read(&path)?;
+        let flip = usize::try_from(first_len)? + 40;
+        bytes[flip] ^= 0x20;
+        std::fs::write(&path, &bytes)?;
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(reopened.last_seq(&alice).await?, Seq(1));
+        assert_eq!(std::fs::metadata(&path)?.len(), first_len);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_intact_record_from_a_newer_build_refuses_to_open_and_changes_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let store = MemoryEventStore::open(dir.path())?;
+        store
+            .append(batch(
+                &user("alice"),
+                0,
+                vec![item_event(&key("notes", "a"), 1, Some("one"))],
+            ))
+            .await?;
+        drop(store);
+        let text = std::fs::read_to_string(&path)?;
+        let json = text
+            .trim_end()
+            .splitn(3, ' ')
+            .nth(2)
+            .ok_or("no json")?
+            .replace("\"schema\":1", "\"schema\":99");
+        let future = format!("{:08x} {:08x} {json}\n", json.len(), crc32fast::hash(json.as_bytes()));
+        std::fs::write(&path, &future)?;
+        let opened = MemoryEventStore::open(dir.path());
+        assert!(
+            matches!(opened, Err(OpenError::Unreadable { offset: 0, .. })),
+            "{opened:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path)?, future);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_changes_nothing_in_memory() -> Result<(), Box<dyn std::error::Error>> {
+        // Every write to /dev/full fails with "no space left on device".
+        let full = std::fs::OpenOptions::new().append(true).open("/dev/full")?;
+        let store = MemoryEventStore::from_parts(State::default(), Some(EventLog::on_file(full, "/dev/full".into())));
+        let alice = user("alice");
+        let mut append = batch(&alice, 0, vec![item_event(&key("notes", "a"), 1, Some("one"))]);
+        append.idempotency = Some(record(&alice, "k", 1, 0));
+        let failed = store.append(append).await;
+        assert!(
+            matches!(&failed, Err(AppendError::Unavailable(f)) if f.is_retryable()),
+            "{failed:?}"
+        );
+        assert!(matches!(
+            store.remember(record(&alice, "r", 1, 0)).await,
+            Err(AppendError::Unavailable(_))
+        ));
+        assert_eq!(store.last_seq(&alice).await?, Seq(0));
+        assert_eq!(store.item_head(&alice, &key("notes", "a")).await?, ItemHead::default());
+        assert_eq!(store.idempotency(&alice, "k").await?, None);
+        assert_eq!(store.idempotency(&alice, "r").await?, None);
+        assert_eq!(store.changes_after(0, 10)?, (Vec::new(), 0));
+        assert_eq!(*store.watch_commits().borrow(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn open_reports_an_unusable_directory() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x")?;
+        assert!(matches!(MemoryEventStore::open(&file), Err(OpenError::Io { .. })));
+        Ok(())
+    }
+}

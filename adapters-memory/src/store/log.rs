@@ -1,0 +1,354 @@
+//! The event store's append-only log file: one framed record per successful write, replayed at start.
+//!
+//! Each record is one line: `<length> <crc32> <json>\n`, length and CRC-32 of the JSON as 8 hex digits.
+//! The JSON holds a whole append (its events and its idempotency record) or one remembered record, so a
+//! write is atomic on disk: a record is either intact or torn, and a torn or corrupt tail (a crash in the
+//! middle of a write) is detected by its length or checksum and cut off at the next start.
+//! The JSON stays readable: the log is the source of truth and should be inspectable with a text editor.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rookery_domain::event::decode;
+use rookery_domain::{StoredEvent, Timestamp, UserId};
+use rookery_ports::IdempotencyWrite;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::state::{RecordRepr, State};
+
+/// The log file's name inside the data directory.
+pub const LOG_FILE: &str = "events.log";
+
+/// `xxxxxxxx xxxxxxxx `: length, space, CRC, space.
+const HEADER_LEN: usize = 18;
+
+/// No record is anywhere near this large (an append is at most 4 MB); a larger length is corruption.
+const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
+
+/// Why a log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The directory or the file could not be created, read, truncated or synced.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// An intact record (its checksum matches) cannot be read: the log was written by a newer build,
+    /// or is not a Rookery log. Nothing is dropped in that case; the store refuses to start.
+    #[error("{path}: record at byte {offset} cannot be read: {reason}")]
+    Unreadable {
+        /// The log file.
+        path: PathBuf,
+        /// Where the record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// An idempotency write as the log holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WriteRepr {
+    owner: UserId,
+    record: RecordRepr,
+    expired_before: Timestamp,
+}
+
+impl WriteRepr {
+    fn of(write: &IdempotencyWrite) -> Self {
+        Self {
+            owner: write.owner.clone(),
+            record: RecordRepr::of(&write.record),
+            expired_before: write.expired_before,
+        }
+    }
+
+    fn into_write(self) -> IdempotencyWrite {
+        IdempotencyWrite {
+            owner: self.owner,
+            record: self.record.into_record(),
+            expired_before: self.expired_before,
+        }
+    }
+}
+
+/// A record as written (borrowing the events).
+#[derive(Debug, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum RecordOut<'a> {
+    Append {
+        owner: &'a UserId,
+        events: &'a [StoredEvent],
+        idempotency: Option<WriteRepr>,
+    },
+    Remember {
+        write: WriteRepr,
+    },
+}
+
+/// A record as read (events still raw, so they go through the domain's upcasting `decode`).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum RecordIn {
+    Append {
+        owner: UserId,
+        events: Vec<Value>,
+        idempotency: Option<WriteRepr>,
+    },
+    Remember {
+        write: WriteRepr,
+    },
+}
+
+/// The open log file, positioned at its end.
+#[derive(Debug)]
+pub(crate) struct EventLog {
+    file: File,
+    path: PathBuf,
+    /// The length of the intact log: where the next record starts.
+    len: u64,
+    /// Set when a failed write could not be rolled back: the file's tail is unknown, so nothing more is written.
+    broken: bool,
+}
+
+/// Frames `json` as one record.
+fn frame(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + json.len() + 1);
+    out.extend_from_slice(format!("{:08x} {:08x} ", json.len(), crc32fast::hash(json)).as_bytes());
+    out.extend_from_slice(json);
+    out.push(b'\n');
+    out
+}
+
+fn hex_u32(bytes: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(text, 16).ok()
+}
+
+/// Reads as many bytes as are there, up to `buf.len()`; fewer only at the end of the file.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The next intact record's JSON, `Ok(None)` at a clean end or at a torn or corrupt record.
+fn next_record(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut header = [0u8; HEADER_LEN];
+    if read_full(reader, &mut header)? < HEADER_LEN || header[8] != b' ' || header[17] != b' ' {
+        return Ok(None);
+    }
+    let (Some(len), Some(crc)) = (hex_u32(&header[..8]), hex_u32(&header[9..17])) else {
+        return Ok(None);
+    };
+    let len = len as usize;
+    if len > MAX_RECORD_LEN {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; len + 1];
+    if read_full(reader, &mut body)? < body.len() || body.pop() != Some(b'\n') || crc32fast::hash(&body) != crc {
+        return Ok(None);
+    }
+    Ok(Some(body))
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `dir`, replays every intact record into a fresh state,
+    /// and cuts off a torn or corrupt tail.
+    pub(crate) fn open(dir: &Path) -> Result<(Self, State), OpenError> {
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let path = dir.join(LOG_FILE);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        if !existed {
+            // Make the new file's directory entry durable too, or a crash could lose the whole log.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
+        }
+        let file_len = file.metadata().map_err(io_error(&path))?.len();
+        let mut state = State::default();
+        let mut reader = BufReader::new(&file);
+        let mut intact = 0u64;
+        let mut records = 0u64;
+        while let Some(json) = next_record(&mut reader).map_err(io_error(&path))? {
+            let unreadable = |reason: String| OpenError::Unreadable {
+                path: path.clone(),
+                offset: intact,
+                reason,
+            };
+            let record: RecordIn = serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))?;
+            replay(&mut state, record).map_err(unreadable)?;
+            intact += (HEADER_LEN + json.len() + 1) as u64;
+            records += 1;
+        }
+        drop(reader);
+        if intact < file_len {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = file_len - intact,
+                kept_records = records,
+                "the event log ends in a torn or corrupt record; cutting it off"
+            );
+            file.set_len(intact).map_err(io_error(&path))?;
+            file.sync_all().map_err(io_error(&path))?;
+        }
+        tracing::info!(path = %path.display(), records, events = state.commit_count(), "event log replayed");
+        Ok((
+            Self {
+                file,
+                path,
+                len: intact,
+                broken: false,
+            },
+            state,
+        ))
+    }
+
+    /// A log writing to an already open `file` as if it were empty (to test failing writes).
+    #[cfg(test)]
+    pub(crate) fn on_file(file: File, path: PathBuf) -> Self {
+        Self {
+            file,
+            path,
+            len: 0,
+            broken: false,
+        }
+    }
+
+    /// Writes one append durably: the call returns once the record is synced to disk.
+    pub(crate) fn write_append(
+        &mut self,
+        owner: &UserId,
+        events: &[StoredEvent],
+        idempotency: Option<&IdempotencyWrite>,
+    ) -> io::Result<()> {
+        let record = RecordOut::Append {
+            owner,
+            events,
+            idempotency: idempotency.map(WriteRepr::of),
+        };
+        self.write(&record)
+    }
+
+    /// Writes one remembered idempotency record durably.
+    pub(crate) fn write_remember(&mut self, write: &IdempotencyWrite) -> io::Result<()> {
+        self.write(&RecordOut::Remember {
+            write: WriteRepr::of(write),
+        })
+    }
+
+    fn write(&mut self, record: &RecordOut<'_>) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other(format!(
+                "{}: an earlier failed write could not be rolled back; restart to recover",
+                self.path.display()
+            )));
+        }
+        let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let bytes = frame(&json);
+        match self.file.write_all(&bytes).and_then(|()| self.file.sync_data()) {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                // Cut off whatever part of the record reached the file, so the next record does not follow
+                // a torn one (which would hide it, and everything after it, at the next start).
+                if self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data())
+                    .is_err()
+                {
+                    self.broken = true;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Applies one replayed record, checking that its events continue their stream.
+fn replay(state: &mut State, record: RecordIn) -> Result<(), String> {
+    match record {
+        RecordIn::Append {
+            owner,
+            events,
+            idempotency,
+        } => {
+            let mut expected = state.last_seq(&owner);
+            let mut stored = Vec::with_capacity(events.len());
+            for raw in events {
+                let event = decode(raw).map_err(|e| e.to_string())?;
+                expected = expected.next();
+                if event.owner != owner || event.seq != expected {
+                    return Err(format!(
+                        "event {} of {} at seq {} does not continue the stream of {owner} at seq {expected}",
+                        event.event_id, event.owner, event.seq
+                    ));
+                }
+                stored.push(event);
+            }
+            let idempotency = idempotency.map(WriteRepr::into_write);
+            state.apply_append(&owner, &stored, idempotency.as_ref());
+        }
+        RecordIn::Remember { write } => state.apply_remember(&write.into_write()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_read_back_and_damage_is_detected() -> io::Result<()> {
+        let one = frame(br#"{"a":1}"#);
+        let two = frame(br#"{"b":2}"#);
+        let mut bytes = [one.clone(), two.clone()].concat();
+        let mut reader = bytes.as_slice();
+        assert_eq!(next_record(&mut reader)?, Some(br#"{"a":1}"#.to_vec()));
+        assert_eq!(next_record(&mut reader)?, Some(br#"{"b":2}"#.to_vec()));
+        assert_eq!(next_record(&mut reader)?, None);
+        // A flipped bit in the second record's JSON fails its checksum.
+        let at = one.len() + HEADER_LEN + 2;
+        bytes[at] ^= 0x01;
+        let mut reader = bytes.as_slice();
+        assert!(next_record(&mut reader)?.is_some());
+        assert_eq!(next_record(&mut reader)?, None);
+        // A record cut short anywhere is not returned.
+        for cut in 0..two.len() {
+            let mut reader = &two[..cut];
+            assert_eq!(next_record(&mut reader)?, None, "cut at {cut}");
+        }
+        let mut reader: &[u8] = b"ffffffff 00000000 {}\n";
+        assert_eq!(next_record(&mut reader)?, None, "absurd lengths are corruption");
+        Ok(())
+    }
+}
