@@ -1,3 +1,10 @@
-//! Rookery's composition roots: the HTTP API, the `rookery` binary and the Lambda functions.
+//! Rookery's composition roots: the HTTP API, the in-process change feed driver, the local server
+//! behind `rookery serve`, and (later) the Lambda functions.
 //!
-//! Not built yet: the router and binaries arrive with their own issues.
+//! [`http::router`] is the one router of `API.md`, generic over the adapters ([`rookery_ports::Ports`])
+//! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from the memory
+//! store's change feed; [`local`] wires the memory adapters into a running server.
+
+pub mod http;
+
+pub use http::{Api, ApiConfig, router};

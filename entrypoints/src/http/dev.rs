@@ -1,0 +1,91 @@
+//! Local development routes: issue tokens, publish the development key set, show recorded pushes.
+//!
+//! They exist only when the server runs with the built-in development identity provider; with a real
+//! identity provider (Cognito) the router is built without them and they are `404` like any unknown path.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rookery_adapters_memory::MemoryPushGateway;
+use rookery_domain::{Timestamp, UserId};
+use serde_json::Value;
+
+use super::auth::Authed;
+use super::dto::{DevTokenBody, DevTokenDto, PushDto, PushesDto};
+use super::extract::{self, JsonBody};
+use super::problem::Problem;
+
+/// What the development routes need from an identity provider: signing tokens and publishing keys.
+pub trait TokenIssuer: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// A signed token for `user` and when it expires.
+    ///
+    /// # Errors
+    /// A message for the logs when signing fails.
+    fn issue(&self, user: &UserId) -> Result<(String, Timestamp), String>;
+
+    /// The public key set (a JWKS document).
+    fn jwks(&self) -> Value;
+}
+
+/// `POST /v1/dev/tokens`: a token for any user id (development only).
+#[utoipa::path(
+    post, path = "/v1/dev/tokens", tag = "development",
+    request_body = DevTokenBody,
+    responses((status = 200, description = "A token", body = DevTokenDto))
+)]
+pub(crate) async fn issue_token<I: TokenIssuer>(
+    State(issuer): State<I>,
+    body: JsonBody<DevTokenBody>,
+) -> Result<Json<DevTokenDto>, Problem> {
+    let user = extract::user_id(body.value.user_id)?;
+    let (token, expires_at) = issuer.issue(&user).map_err(|cause| Problem::internal(&cause))?;
+    Ok(Json(DevTokenDto {
+        token,
+        expires_at: expires_at.to_string(),
+    }))
+}
+
+/// `GET /.well-known/jwks.json`: the development provider's public keys.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "development",
+    responses((status = 200, description = "A JSON Web Key Set", body = Object)))]
+pub(crate) async fn jwks<I: TokenIssuer>(State(issuer): State<I>) -> Json<Value> {
+    Json(issuer.jwks())
+}
+
+/// `GET /v1/dev/pushes`: pushes the local gateway delivered to the caller's devices, oldest first.
+#[utoipa::path(get, path = "/v1/dev/pushes", tag = "development",
+    responses((status = 200, description = "Recorded pushes", body = PushesDto)),
+    security(("bearer" = [])))]
+pub(crate) async fn pushes(
+    State(gateway): State<MemoryPushGateway>,
+    Authed(caller): Authed,
+) -> Result<Json<PushesDto>, Problem> {
+    let sent = gateway
+        .sent_to(&caller.user)
+        .map_err(|failure| Problem::internal(&failure))?;
+    let pushes = sent
+        .into_iter()
+        .map(|push| PushDto {
+            message_id: push.message_id(),
+            device_id: push.device_id.to_string(),
+            platform: push.platform.into(),
+            // The gateway only records JSON it produced; a payload that is not JSON is shown as text.
+            payload: serde_json::from_str(&push.payload).unwrap_or(Value::String(push.payload)),
+            at: push.at.to_string(),
+        })
+        .collect();
+    Ok(Json(PushesDto { pushes }))
+}
+
+/// The development routes that need no token.
+pub fn public_routes<I: TokenIssuer>(issuer: I) -> Router {
+    Router::new()
+        .route("/v1/dev/tokens", post(issue_token::<I>))
+        .route("/.well-known/jwks.json", get(jwks::<I>))
+        .with_state(issuer)
+}
+
+/// The development routes behind the bearer-token gate.
+pub fn authenticated_routes(gateway: MemoryPushGateway) -> Router {
+    Router::new().route("/v1/dev/pushes", get(pushes)).with_state(gateway)
+}

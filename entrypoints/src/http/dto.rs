@@ -1,0 +1,566 @@
+//! The JSON shapes of the HTTP API, as entrypoint-local types with OpenAPI schemas.
+//!
+//! The domain and the use cases do not know about OpenAPI (and should not), so every body the API
+//! reads or writes has its own type here, converted from the domain's. This also pins the wire
+//! format of `API.md` in one place: a change to a domain type cannot silently change the contract.
+
+use std::collections::BTreeMap;
+
+use rookery_domain::projection::{FeedChange, HistoryEvent, MessageEvent};
+use rookery_domain::{Item, Message, Platform, Visibility};
+use rookery_ports::SearchHit;
+use rookery_ports::app::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Who may read an item besides its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VisibilityDto {
+    /// Only the owner.
+    Private,
+    /// Anyone with a valid token.
+    Public,
+}
+
+impl From<Visibility> for VisibilityDto {
+    fn from(v: Visibility) -> Self {
+        match v {
+            Visibility::Private => VisibilityDto::Private,
+            Visibility::Public => VisibilityDto::Public,
+        }
+    }
+}
+
+impl From<VisibilityDto> for Visibility {
+    fn from(v: VisibilityDto) -> Self {
+        match v {
+            VisibilityDto::Private => Visibility::Private,
+            VisibilityDto::Public => Visibility::Public,
+        }
+    }
+}
+
+/// A push platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlatformDto {
+    /// Apple Push Notification service, production.
+    Apns,
+    /// Apple Push Notification service, sandbox.
+    ApnsSandbox,
+    /// Firebase Cloud Messaging.
+    Fcm,
+}
+
+impl From<Platform> for PlatformDto {
+    fn from(p: Platform) -> Self {
+        match p {
+            Platform::Apns => PlatformDto::Apns,
+            Platform::ApnsSandbox => PlatformDto::ApnsSandbox,
+            Platform::Fcm => PlatformDto::Fcm,
+        }
+    }
+}
+
+impl From<PlatformDto> for Platform {
+    fn from(p: PlatformDto) -> Self {
+        match p {
+            PlatformDto::Apns => Platform::Apns,
+            PlatformDto::ApnsSandbox => Platform::ApnsSandbox,
+            PlatformDto::Fcm => Platform::Fcm,
+        }
+    }
+}
+
+/// An item, as every item route answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ItemDto {
+    /// The user who wrote it.
+    pub owner: String,
+    /// Its collection.
+    pub collection: String,
+    /// Its id.
+    pub id: String,
+    /// Its version: 1 on creation, +1 on each change.
+    pub version: u64,
+    /// Who may read it.
+    pub visibility: VisibilityDto,
+    /// When it was created (RFC 3339, milliseconds, UTC).
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it last changed.
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// The client's document.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+}
+
+impl From<Item> for ItemDto {
+    fn from(item: Item) -> Self {
+        Self {
+            owner: item.owner.to_string(),
+            collection: item.collection.to_string(),
+            id: item.id.to_string(),
+            version: item.version.0,
+            visibility: item.visibility.into(),
+            created_at: item.created_at.to_string(),
+            updated_at: item.updated_at.to_string(),
+            data: item.data,
+        }
+    }
+}
+
+/// The body of `PUT /v1/items/{collection}/{id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutItemBody {
+    /// The new document; must be a JSON object.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// The new visibility; omitted keeps the current one (private on creation).
+    #[serde(default)]
+    pub visibility: Option<VisibilityDto>,
+}
+
+/// The body of `POST /v1/items/{collection}/{id}/restore`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// The version whose state to restore.
+    pub version: u64,
+}
+
+/// A page of items.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ItemPageDto {
+    /// The items, ordered by id.
+    pub items: Vec<ItemDto>,
+    /// The next page's cursor, `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One change of an item, as history, sync and conflicts show it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEventDto {
+    /// Position in the owner's change feed.
+    pub seq: u64,
+    /// `item.created`, `item.replaced`, `item.patched`, `item.deleted` or `item.restored`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The item's collection.
+    pub collection: String,
+    /// The item's id.
+    pub id: String,
+    /// The version this change produced.
+    pub version: u64,
+    /// When it was committed.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The item after the change; `null` after a delete.
+    pub item: Option<ItemDto>,
+}
+
+impl From<HistoryEvent> for HistoryEventDto {
+    fn from(event: HistoryEvent) -> Self {
+        Self {
+            seq: event.seq.0,
+            kind: event.kind.to_owned(),
+            collection: event.collection.to_string(),
+            id: event.id.to_string(),
+            version: event.version.0,
+            at: event.at.to_string(),
+            item: event.item.map(ItemDto::from),
+        }
+    }
+}
+
+/// A page of an item's history.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPageDto {
+    /// The changes, oldest first.
+    pub events: Vec<HistoryEventDto>,
+    /// The next page's cursor, `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A message between users.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageDto {
+    /// Its id.
+    pub id: String,
+    /// The sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// Its text.
+    pub text: String,
+    /// The app's structured data.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// When it was accepted.
+    #[schema(format = DateTime)]
+    pub sent_at: String,
+}
+
+impl From<Message> for MessageDto {
+    fn from(message: Message) -> Self {
+        Self {
+            id: message.id.to_string(),
+            from: message.from.to_string(),
+            to: message.to.to_string(),
+            text: message.text,
+            data: message.data,
+            sent_at: message.sent_at.to_string(),
+        }
+    }
+}
+
+/// A received message, as the change feed shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageEventDto {
+    /// Position in the recipient's change feed.
+    pub seq: u64,
+    /// Always `message.received`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was committed.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The message.
+    pub message: MessageDto,
+}
+
+impl From<MessageEvent> for MessageEventDto {
+    fn from(event: MessageEvent) -> Self {
+        Self {
+            seq: event.seq.0,
+            kind: event.kind.to_owned(),
+            at: event.at.to_string(),
+            message: event.message.into(),
+        }
+    }
+}
+
+/// One entry of the change feed: an item change or a received message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FeedChangeDto {
+    /// An item change.
+    Item(HistoryEventDto),
+    /// A received message.
+    Message(MessageEventDto),
+}
+
+impl From<FeedChange> for FeedChangeDto {
+    fn from(change: FeedChange) -> Self {
+        match change {
+            FeedChange::Item(event) => FeedChangeDto::Item(event.into()),
+            FeedChange::Message(event) => FeedChangeDto::Message(event.into()),
+        }
+    }
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SyncPageDto {
+    /// The changes, oldest first.
+    pub changes: Vec<FeedChangeDto>,
+    /// Where to continue; on an empty page, the cursor that was sent.
+    pub next_cursor: String,
+    /// True when more changes follow right away.
+    pub has_more: bool,
+}
+
+/// One search match.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchHitDto {
+    /// The item's owner.
+    pub owner: String,
+    /// Its collection.
+    pub collection: String,
+    /// Its id.
+    pub id: String,
+    /// The version that was indexed.
+    pub version: u64,
+    /// Relevance; higher is better.
+    pub score: f64,
+    /// The item as indexed.
+    pub item: ItemDto,
+}
+
+impl From<SearchHit> for SearchHitDto {
+    fn from(hit: SearchHit) -> Self {
+        Self {
+            owner: hit.item.owner.to_string(),
+            collection: hit.item.collection.to_string(),
+            id: hit.item.id.to_string(),
+            version: hit.item.version.0,
+            score: hit.score,
+            item: hit.item.into(),
+        }
+    }
+}
+
+/// Search results.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResultsDto {
+    /// How many items match in all.
+    pub found: u64,
+    /// This page, best match first.
+    pub hits: Vec<SearchHitDto>,
+    /// The next page's cursor, `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `POST /v1/messages`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessageBody {
+    /// The recipient's user id.
+    pub to: String,
+    /// The text (at most 4,000 characters).
+    pub text: String,
+    /// Optional structured data for the app.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Map<String, Value>>,
+}
+
+/// The answer to `POST /v1/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessageAcceptedDto {
+    /// The message's id.
+    pub id: String,
+    /// Always `accepted`.
+    pub status: String,
+}
+
+impl From<MessageAccepted> for MessageAcceptedDto {
+    fn from(accepted: MessageAccepted) -> Self {
+        Self {
+            id: accepted.id.to_string(),
+            status: accepted.status,
+        }
+    }
+}
+
+/// A page of received messages.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessagePageDto {
+    /// The messages, oldest first.
+    pub messages: Vec<MessageDto>,
+    /// The next page's cursor, `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The body of `PUT /v1/devices/{device_id}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceBody {
+    /// The push platform.
+    pub platform: PlatformDto,
+    /// The platform's device token.
+    pub token: String,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDto {
+    /// The app's id for it.
+    pub device_id: String,
+    /// Its platform.
+    pub platform: PlatformDto,
+    /// False once its endpoint was reported disabled, until registered again.
+    pub enabled: bool,
+}
+
+impl From<DeviceView> for DeviceDto {
+    fn from(view: DeviceView) -> Self {
+        Self {
+            device_id: view.device_id.to_string(),
+            platform: view.platform.into(),
+            enabled: view.enabled,
+        }
+    }
+}
+
+/// The caller's devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DevicesDto {
+    /// The devices.
+    pub devices: Vec<DeviceDto>,
+}
+
+/// The body of `POST /v1/media`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MediaBody {
+    /// The object's type: `image/*`, `video/*`, `audio/*` or `application/pdf`.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A signed upload.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadDto {
+    /// The URL to send the bytes to.
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers to send exactly as given.
+    pub headers: BTreeMap<String, String>,
+    /// When the URL stops working.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// A signed download.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DownloadDto {
+    /// The URL to fetch the bytes from.
+    pub url: String,
+    /// When the URL stops working.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+impl From<SignedView> for DownloadDto {
+    fn from(view: SignedView) -> Self {
+        Self {
+            url: view.url,
+            expires_at: view.expires_at.to_string(),
+        }
+    }
+}
+
+/// The answer to `POST /v1/media`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MediaCreatedDto {
+    /// The object's id.
+    pub id: String,
+    /// Always `pending`.
+    pub status: String,
+    /// Where and how to upload it.
+    pub upload: UploadDto,
+}
+
+impl From<MediaCreated> for MediaCreatedDto {
+    fn from(created: MediaCreated) -> Self {
+        let upload = created.upload;
+        Self {
+            id: created.id.to_string(),
+            status: created.status,
+            upload: UploadDto {
+                url: upload.url,
+                method: upload.method.unwrap_or_else(|| "PUT".to_owned()),
+                headers: upload.headers.unwrap_or_default(),
+                expires_at: upload.expires_at.to_string(),
+            },
+        }
+    }
+}
+
+/// A media object.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MediaDto {
+    /// Its id.
+    pub id: String,
+    /// Its declared type.
+    pub content_type: String,
+    /// Its declared size in bytes.
+    pub size: u64,
+    /// `pending` or `uploaded`.
+    pub status: String,
+    /// Where to download it; `null` while pending.
+    pub download: Option<DownloadDto>,
+}
+
+impl From<MediaView> for MediaDto {
+    fn from(view: MediaView) -> Self {
+        Self {
+            id: view.id.to_string(),
+            content_type: view.content_type,
+            size: view.size,
+            status: view.status.to_owned(),
+            download: view.download.map(DownloadDto::from),
+        }
+    }
+}
+
+/// The answer to `GET /healthz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HealthDto {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// The body of `POST /v1/dev/tokens`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DevTokenBody {
+    /// The user to issue a token for.
+    pub user_id: String,
+}
+
+/// A development token.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DevTokenDto {
+    /// The RS256 JWT.
+    pub token: String,
+    /// When it expires.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// A push the local gateway delivered.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushDto {
+    /// The device it went to.
+    pub device_id: String,
+    /// The device's platform.
+    pub platform: PlatformDto,
+    /// The message it announced, if the payload names one.
+    pub message_id: Option<String>,
+    /// The platform payload, as JSON.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// When it was sent.
+    #[schema(format = DateTime)]
+    pub at: String,
+}
+
+/// The pushes delivered to the caller's devices.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushesDto {
+    /// Oldest first.
+    pub pushes: Vec<PushDto>,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProblemDto {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The stable error code.
+    pub code: String,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// On `409`: the item's version, `null` if it never existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// On `409`: the changes after the version the client named (at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<HistoryEventDto>>,
+    /// On `5xx`: the id to quote; it is in the server's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

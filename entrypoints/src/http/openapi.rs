@@ -1,0 +1,112 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the handlers' annotations and the DTOs.
+
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::dto;
+use super::{dev, items, routes};
+
+/// Adds the bearer-token scheme the secured operations name.
+#[derive(Debug)]
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".to_owned());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// The API's OpenAPI description.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Rookery HTTP API", version = "1", description = "Event-sourced mobile backend: items, sync, search, messages and push, media."),
+    paths(
+        items::put_item, items::patch_item, items::get_item, items::delete_item, items::list_items,
+        items::history, items::restore_item, items::get_public_item,
+        routes::sync, routes::search, routes::send_message, routes::messages,
+        routes::register_device, routes::devices, routes::remove_device,
+        routes::create_media, routes::get_media, routes::healthz,
+        dev::issue_token, dev::jwks, dev::pushes,
+    ),
+    components(schemas(
+        dto::ItemDto, dto::VisibilityDto, dto::PutItemBody, dto::RestoreBody, dto::ItemPageDto,
+        dto::HistoryEventDto, dto::HistoryPageDto, dto::MessageDto, dto::MessageEventDto, dto::FeedChangeDto,
+        dto::SyncPageDto, dto::SearchHitDto, dto::SearchResultsDto, dto::SendMessageBody, dto::MessageAcceptedDto,
+        dto::MessagePageDto, dto::PlatformDto, dto::DeviceBody, dto::DeviceDto, dto::DevicesDto, dto::MediaBody,
+        dto::UploadDto, dto::DownloadDto, dto::MediaCreatedDto, dto::MediaDto, dto::HealthDto, dto::DevTokenBody,
+        dto::DevTokenDto, dto::PushDto, dto::PushesDto, dto::ProblemDto,
+    )),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "items", description = "The user's unstructured data (Lambda function 1)"),
+        (name = "sync", description = "The change feed across a user's devices"),
+        (name = "search", description = "Full-text search (Lambda functions 2 and 3)"),
+        (name = "messages", description = "Messages and push (Lambda function 4)"),
+        (name = "devices", description = "Push devices"),
+        (name = "media", description = "Signed media uploads and downloads"),
+        (name = "development", description = "Only with the built-in development identity provider"),
+        (name = "operations", description = "Health and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text, built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// `GET /openapi.json`.
+pub(crate) async fn serve() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], document())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_and_lists_every_route() {
+        let doc: Value = serde_json::from_str(document()).expect("valid JSON");
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+            "{}",
+            doc["openapi"]
+        );
+        let paths = doc["paths"].as_object().expect("paths");
+        for path in [
+            "/v1/items/{collection}/{id}",
+            "/v1/items/{collection}",
+            "/v1/items/{collection}/{id}/history",
+            "/v1/items/{collection}/{id}/restore",
+            "/v1/users/{owner}/items/{collection}/{id}",
+            "/v1/sync",
+            "/v1/search",
+            "/v1/messages",
+            "/v1/devices",
+            "/v1/devices/{device_id}",
+            "/v1/media",
+            "/v1/media/{id}",
+            "/healthz",
+            "/v1/dev/tokens",
+            "/.well-known/jwks.json",
+            "/v1/dev/pushes",
+        ] {
+            assert!(paths.contains_key(path), "missing {path}");
+        }
+        let item = &paths["/v1/items/{collection}/{id}"];
+        for method in ["put", "patch", "get", "delete"] {
+            assert!(item.get(method).is_some(), "missing {method}");
+        }
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}
