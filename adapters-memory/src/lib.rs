@@ -6,12 +6,16 @@
 
 pub mod faults;
 pub mod identity;
+pub mod media;
 pub mod push;
 pub mod search;
 pub mod store;
 pub mod system;
 
 pub use faults::{FailMode, FaultTarget, Faults, Faulty};
+pub use media::{
+    DOWNLOAD_PATH, FetchError, Fetched, LocalMediaStore, UPLOAD_PATH, Upload, UploadError, generate_secret,
+};
 pub use push::{Endpoint, MemoryPushGateway, SentPush};
 pub use search::{IndexedEntry, MemorySearchIndex};
 pub use store::{LOG_FILE, MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore, OpenError};
