@@ -1,5 +1,7 @@
 //! Every port contract suite, run against the memory adapters (and the event store's file-backed mode).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rookery_adapters_memory::{
     ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SequentialIds, SystemClock, UlidIds,
 };
@@ -7,6 +9,7 @@ use rookery_tests::contract::event_store::StoreFactory;
 use rookery_tests::contract::push_gateway::PushFactory;
 use rookery_tests::contract::search_index::SearchFactory;
 use rookery_tests::contract::system::{ClockFactory, IdsFactory};
+use rookery_tests::fixtures::BoxError;
 use rookery_tests::{
     clock_contract, event_store_contract, id_source_contract, push_gateway_contract, search_index_contract,
 };
@@ -17,12 +20,39 @@ struct InMemoryStores;
 impl StoreFactory for InMemoryStores {
     type Store = MemoryEventStore;
 
-    async fn fresh(&self) -> MemoryEventStore {
-        MemoryEventStore::in_memory()
+    async fn fresh(&self) -> Result<MemoryEventStore, BoxError> {
+        Ok(MemoryEventStore::in_memory())
     }
 }
 
 event_store_contract!(memory_event_store, InMemoryStores);
+
+/// Fresh file-backed event stores, each in its own directory under one temporary directory that lives
+/// as long as the factory (one test).
+struct FileStores {
+    dir: tempfile::TempDir,
+    next: AtomicU64,
+}
+
+impl FileStores {
+    fn new() -> Result<Self, BoxError> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            next: AtomicU64::new(0),
+        })
+    }
+}
+
+impl StoreFactory for FileStores {
+    type Store = MemoryEventStore;
+
+    async fn fresh(&self) -> Result<MemoryEventStore, BoxError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Ok(MemoryEventStore::open(&self.dir.path().join(format!("store-{n}")))?)
+    }
+}
+
+event_store_contract!(file_event_store, FileStores::new()?);
 
 /// Fresh memory search indexes.
 struct MemoryIndexes;
@@ -30,8 +60,8 @@ struct MemoryIndexes;
 impl SearchFactory for MemoryIndexes {
     type Index = MemorySearchIndex;
 
-    async fn fresh(&self) -> MemorySearchIndex {
-        MemorySearchIndex::new()
+    async fn fresh(&self) -> Result<MemorySearchIndex, BoxError> {
+        Ok(MemorySearchIndex::new())
     }
 }
 
@@ -43,8 +73,8 @@ struct MemoryGateways;
 impl PushFactory for MemoryGateways {
     type Gateway = MemoryPushGateway;
 
-    async fn fresh(&self) -> MemoryPushGateway {
-        MemoryPushGateway::new()
+    async fn fresh(&self) -> Result<MemoryPushGateway, BoxError> {
+        Ok(MemoryPushGateway::new())
     }
 
     async fn disable(&self, gateway: &MemoryPushGateway, endpoint: &str) {
@@ -98,15 +128,15 @@ impl IdsFactory for Ulids {
 id_source_contract!(ulid_ids, Ulids);
 
 /// Sequential ids; every instance gets its own prefix, as the port's "every other instance" demands.
-struct Sequential(std::sync::atomic::AtomicU64);
+struct Sequential(AtomicU64);
 
 impl IdsFactory for Sequential {
     type Ids = SequentialIds;
 
     fn fresh(&self) -> SequentialIds {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
         SequentialIds::with_prefix(&format!("s{n}"))
     }
 }
 
-id_source_contract!(sequential_ids, Sequential(std::sync::atomic::AtomicU64::new(0)));
+id_source_contract!(sequential_ids, Sequential(AtomicU64::new(0)));

@@ -28,7 +28,10 @@ pub trait StoreFactory: Send + Sync {
     type Store: EventStore;
 
     /// A new store that shares nothing with any store made before.
-    fn fresh(&self) -> impl Future<Output = Self::Store> + Send;
+    ///
+    /// # Errors
+    /// When the adapter cannot be set up (an emulator unreachable, a table not created).
+    fn fresh(&self) -> impl Future<Output = Result<Self::Store, BoxError>> + Send;
 }
 
 /// A batch with no item versions and no idempotency record.
@@ -177,7 +180,7 @@ fn record(
 /// An append to an empty stream gets seqs 1.., the next one continues where it ended, and each
 /// stored event is exactly the new event at its seq (id, time, payload and metadata kept).
 pub async fn check_append_assigns_consecutive_seqs<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     assert_eq!(store.last_seq(&alice).await?, Seq(0), "an empty stream's last seq is 0");
 
@@ -233,7 +236,7 @@ pub async fn check_append_assigns_consecutive_seqs<F: StoreFactory>(factory: &F)
 /// An append whose expected seq is behind (or ahead of) the stream's last seq is `SeqMoved` with the
 /// actual last seq, and writes nothing.
 pub async fn check_stale_expected_seq_is_seq_moved<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let k = key("notes", "n1")?;
     write_event(&store, &alice, message_payload(&bob, &alice, "one", at(0))?, at(0)).await?;
@@ -275,7 +278,7 @@ pub async fn check_stale_expected_seq_is_seq_moved<F: StoreFactory>(factory: &F)
 /// An append that names an item at a version it is not at is `VersionMoved` with the item's actual
 /// version, and none of the batch is visible, not even the changes to other items.
 pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let alice = user("alice")?;
     let (k1, k2, fresh) = (key("notes", "n1")?, key("notes", "n2")?, key("todos", "never")?);
     write_item(&store, &alice, &k1, Some(json!({"v": 1})), Visibility::Private, at(0)).await?;
@@ -380,7 +383,7 @@ pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFac
 /// append's events invisible); an expired one may be replaced; keys are per owner; `idempotency`
 /// returns the record, expired or not.
 pub async fn check_idempotency_key_taken_until_expired<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let recorded = at(1_000);
     assert_eq!(
@@ -487,7 +490,7 @@ pub async fn check_idempotency_key_taken_until_expired<F: StoreFactory>(factory:
 /// An append with an idempotency record and no events stores the record and leaves the stream as it is
 /// (a write that had nothing to change still remembers its key).
 pub async fn check_idempotency_record_without_events<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let alice = user("alice")?;
     let write = record(&alice, "k-empty", "noop", at(10), at(0));
     let stored = store
@@ -512,7 +515,7 @@ pub async fn check_idempotency_record_without_events<F: StoreFactory>(factory: &
 /// Whatever the reason an append is refused, nothing of it is visible: feed, messages, heads, histories,
 /// item lists, devices, media, idempotency records and the owner list are exactly as before.
 pub async fn check_refused_append_changes_nothing<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob, carol) = (user("alice")?, user("bob")?, user("carol")?);
     let (k1, k2) = (key("notes", "n1")?, key("notes", "n2")?);
     let phone = device("phone")?;
@@ -703,7 +706,7 @@ async fn write_250<S: EventStore>(store: &S, owner: &UserId, sender: &UserId) ->
 /// `read_feed` returns exactly `min(limit, available)` events after the given seq, in seq order, across
 /// many events and whatever pages the store reads underneath; `read_messages` does the same for messages only.
 pub async fn check_read_feed_returns_min_limit_available_in_order<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let written = write_250(&store, &alice, &bob).await?;
     assert_eq!(
@@ -769,7 +772,7 @@ pub async fn check_read_feed_returns_min_limit_available_in_order<F: StoreFactor
 /// `item_history` returns an item's events by version, after a delete and a re-creation too, and the head
 /// follows: version and live item after each change, the default head for a key never used.
 pub async fn check_item_history_and_head_follow_every_change<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let (k, other) = (key("notes", "n1")?, key("notes", "n2")?);
     assert_eq!(
@@ -857,7 +860,7 @@ pub async fn check_item_history_and_head_follow_every_change<F: StoreFactory>(fa
 /// `list_items` returns only live items of that owner and collection, ordered by id, and paging with
 /// `after` visits each exactly once.
 pub async fn check_list_items_only_live_ordered_by_id_paged<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let notes = collection("notes")?;
     // Ids written in a scrambled order; some deleted, one deleted and re-created.
@@ -955,7 +958,7 @@ pub async fn check_list_items_only_live_ordered_by_id_paged<F: StoreFactory>(fac
 /// The device registry is the fold of the owner's device events: registered, disabled (only for the
 /// endpoint named), registered again (enabled, new token), removed.
 pub async fn check_devices_follow_device_events<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let (phone, tablet, watch) = (device("phone")?, device("tablet")?, device("watch")?);
     assert_eq!(store.devices(&alice).await?, Devices::new());
@@ -1021,7 +1024,7 @@ pub async fn check_devices_follow_device_events<F: StoreFactory>(factory: &F) ->
 
 /// Declared media objects can be read back by owner and id; nobody else's id or owner finds them.
 pub async fn check_media_follows_media_events<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let photo = media_object(&alice, "image/png", 1234, at(1))?;
     let doc = media_object(&alice, "application/pdf", 99, at(2))?;
@@ -1040,7 +1043,7 @@ pub async fn check_media_follows_media_events<F: StoreFactory>(factory: &F) -> O
 
 /// `owners` lists every user with a non-empty stream, ordered by id, paged with `after`.
 pub async fn check_owners_sorted_and_paged<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     assert_eq!(store.owners(None, 10).await?, Vec::<UserId>::new());
     let names: Vec<String> = (0..23).map(|i| format!("user-{:02}", (i * 5) % 23)).collect();
     let sender = user("sender")?;
@@ -1084,7 +1087,7 @@ pub async fn check_owners_sorted_and_paged<F: StoreFactory>(factory: &F) -> Outc
 /// An event over 400 KB, or more than `MAX_EVENTS_PER_APPEND` events, is `TooLarge` before anything is
 /// written; the largest item data the API accepts (256 KiB) still fits.
 pub async fn check_too_large_is_refused_before_writing<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let k = key("notes", "big")?;
     write_item(
@@ -1155,7 +1158,7 @@ pub async fn check_too_large_is_refused_before_writing<F: StoreFactory>(factory:
 /// Every kind of event reads back exactly as it was appended: nested and unicode data, message data,
 /// every device change, media declarations, restores.
 pub async fn check_events_round_trip_unchanged<F: StoreFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let k = key("notes-2", "a.b:c_d-e")?;
     let phone = device("phone")?;
@@ -1237,7 +1240,7 @@ pub async fn check_events_round_trip_unchanged<F: StoreFactory>(factory: &F) -> 
 /// `SeqMoved`; of many `remember`s racing for one key, exactly one succeeds and the others are `KeyTaken`.
 pub async fn check_concurrent_appends_exactly_one_wins<F: StoreFactory>(factory: &F) -> Outcome {
     const WRITERS: usize = 12;
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let k = key("notes", "contended")?;
     for round in 0..4u64 {

@@ -19,7 +19,10 @@ pub trait MediaFactory: Send + Sync {
     type Store: MediaStore;
 
     /// A new store that shares no objects with any store made before.
-    fn fresh(&self) -> impl Future<Output = Self::Store> + Send;
+    ///
+    /// # Errors
+    /// When the adapter cannot be set up (an emulator unreachable, a table not created).
+    fn fresh(&self) -> impl Future<Output = Result<Self::Store, BoxError>> + Send;
 
     /// Sends `request` (its method, URL and exactly its headers) with `body`, at the current wall-clock time.
     /// `Ok` when the store accepted and stored the object, `Err` with the reason when it refused.
@@ -66,7 +69,7 @@ fn object(content_type: &str, size: u64) -> Result<MediaObject, BoxError> {
 /// An upload URL is a `PUT` that pins the object's type and size in the headers the client must send and
 /// expires `ttl` after `now`; sending exactly that stores the object, and `status` then reports its size.
 pub async fn check_upload_url_pins_type_and_size<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let photo = object("image/png", 64)?;
     let now = wall_clock();
     let request = store.upload_url(&photo, now, TTL).await?;
@@ -96,7 +99,7 @@ pub async fn check_upload_url_pins_type_and_size<F: MediaFactory>(factory: &F) -
 
 /// `status` is `Pending` for an object never uploaded, and an upload of one object leaves others pending.
 pub async fn check_status_is_pending_until_uploaded<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let (first, second) = (object("application/pdf", 10)?, object("application/pdf", 10)?);
     assert_eq!(store.status(&first).await?, ObjectStatus::Pending);
     let request = store.upload_url(&first, wall_clock(), TTL).await?;
@@ -117,7 +120,7 @@ pub async fn check_status_is_pending_until_uploaded<F: MediaFactory>(factory: &F
 
 /// A download URL is a `GET` that expires `ttl` after `now` and returns exactly the uploaded bytes.
 pub async fn check_download_returns_the_uploaded_bytes<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let clip = object("audio/mpeg", 1000)?;
     let body = bytes(1000);
     factory
@@ -138,7 +141,7 @@ pub async fn check_download_returns_the_uploaded_bytes<F: MediaFactory>(factory:
 /// An upload of another size than declared is refused, whether only the body or also its
 /// `Content-Length` differs, and stores nothing.
 pub async fn check_upload_of_another_size_is_refused<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let photo = object("image/jpeg", 32)?;
     let request = store.upload_url(&photo, wall_clock(), TTL).await?;
     for size in [31u64, 33, 1000] {
@@ -162,7 +165,7 @@ pub async fn check_upload_of_another_size_is_refused<F: MediaFactory>(factory: &
 
 /// An upload with another `Content-Type` than signed is refused and stores nothing.
 pub async fn check_upload_of_another_type_is_refused<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let photo = object("image/png", 16)?;
     let request = store.upload_url(&photo, wall_clock(), TTL).await?;
     for content_type in ["image/gif", "text/html", "image/png; charset=utf-8"] {
@@ -179,7 +182,7 @@ pub async fn check_upload_of_another_type_is_refused<F: MediaFactory>(factory: &
 /// An upload URL cannot store anything under another key: the URL edited to name another object's key
 /// is refused, and that object stays pending.
 pub async fn check_upload_elsewhere_is_refused<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let mine = object("image/png", 16)?;
     let theirs = MediaObject {
         owner: user("mallory")?,
@@ -218,7 +221,7 @@ pub async fn check_upload_elsewhere_is_refused<F: MediaFactory>(factory: &F) -> 
 
 /// A signed URL stops working once expired, for uploads and downloads alike.
 pub async fn check_expired_urls_are_refused<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let photo = object("image/png", 16)?;
     // Signed an hour ago for a minute: long expired by now.
     let long_ago = Timestamp::from_millis(wall_clock().as_millis().saturating_sub(60 * 60 * 1000));
@@ -242,7 +245,7 @@ pub async fn check_expired_urls_are_refused<F: MediaFactory>(factory: &F) -> Out
 
 /// A signed URL with any character of it changed is refused.
 pub async fn check_tampered_urls_are_refused<F: MediaFactory>(factory: &F) -> Outcome {
-    let store = factory.fresh().await;
+    let store = factory.fresh().await?;
     let photo = object("image/png", 16)?;
     let request = store.upload_url(&photo, wall_clock(), TTL).await?;
     let flip = |url: &str| {

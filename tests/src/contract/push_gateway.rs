@@ -10,7 +10,7 @@ use rookery_domain::{Message, MessageId, Platform};
 use rookery_ports::{PushGateway, PushOutcome};
 use serde_json::Map;
 
-use crate::fixtures::{Outcome, at, device, unique, user};
+use crate::fixtures::{BoxError, Outcome, at, device, unique, user};
 
 /// Makes a fresh push gateway for one check, and can make its provider report an endpoint disabled.
 pub trait PushFactory: Send + Sync {
@@ -18,7 +18,10 @@ pub trait PushFactory: Send + Sync {
     type Gateway: PushGateway;
 
     /// A new gateway that shares no endpoints with any gateway made before.
-    fn fresh(&self) -> impl Future<Output = Self::Gateway> + Send;
+    ///
+    /// # Errors
+    /// When the adapter cannot be set up (an emulator unreachable, a table not created).
+    fn fresh(&self) -> impl Future<Output = Result<Self::Gateway, BoxError>> + Send;
 
     /// From now on, the provider behind `gateway` reports `endpoint` disabled (until it is registered again).
     fn disable(&self, gateway: &Self::Gateway, endpoint: &str) -> impl Future<Output = ()> + Send;
@@ -27,7 +30,7 @@ pub trait PushFactory: Send + Sync {
 const PLATFORMS: [Platform; 3] = [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm];
 
 /// A platform payload for a small message, as the dispatcher would send it.
-fn payload(platform: Platform) -> Result<String, crate::fixtures::BoxError> {
+fn payload(platform: Platform) -> Result<String, BoxError> {
     let message = Message {
         id: MessageId::parse(unique("m"))?,
         from: user("alice")?,
@@ -52,7 +55,7 @@ fn token(platform: Platform) -> String {
 /// Registering the same token again gives the same endpoint (with or without the current one named);
 /// another token gives another endpoint.
 pub async fn check_register_is_idempotent_per_token<F: PushFactory>(factory: &F) -> Outcome {
-    let gateway = factory.fresh().await;
+    let gateway = factory.fresh().await?;
     let bob = user("bob")?;
     for platform in PLATFORMS {
         let (phone, tablet) = (device("phone")?, device("tablet")?);
@@ -79,7 +82,7 @@ pub async fn check_register_is_idempotent_per_token<F: PushFactory>(factory: &F)
 
 /// A send to an enabled endpoint is delivered, on every platform.
 pub async fn check_send_to_an_enabled_endpoint_is_delivered<F: PushFactory>(factory: &F) -> Outcome {
-    let gateway = factory.fresh().await;
+    let gateway = factory.fresh().await?;
     let bob = user("bob")?;
     for platform in PLATFORMS {
         let endpoint = gateway
@@ -94,7 +97,7 @@ pub async fn check_send_to_an_enabled_endpoint_is_delivered<F: PushFactory>(fact
 /// A send to an endpoint the provider reports disabled is `Ok(EndpointDisabled)`, not an error, every
 /// time; other endpoints are unaffected.
 pub async fn check_disabled_endpoint_is_reported_not_failed<F: PushFactory>(factory: &F) -> Outcome {
-    let gateway = factory.fresh().await;
+    let gateway = factory.fresh().await?;
     let bob = user("bob")?;
     for platform in PLATFORMS {
         let gone = gateway
@@ -124,7 +127,7 @@ pub async fn check_disabled_endpoint_is_reported_not_failed<F: PushFactory>(fact
 /// Registering a disabled device's token again gives an enabled endpoint (the same one or a new one),
 /// whether or not the disabled endpoint is named as current.
 pub async fn check_register_again_enables<F: PushFactory>(factory: &F) -> Outcome {
-    let gateway = factory.fresh().await;
+    let gateway = factory.fresh().await?;
     let bob = user("bob")?;
     for platform in PLATFORMS {
         for name_current in [true, false] {
@@ -148,7 +151,7 @@ pub async fn check_register_again_enables<F: PushFactory>(factory: &F) -> Outcom
 /// A new token for a device with a current endpoint gives an endpoint that delivers, and registering
 /// that new token again is idempotent.
 pub async fn check_new_token_for_a_device_delivers<F: PushFactory>(factory: &F) -> Outcome {
-    let gateway = factory.fresh().await;
+    let gateway = factory.fresh().await?;
     let bob = user("bob")?;
     for platform in PLATFORMS {
         let phone = device("phone")?;

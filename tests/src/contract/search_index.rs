@@ -19,7 +19,10 @@ pub trait SearchFactory: Send + Sync {
     type Index: SearchIndex;
 
     /// A new index that shares nothing with any index made before.
-    fn fresh(&self) -> impl Future<Output = Self::Index> + Send;
+    ///
+    /// # Errors
+    /// When the adapter cannot be set up (an emulator unreachable, a table not created).
+    fn fresh(&self) -> impl Future<Output = Result<Self::Index, BoxError>> + Send;
 }
 
 /// An item of `owner` at `version`, with `data`.
@@ -116,7 +119,7 @@ async fn finds<I: SearchIndex>(
 /// An upserted item is found by any word of any of its strings, nested ones included, case-insensitively,
 /// and the hit carries the item as indexed; keys, numbers and parts of words are not matched.
 pub async fn check_upsert_then_query_finds_by_any_word<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let trip = item(
         &alice,
@@ -159,7 +162,7 @@ pub async fn check_upsert_then_query_finds_by_any_word<F: SearchFactory>(factory
             "{word:?} matches no string of the item"
         );
     }
-    let empty = factory.fresh().await;
+    let empty = factory.fresh().await?;
     let page = empty.query(&query(&alice, &["trip"])).await?;
     assert_eq!(
         (page.found, page.hits.len(), page.next_cursor),
@@ -171,7 +174,7 @@ pub async fn check_upsert_then_query_finds_by_any_word<F: SearchFactory>(factory
 
 /// Every word must match (in any of the item's strings); one missing word excludes the item.
 pub async fn check_all_words_must_match<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let apple = item(
         &alice,
@@ -218,7 +221,7 @@ pub async fn check_all_words_must_match<F: SearchFactory>(factory: &F) -> Outcom
 
 /// An upsert or delete older than (or as old as) what the index holds for an item changes nothing.
 pub async fn check_older_version_never_overwrites_newer<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let k = key("notes", "n1")?;
     let newer = item(&alice, &k, 2, Visibility::Private, json!({"t": "newer text"}));
@@ -258,7 +261,7 @@ pub async fn check_older_version_never_overwrites_newer<F: SearchFactory>(factor
 /// A delete is remembered: an older upsert arriving after it does not bring the item back, while a
 /// newer one (the item re-created) does.
 pub async fn check_delete_then_older_upsert_stays_deleted<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let k = key("notes", "n1")?;
     let v1 = item(&alice, &k, 1, Visibility::Public, json!({"t": "ghost"}));
@@ -316,15 +319,15 @@ pub async fn check_same_changes_in_any_order_give_the_same_index<F: SearchFactor
             });
         }
     }
-    let in_order = factory.fresh().await;
+    let in_order = factory.fresh().await?;
     in_order.apply(&changes).await?;
-    let reversed = factory.fresh().await;
+    let reversed = factory.fresh().await?;
     let mut backwards = changes.clone();
     backwards.reverse();
     for chunk in backwards.chunks(5) {
         reversed.apply(chunk).await?;
     }
-    let shuffled = factory.fresh().await;
+    let shuffled = factory.fresh().await?;
     // A fixed interleaving with repeats: every change at least once, some three times, out of order.
     let mut scrambled: Vec<IndexChange> = Vec::new();
     for step in 0..(changes.len() * 3) {
@@ -364,7 +367,7 @@ pub async fn check_same_changes_in_any_order_give_the_same_index<F: SearchFactor
 /// `Mine` is the caller's items (private and public), `Public` anyone's public items, `All` both:
 /// no scope ever returns another user's private item, and `found` counts only what the scope allows.
 pub async fn check_scope_never_returns_another_users_private_item<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let a_private = item(
         &alice,
@@ -467,7 +470,7 @@ pub async fn check_scope_never_returns_another_users_private_item<F: SearchFacto
 
 /// A collection filter returns only that collection's items.
 pub async fn check_collection_filter<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let note = item(
         &alice,
@@ -518,7 +521,7 @@ pub async fn check_collection_filter<F: SearchFactory>(factory: &F) -> Outcome {
 /// `found` counts every match, not just the page; following cursors visits every hit exactly once,
 /// best first, and the last page has no cursor.
 pub async fn check_cursor_paging_visits_every_hit_once<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let (alice, bob) = (user("alice")?, user("bob")?);
     let mut expected = Vec::new();
     let mut changes = Vec::new();
@@ -587,7 +590,7 @@ pub async fn check_cursor_paging_visits_every_hit_once<F: SearchFactory>(factory
 
 /// A cursor the index did not issue is `BadCursor`, never an infrastructure failure or a silent first page.
 pub async fn check_bad_cursor_is_refused<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let mut changes = Vec::new();
     for n in 0..5u64 {
@@ -635,7 +638,7 @@ pub async fn check_bad_cursor_is_refused<F: SearchFactory>(factory: &F) -> Outco
 
 /// Words that look like query syntax match only as literal text: never as operators, fields or wildcards.
 pub async fn check_syntax_words_match_only_literally<F: SearchFactory>(factory: &F) -> Outcome {
-    let index = factory.fresh().await;
+    let index = factory.fresh().await?;
     let alice = user("alice")?;
     let docs = [
         ("and", json!({"t": "(and apples oranges)"})),
