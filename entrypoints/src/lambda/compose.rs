@@ -1,0 +1,184 @@
+//! The AWS composition of the Lambda functions: configuration, SDK clients and adapters, built once per
+//! cold start from the environment and shared by every invocation of that instance.
+//!
+//! The configuration is the AWS SDK's own environment (region, credentials, `AWS_ENDPOINT_URL`) plus
+//! the `ROOKERY_*` variables read by [`AwsConfig::from_env`] (listed in `docs/DEPLOY.md`). Building the
+//! clients makes no network call: credentials are resolved and connections opened on first use, so an
+//! invocation that needs no AWS service (a health check, a request refused for its token, an empty
+//! batch) needs no AWS at all. Each function builds only the adapters it uses.
+
+use rookery_adapters_aws::cloudsearch::CloudSearchIndex;
+use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
+use rookery_adapters_aws::dynamo::DynamoStore;
+use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySource, cognito_issuer};
+use rookery_adapters_aws::s3::S3MediaStore;
+use rookery_adapters_aws::sns::SnsPushGateway;
+use rookery_adapters_memory::{SystemClock, UlidIds};
+use rookery_ports::{App, AppConfig, Failure, Indexer, Ports, PushDispatcher};
+
+use crate::http::{ApiConfig, RateLimit};
+
+/// The adapters of an AWS deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct AwsPorts;
+
+impl Ports for AwsPorts {
+    type Store = DynamoStore;
+    type Search = CloudSearchIndex;
+    type Push = SnsPushGateway;
+    type Media = S3MediaStore;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// The token verifier of an AWS deployment: the Cognito user pool's key set.
+pub type CognitoVerifier = JwksVerifier<SystemClock>;
+
+/// Why a function cannot start; the message names every variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// Variables are missing or malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The functions share no memory, so only CloudSearch can be their index.
+    #[error(
+        "ROOKERY_SEARCH must be cloudsearch on Lambda, with ROOKERY_CLOUDSEARCH_DOC_ENDPOINT and ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT"
+    )]
+    NoSearchIndex,
+    /// The API functions verify Cognito tokens and need the pool.
+    #[error("ROOKERY_COGNITO_POOL_ID and ROOKERY_COGNITO_CLIENT_ID are required by the API functions")]
+    NoCognito,
+    /// No region was found in the environment.
+    #[error("no AWS region: set AWS_REGION (Lambda sets it)")]
+    NoRegion,
+    /// `ROOKERY_RATE_LIMIT` is not a number.
+    #[error("ROOKERY_RATE_LIMIT must be a whole number of requests per second, not {0:?}")]
+    RateLimit(String),
+    /// The media store could not be built (the CloudFront key).
+    #[error("media store: {0}")]
+    Media(Failure),
+    /// The token verifier could not be built.
+    #[error("token verifier: {0}")]
+    Verifier(#[from] JwksSetupError),
+}
+
+/// The configuration and SDK clients of one function instance.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    clients: AwsClients,
+}
+
+impl Aws {
+    /// Reads the environment and builds the SDK clients.
+    ///
+    /// # Errors
+    /// [`ComposeError::Config`] naming every missing or malformed variable.
+    pub async fn from_env() -> Result<Self, ComposeError> {
+        let config = AwsConfig::from_env()?;
+        Ok(Self::from_config(config).await)
+    }
+
+    /// Builds the SDK clients for `config`.
+    pub async fn from_config(config: AwsConfig) -> Self {
+        Self {
+            clients: AwsClients::load(config).await,
+        }
+    }
+
+    /// The SDK clients.
+    pub fn clients(&self) -> &AwsClients {
+        &self.clients
+    }
+
+    /// The search index (CloudSearch).
+    ///
+    /// # Errors
+    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
+    pub fn search_index(&self) -> Result<CloudSearchIndex, ComposeError> {
+        if self.clients.config().search != SearchBackend::CloudSearch {
+            return Err(ComposeError::NoSearchIndex);
+        }
+        self.clients.search_index().ok_or(ComposeError::NoSearchIndex)
+    }
+
+    /// The application service over every AWS adapter.
+    ///
+    /// # Errors
+    /// [`ComposeError`] when the search index or media store is not configured right.
+    pub fn app(&self) -> Result<App<AwsPorts>, ComposeError> {
+        Ok(App::new(
+            self.clients.event_store(),
+            self.search_index()?,
+            self.clients.push_gateway(),
+            self.clients.media_store().map_err(ComposeError::Media)?,
+            SystemClock::new(),
+            UlidIds::new(),
+            AppConfig::default(),
+        ))
+    }
+
+    /// Function 2's use case: the indexer over CloudSearch.
+    ///
+    /// # Errors
+    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
+    pub fn indexer(&self) -> Result<Indexer<CloudSearchIndex>, ComposeError> {
+        Ok(Indexer::new(self.search_index()?))
+    }
+
+    /// Function 4's stream use case: the push dispatcher over the service.
+    ///
+    /// # Errors
+    /// As [`Aws::app`].
+    pub fn push_dispatcher(&self) -> Result<PushDispatcher<AwsPorts>, ComposeError> {
+        Ok(PushDispatcher::new(self.app()?))
+    }
+
+    /// The verifier of the configured Cognito user pool's tokens (ID and access tokens of its app client).
+    /// The key set is fetched on the first token, not here.
+    ///
+    /// # Errors
+    /// [`ComposeError::NoCognito`] or [`ComposeError::NoRegion`] when the pool is not configured.
+    pub fn verifier(&self) -> Result<CognitoVerifier, ComposeError> {
+        let config = self.clients.config();
+        let (Some(pool), Some(client)) = (&config.cognito_pool_id, &config.cognito_client_id) else {
+            return Err(ComposeError::NoCognito);
+        };
+        let region = self.clients.region().ok_or(ComposeError::NoRegion)?;
+        let mut jwks = JwksConfig::cognito(&region, pool, client.clone());
+        if let Some(url) = &config.cognito_jwks_url {
+            jwks = JwksConfig::new(cognito_issuer(&region, pool), client.clone(), KeySource::remote(url.clone()));
+        }
+        Ok(JwksVerifier::new(jwks, SystemClock::new())?)
+    }
+}
+
+/// The HTTP edge's settings from `ROOKERY_RATE_LIMIT` (requests per second per user, burst twice that,
+/// `0` for off; absent: the default). API Gateway's throttling is the real limit on Lambda, since each
+/// instance keeps its own buckets.
+///
+/// # Errors
+/// [`ComposeError::RateLimit`] when the value is not a whole number.
+pub fn api_config(rate_limit: Option<&str>) -> Result<ApiConfig, ComposeError> {
+    let mut config = ApiConfig::default();
+    if let Some(value) = rate_limit.map(str::trim).filter(|v| !v.is_empty()) {
+        let n: u32 = value.parse().map_err(|_| ComposeError::RateLimit(value.to_owned()))?;
+        config.rate_limit = if n == 0 {
+            RateLimit::off()
+        } else {
+            RateLimit::per_second(n)
+        };
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_zero_turns_it_off_and_garbage_is_refused() {
+        assert!(api_config(Some("0")).is_ok_and(|c| c.rate_limit.is_off()));
+        assert!(api_config(None).is_ok_and(|c| !c.rate_limit.is_off()));
+        assert!(matches!(api_config(Some("fast")), Err(ComposeError::RateLimit(v)) if v == "fast"));
+    }
+}
