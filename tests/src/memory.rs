@@ -7,7 +7,9 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rookery_adapters_memory::{ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SequentialIds};
+use rookery_adapters_memory::{
+    LocalMediaStore, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SequentialIds,
+};
 use rookery_domain::{DeviceId, Platform, UserId};
 use rookery_ports::{App, AppConfig, EventStore, MediaStore, Ports, PushError, PushGateway, PushOutcome};
 
@@ -16,7 +18,7 @@ type Marker<S, P, M> = fn() -> (S, P, M);
 
 /// The adapters of a test deployment: memory search, manual clock and sequential ids, with the store,
 /// push gateway and media store chosen by the type parameters (plain memory adapters by default).
-pub struct TestPorts<S = MemoryEventStore, P = MemoryPushGateway<ManualClock>, M = NoMedia>(
+pub struct TestPorts<S = MemoryEventStore, P = MemoryPushGateway<ManualClock>, M = LocalMediaStore>(
     PhantomData<Marker<S, P, M>>,
 );
 
@@ -38,41 +40,12 @@ impl<S: EventStore, P: PushGateway, M: MediaStore> Ports for TestPorts<S, P, M> 
 /// Every adapter a memory deployment uses, with nothing wrapped.
 pub type MemoryPorts = TestPorts;
 
-/// A media store that answers every call `Unavailable`: a stand-in until the memory media store lands.
-/// None of the properties uses media; a test that does must not use this.
-#[derive(Debug, Clone, Default)]
-pub struct NoMedia;
+/// The secret the test media store signs with.
+const MEDIA_SECRET: &[u8] = b"rookery-tests-media-secret";
 
-impl MediaStore for NoMedia {
-    async fn upload_url(
-        &self,
-        _object: &rookery_domain::MediaObject,
-        _now: rookery_domain::Timestamp,
-        _ttl: std::time::Duration,
-    ) -> Result<rookery_ports::SignedRequest, rookery_ports::MediaError> {
-        Err(rookery_ports::Failure::permanent("no media store").into())
-    }
-
-    async fn download_url(
-        &self,
-        _object: &rookery_domain::MediaObject,
-        _now: rookery_domain::Timestamp,
-        _ttl: std::time::Duration,
-    ) -> Result<rookery_ports::SignedRequest, rookery_ports::MediaError> {
-        Err(rookery_ports::Failure::permanent("no media store").into())
-    }
-
-    async fn status(
-        &self,
-        _object: &rookery_domain::MediaObject,
-    ) -> Result<rookery_ports::ObjectStatus, rookery_ports::MediaError> {
-        Err(rookery_ports::Failure::permanent("no media store").into())
-    }
-}
-
-/// The media store of [`memory_app`].
-pub fn memory_media() -> NoMedia {
-    NoMedia
+/// A media store in memory, signing URLs for `http://127.0.0.1:0`.
+pub fn memory_media() -> LocalMediaStore {
+    LocalMediaStore::in_memory("http://127.0.0.1:0", MEDIA_SECRET.to_vec())
 }
 
 /// An application service over `store`, `push` and `media`, with a fresh memory search index, a manual
