@@ -124,7 +124,6 @@ struct Blob {
     bytes: Arc<Vec<u8>>,
 }
 
-#[derive(Debug)]
 enum Blobs {
     Memory(Mutex<HashMap<String, Blob>>),
     /// One file per key under the directory: the content type, a newline, then the bytes.
@@ -139,7 +138,6 @@ struct Declared {
     order: VecDeque<String>,
 }
 
-#[derive(Debug)]
 struct Inner {
     base_url: String,
     secret: Vec<u8>,
@@ -151,9 +149,24 @@ struct Inner {
 }
 
 /// A [`MediaStore`] served by the local server. Clones share the same store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LocalMediaStore {
     inner: Arc<Inner>,
+}
+
+/// Never shows the signing secret, nor the stored bytes.
+impl std::fmt::Debug for LocalMediaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let storage = match &self.inner.blobs {
+            Blobs::Memory(_) => "memory".to_owned(),
+            Blobs::Dir(dir) => dir.display().to_string(),
+        };
+        f.debug_struct("LocalMediaStore")
+            .field("base_url", &self.inner.base_url)
+            .field("storage", &storage)
+            .field("max_size", &self.inner.max_size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// 32 random bytes from the operating system, for a signing secret.
@@ -823,6 +836,16 @@ mod tests {
         ] {
             assert!(!valid_key(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secret() {
+        let store = LocalMediaStore::in_memory("http://127.0.0.1:8080", b"hunter2-secret".to_vec());
+        let shown = format!("{store:?}");
+        assert!(
+            shown.contains("127.0.0.1:8080") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

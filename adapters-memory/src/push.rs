@@ -77,10 +77,22 @@ struct State {
 }
 
 /// A [`PushGateway`] that records what it sends instead of sending it. Clones share the same gateway.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryPushGateway<C: Clock = SystemClock> {
     state: Arc<Mutex<State>>,
     clock: C,
+}
+
+/// A summary, never the contents (tokens and payloads): a gateway's `Debug` ends up in logs.
+impl<C: Clock> std::fmt::Debug for MemoryPushGateway<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("MemoryPushGateway");
+        if let Ok(state) = self.state.try_lock() {
+            out.field("endpoints", &state.endpoints.len())
+                .field("sent", &state.sent_total);
+        }
+        out.field("clock", &self.clock).finish_non_exhaustive()
+    }
 }
 
 impl MemoryPushGateway<SystemClock> {

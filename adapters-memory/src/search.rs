@@ -108,9 +108,21 @@ pub struct IndexedEntry {
 }
 
 /// A [`SearchIndex`] in memory. Clones share the same index.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MemorySearchIndex {
     state: Arc<Mutex<State>>,
+}
+
+/// A summary, never the contents: an index's `Debug` ends up in logs of whatever holds it.
+impl std::fmt::Debug for MemorySearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("MemorySearchIndex");
+        if let Ok(state) = self.state.try_lock() {
+            out.field("entries", &state.entries.len())
+                .field("words", &state.postings.len());
+        }
+        out.finish_non_exhaustive()
+    }
 }
 
 fn poisoned() -> SearchError {

@@ -43,9 +43,22 @@ struct Inner {
 }
 
 /// An [`EventStore`] in memory. Clones share the same store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MemoryEventStore {
     inner: Arc<Inner>,
+}
+
+/// A summary, never the contents: a store's `Debug` ends up in logs of whatever holds it.
+impl std::fmt::Debug for MemoryEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("MemoryEventStore");
+        // `try_lock`, so formatting never waits for (or deadlocks with) a writer.
+        if let Ok(guarded) = self.inner.guarded.try_lock() {
+            out.field("durable", &guarded.log.is_some())
+                .field("events", &guarded.state.commit_count());
+        }
+        out.finish_non_exhaustive()
+    }
 }
 
 impl Default for MemoryEventStore {
