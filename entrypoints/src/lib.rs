@@ -3,8 +3,14 @@
 //!
 //! [`http::router`] is the one router of `API.md`, generic over the adapters ([`rookery_ports::Ports`])
 //! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from the memory
-//! store's change feed; [`local`] wires the memory adapters into a running server.
+//! store's change feed; [`local`] wires the memory adapters into a running server, and [`reindex`]
+//! rebuilds and checks the search index offline.
 
+pub mod feed;
 pub mod http;
+pub mod local;
+pub mod reindex;
+pub mod telemetry;
 
 pub use http::{Api, ApiConfig, router};
+pub use local::{LocalConfig, LocalPorts, LocalServer, StartError};

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod dto;
 pub mod extract;
 mod items;
+pub mod local_media;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;

@@ -9,6 +9,7 @@
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Context, LambdaEvent};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::ApiHandler;
@@ -46,27 +47,40 @@ pub enum InvocationError {
     Answer(serde_json::Error),
 }
 
+/// Just enough of a payload to tell a stream batch from an API request without parsing it twice.
+#[derive(Debug, Deserialize)]
+struct Probe {
+    #[serde(rename = "Records")]
+    records: Option<Vec<ProbeRecord>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ProbeRecord {
+    #[serde(rename = "eventSource")]
+    event_source: Option<String>,
+}
+
 impl Invocation {
-    /// Tells `payload` apart.
+    /// Tells `payload` (the invocation's JSON text) apart.
     ///
     /// # Errors
     /// [`InvocationError`] when the payload is neither a DynamoDB stream batch nor an API request.
-    pub fn classify(payload: Value) -> Result<Self, InvocationError> {
-        if let Some(records) = payload.get("Records") {
+    pub fn classify(payload: &str) -> Result<Self, InvocationError> {
+        // A payload that is not even a JSON object is left to the API parser, which reports it.
+        let records = serde_json::from_str::<Probe>(payload).ok().and_then(|probe| probe.records);
+        if let Some(records) = records {
             if let Some(foreign) = records
-                .as_array()
                 .into_iter()
-                .flatten()
-                .map(|record| record.get("eventSource").and_then(Value::as_str))
-                .find(|source| *source != Some(DYNAMODB_SOURCE))
+                .find(|record| record.event_source.as_deref() != Some(DYNAMODB_SOURCE))
             {
-                return Err(InvocationError::ForeignRecords(foreign.map(str::to_owned)));
+                return Err(InvocationError::ForeignRecords(foreign.event_source));
             }
-            return serde_json::from_value(payload)
+            return serde_json::from_str(payload)
                 .map(|event| Invocation::Stream(Box::new(event)))
                 .map_err(InvocationError::MalformedStream);
         }
-        serde_json::from_value(payload)
+        // `LambdaRequest` can only be parsed from text: it tries each kind of proxy event in turn.
+        serde_json::from_str(payload)
             .map(|request| Invocation::Api(Box::new(request)))
             .map_err(InvocationError::Unrecognized)
     }
@@ -90,7 +104,7 @@ impl<D: RecordDecoder, H: BatchHandler> MessagesHandler<D, H> {
     /// # Errors
     /// [`InvocationError`] for a payload of neither kind, or a batch whose failed record cannot be
     /// named; the function then fails and Lambda retries the whole invocation.
-    pub async fn handle(&self, payload: Value, context: Context) -> Result<Value, InvocationError> {
+    pub async fn handle(&self, payload: &str, context: Context) -> Result<Value, InvocationError> {
         match Invocation::classify(payload)? {
             Invocation::Api(request) => self
                 .api

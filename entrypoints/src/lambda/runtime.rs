@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::api::ApiHandler;
 use super::invocation::{InvocationError, MessagesHandler};
@@ -81,9 +81,10 @@ pub async fn serve_messages<D: RecordDecoder, H: BatchHandler>(
     handler: MessagesHandler<D, H>,
 ) -> Result<(), lambda_runtime::Error> {
     let handler = &handler;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+    // The payload stays text until its kind is known: proxy requests can only be parsed from text.
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
         handler
-            .handle(event.payload, event.context)
+            .handle(event.payload.get(), event.context)
             .await
             .map_err(Diagnostic::from)
     }))

@@ -1,0 +1,253 @@
+//! The in-process change feed driver: what DynamoDB Streams and two Lambda functions do on AWS, done
+//! by one background task for `rookery serve`.
+//!
+//! The task waits for commits on [`MemoryEventStore::watch_commits`], reads the feed in batches with
+//! [`MemoryEventStore::changes_after`], and hands each batch to the [`Indexer`] and (when given) the
+//! [`PushDispatcher`]. A consumer that stops at a record ([`BatchFailure`]) gets the batch again from that
+//! record, after a capped exponential backoff, so nothing is skipped and nothing is lost; a consumer that
+//! already handled a record is not given it again. The task only moves its position past a batch once
+//! both consumers handled all of it.
+
+use std::time::Duration;
+
+use rookery_adapters_memory::MemoryEventStore;
+use rookery_domain::{EventPayload, StoredEvent, Timestamp};
+use rookery_ports::{BatchFailure, Clock, Indexer, Ports, PushDispatcher, SearchIndex};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How many events one batch holds.
+pub const BATCH_SIZE: usize = 500;
+
+/// The first wait after a failure; each further failure doubles it, up to [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Capped exponential backoff.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { next: INITIAL_BACKOFF }
+    }
+
+    fn step(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = INITIAL_BACKOFF;
+    }
+}
+
+/// The push side of the driver: the dispatcher and how old a message may be and still be pushed.
+#[derive(Debug)]
+struct Pushes<P: Ports> {
+    dispatcher: PushDispatcher<P>,
+    clock: P::Clock,
+    max_age: Duration,
+}
+
+/// Drives the indexer and the push dispatcher from the memory store's change feed.
+#[derive(Debug)]
+pub struct FeedDriver<I: SearchIndex, P: Ports> {
+    store: MemoryEventStore,
+    indexer: Indexer<I>,
+    pushes: Option<Pushes<P>>,
+    start: u64,
+}
+
+impl<I: SearchIndex, P: Ports> FeedDriver<I, P> {
+    /// A driver feeding `indexer` from `store`, from the beginning of the feed.
+    pub fn new(store: MemoryEventStore, indexer: Indexer<I>) -> Self {
+        Self {
+            store,
+            indexer,
+            pushes: None,
+            start: 0,
+        }
+    }
+
+    /// Also hands message events to `dispatcher`, except messages committed more than `max_age` ago
+    /// (by `clock`): when the feed is replayed from the start after a restart, messages whose push records
+    /// have expired would otherwise be pushed a second time, days late.
+    #[must_use]
+    pub fn with_dispatcher(mut self, dispatcher: PushDispatcher<P>, clock: P::Clock, max_age: Duration) -> Self {
+        self.pushes = Some(Pushes {
+            dispatcher,
+            clock,
+            max_age,
+        });
+        self
+    }
+
+    /// Starts from feed position `position` instead of the beginning.
+    #[must_use]
+    pub fn from_position(mut self, position: u64) -> Self {
+        self.start = position;
+        self
+    }
+
+    /// Starts the driver on the current tokio runtime.
+    pub fn spawn(self) -> FeedHandle {
+        let (stop, stopped) = watch::channel(false);
+        let (position_tx, position) = watch::channel(self.start);
+        let task = tokio::spawn(self.run(stopped, position_tx));
+        FeedHandle { stop, position, task }
+    }
+
+    async fn run(self, mut stopped: watch::Receiver<bool>, position_tx: watch::Sender<u64>) {
+        let mut commits = self.store.watch_commits();
+        let mut position = self.start;
+        let mut backoff = Backoff::new();
+        tracing::debug!(position, "feed driver started");
+        loop {
+            // Mark the current commit count as seen before reading, so a commit that lands while
+            // this batch is handled wakes the wait below instead of being missed.
+            commits.borrow_and_update();
+            let (events, next) = match self.store.changes_after(position, BATCH_SIZE) {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::error!(%error, position, "reading the change feed failed; retrying");
+                    if pause(&mut stopped, backoff.step()).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if events.is_empty() {
+                tokio::select! {
+                    changed = commits.changed() => if changed.is_err() { break },
+                    _ = stopped.changed() => break,
+                }
+                continue;
+            }
+            if !self.deliver(&events, &mut stopped, &mut backoff).await {
+                break;
+            }
+            position = next;
+            position_tx.send_replace(position);
+        }
+        tracing::debug!(position, "feed driver stopped");
+    }
+
+    /// Hands one batch to every consumer until each has handled all of it; false when stopped first.
+    async fn deliver(
+        &self,
+        events: &[StoredEvent],
+        stopped: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> bool {
+        let mut indexed = 0;
+        while indexed < events.len() {
+            match self.indexer.handle(&events[indexed..]).await {
+                Ok(()) => indexed = events.len(),
+                Err(failure) => {
+                    indexed += report("indexer", &failure);
+                    if pause(stopped, backoff.step()).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        if let Some(pushes) = &self.pushes {
+            let oldest = Timestamp::from_millis(
+                pushes
+                    .clock
+                    .now()
+                    .as_millis()
+                    .saturating_sub(u64::try_from(pushes.max_age.as_millis()).unwrap_or(u64::MAX)),
+            );
+            let messages: Vec<StoredEvent> = events
+                .iter()
+                .filter(|e| matches!(e.payload, EventPayload::MessageReceived(_)) && e.at >= oldest)
+                .cloned()
+                .collect();
+            let mut pushed = 0;
+            while pushed < messages.len() {
+                match pushes.dispatcher.handle(&messages[pushed..]).await {
+                    Ok(()) => pushed = messages.len(),
+                    Err(failure) => {
+                        pushed += report("push dispatcher", &failure);
+                        if pause(stopped, backoff.step()).await {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        backoff.reset();
+        true
+    }
+}
+
+/// Logs a consumer's failure and answers how many records of the slice it did handle.
+fn report(consumer: &str, failure: &BatchFailure) -> usize {
+    tracing::warn!(consumer, index = failure.index, error = %failure.failure, "change feed consumer failed; retrying from the failed record");
+    failure.index
+}
+
+/// Waits `wait`, or until told to stop; true when stopped.
+async fn pause(stopped: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    if *stopped.borrow() {
+        return true;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(wait) => false,
+        _ = stopped.changed() => true,
+    }
+}
+
+/// A running feed driver.
+#[derive(Debug)]
+pub struct FeedHandle {
+    stop: watch::Sender<bool>,
+    position: watch::Receiver<u64>,
+    task: JoinHandle<()>,
+}
+
+impl FeedHandle {
+    /// The feed position every consumer has handled everything before.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Waits until the driver has handled everything before `target` (e.g. the store's commit position).
+    /// Returns false if the driver stopped first.
+    pub async fn caught_up_to(&self, target: u64) -> bool {
+        let mut position = self.position.clone();
+        position.wait_for(|p| *p >= target).await.is_ok()
+    }
+
+    /// Asks the driver to stop after the batch in hand, and waits for it.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "the feed driver task failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.step()).collect();
+        assert_eq!(waits[0], INITIAL_BACKOFF);
+        assert_eq!(waits[1], INITIAL_BACKOFF * 2);
+        assert!(waits.iter().all(|w| *w <= MAX_BACKOFF));
+        assert_eq!(waits[9], MAX_BACKOFF);
+        backoff.reset();
+        assert_eq!(backoff.step(), INITIAL_BACKOFF);
+    }
+}

@@ -1,0 +1,324 @@
+//! The composition root of `rookery serve`: memory adapters, the development identity provider, the
+//! local media store, the recording push gateway and the feed driver, behind the one router.
+//!
+//! [`LocalServer::start`] is also what the HTTP tests use to run a real server in-process on a random port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
+use rookery_adapters_memory::identity::DevIdentityProvider;
+use rookery_adapters_memory::{
+    LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds, generate_secret,
+};
+use rookery_domain::{Timestamp, UserId};
+use rookery_ports::{App, AppConfig, Clock, Indexer, Ports, PushDispatcher};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::feed::{FeedDriver, FeedHandle};
+use crate::http::dev::{self, TokenIssuer};
+use crate::http::{Api, ApiConfig, RateLimit, local_media};
+
+/// The adapters of the local server.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalPorts;
+
+impl Ports for LocalPorts {
+    type Store = MemoryEventStore;
+    type Search = MemorySearchIndex;
+    type Push = MemoryPushGateway;
+    type Media = LocalMediaStore;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// The media signing secret's file in the data directory.
+pub const MEDIA_SECRET_FILE: &str = "media.secret";
+/// The media blobs' directory in the data directory.
+pub const MEDIA_DIR: &str = "media";
+
+/// How the local server is set up.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Where to listen; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// Where the event log, the identity key and media live; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// The per-user rate limit.
+    pub rate_limit: RateLimit,
+    /// How long a request may run.
+    pub request_timeout: Duration,
+    /// The service's tunables.
+    pub app: AppConfig,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: None,
+            rate_limit: RateLimit::default(),
+            request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
+            app: AppConfig::default(),
+        }
+    }
+}
+
+/// Why the local server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address is taken by another process.
+    #[error("address {0} is already in use")]
+    AddrInUse(SocketAddr),
+    /// The address cannot be listened on for another reason.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The identity provider or verifier could not be set up.
+    #[error("identity set-up failed: {0}")]
+    Identity(String),
+}
+
+fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> StartError {
+    StartError::DataDir {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// How long development tokens last.
+pub const DEV_TOKEN_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The development provider as the token routes use it: tokens issued now, valid for [`DEV_TOKEN_TTL`].
+#[derive(Debug, Clone)]
+pub struct DevTokens {
+    provider: DevIdentityProvider,
+    clock: SystemClock,
+}
+
+impl TokenIssuer for DevTokens {
+    fn issue(&self, user: &UserId) -> Result<(String, Timestamp), String> {
+        self.provider
+            .issue(user, self.clock.now(), DEV_TOKEN_TTL)
+            .map_err(|e| e.to_string())
+    }
+
+    fn jwks(&self) -> Value {
+        self.provider.jwks()
+    }
+}
+
+/// The signing secret for media URLs: persisted in the data directory so URLs outlive a restart.
+fn media_secret(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
+    let fresh = || generate_secret().map(|s| s.to_vec());
+    let Some(dir) = data_dir else {
+        return fresh().map_err(|e| StartError::Identity(format!("no randomness for the media secret: {e}")));
+    };
+    let path = dir.join(MEDIA_SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= 32 => Ok(secret),
+        Ok(_) => Err(data_dir_error(&path, "the media secret is shorter than 32 bytes")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let secret = fresh().map_err(|e| data_dir_error(&path, e))?;
+            std::fs::write(&path, &secret).map_err(|e| data_dir_error(&path, e))?;
+            Ok(secret)
+        }
+        Err(e) => Err(data_dir_error(&path, e)),
+    }
+}
+
+/// A running local server.
+#[derive(Debug)]
+pub struct LocalServer {
+    addr: SocketAddr,
+    app: App<LocalPorts>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<io::Result<()>>,
+    feed: FeedHandle,
+}
+
+impl LocalServer {
+    /// Opens the store (replaying its log when there is a data directory), rebuilds the search index
+    /// from the change feed, binds the address and starts serving.
+    ///
+    /// # Errors
+    /// [`StartError`] when the address or the data directory cannot be used.
+    pub async fn start(config: LocalConfig) -> Result<Self, StartError> {
+        let data_dir = config.data_dir.as_deref();
+        if let Some(dir) = data_dir {
+            std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
+        }
+        let opened = Instant::now();
+        let store = match data_dir {
+            Some(dir) => MemoryEventStore::open(dir).map_err(|e| data_dir_error(dir, e))?,
+            None => MemoryEventStore::in_memory(),
+        };
+        let replayed = store.commit_position().unwrap_or(0);
+        if data_dir.is_some() {
+            tracing::info!(
+                events = replayed,
+                elapsed_ms = opened.elapsed().as_millis() as u64,
+                "event log replayed"
+            );
+        }
+
+        let listener = TcpListener::bind(config.addr)
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AddrInUse => StartError::AddrInUse(config.addr),
+                _ => StartError::Listen {
+                    addr: config.addr,
+                    source,
+                },
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.addr,
+            source,
+        })?;
+        let base_url = format!("http://{addr}");
+
+        let provider = match data_dir {
+            Some(dir) => DevIdentityProvider::open(dir).map_err(|e| data_dir_error(dir, e))?,
+            None => DevIdentityProvider::ephemeral().map_err(|e| StartError::Identity(e.to_string()))?,
+        };
+        let dev = provider.verifier_config();
+        let verifier = JwksVerifier::new(
+            JwksConfig::new(dev.issuer, dev.audience, KeySource::Static(dev.jwks)),
+            SystemClock::new(),
+        )
+        .map_err(|e| StartError::Identity(e.to_string()))?;
+
+        let secret = media_secret(data_dir)?;
+        let media = match data_dir {
+            Some(dir) => {
+                let blobs = dir.join(MEDIA_DIR);
+                LocalMediaStore::in_dir(&base_url, secret, &blobs).map_err(|e| data_dir_error(&blobs, e))?
+            }
+            None => LocalMediaStore::in_memory(&base_url, secret),
+        };
+        let push = MemoryPushGateway::new();
+        let search = MemorySearchIndex::new();
+        let clock = SystemClock::new();
+        let max_media = config.app.limits.max_media_bytes;
+        let idempotency_ttl = config.app.idempotency_ttl;
+        let app = App::<LocalPorts>::new(
+            store.clone(),
+            search.clone(),
+            push.clone(),
+            media.clone(),
+            clock.clone(),
+            UlidIds::new(),
+            config.app.clone(),
+        );
+
+        // The search index lives in memory: rebuild it from the whole feed before answering searches.
+        let rebuilding = Instant::now();
+        let feed = FeedDriver::<MemorySearchIndex, LocalPorts>::new(store.clone(), Indexer::new(search))
+            .with_dispatcher(PushDispatcher::new(app.clone()), clock.clone(), idempotency_ttl)
+            .spawn();
+        if replayed > 0 {
+            feed.caught_up_to(replayed).await;
+            tracing::info!(
+                events = replayed,
+                elapsed_ms = rebuilding.elapsed().as_millis() as u64,
+                "search index rebuilt from the change feed"
+            );
+        }
+
+        let api_config = ApiConfig {
+            rate_limit: config.rate_limit,
+            request_timeout: config.request_timeout,
+            ..ApiConfig::default()
+        };
+        let router = Api::new(app.clone(), verifier, api_config)
+            .merge_public(dev::public_routes(DevTokens {
+                provider,
+                clock: clock.clone(),
+            }))
+            .merge_public(local_media::routes(media, clock, max_media))
+            .merge_authenticated(dev::authenticated_routes(push))
+            .into_router();
+
+        let (shutdown, mut stopped) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "rookery listening on http://{addr}");
+        Ok(Self {
+            addr,
+            app,
+            shutdown,
+            server,
+            feed,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The application service (for tests that look behind the API).
+    pub fn app(&self) -> &App<LocalPorts> {
+        &self.app
+    }
+
+    /// The feed position the indexer and push dispatcher have handled everything before.
+    pub fn feed_position(&self) -> u64 {
+        self.feed.position()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, then stops the feed driver.
+    ///
+    /// # Errors
+    /// The server's I/O error, if it failed while serving.
+    pub async fn shutdown(self) -> io::Result<()> {
+        self.shutdown.send_replace(true);
+        let served = match self.server.await {
+            Ok(result) => result,
+            Err(join) => Err(io::Error::other(join)),
+        };
+        self.feed.stop().await;
+        served
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully.
+    ///
+    /// # Errors
+    /// The server's I/O error, if it failed while serving.
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        tokio::select! {
+            () = signal => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                self.shutdown().await
+            }
+            // The server task only ends on its own when it failed.
+            finished = &mut self.server => {
+                tracing::error!("the server stopped unexpectedly");
+                self.feed.stop().await;
+                finished.unwrap_or_else(|join| Err(io::Error::other(join)))
+            }
+        }
+    }
+}
