@@ -30,6 +30,14 @@ const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 /// Why a log could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// Another process has the log open (another `rookery serve` on the same data directory).
+    #[error("{path} is in use by another process ({reason})")]
+    Locked {
+        /// The log file.
+        path: PathBuf,
+        /// What the operating system said.
+        reason: String,
+    },
     /// The directory or the file could not be created, read, truncated or synced.
     #[error("{path}: {source}")]
     Io {
@@ -187,6 +195,9 @@ impl EventLog {
             .create(true)
             .open(&path)
             .map_err(io_error(&path))?;
+        // One process per log: a second writer would interleave records. The lock is released when the
+        // file is closed, including when the process dies, so a crash never leaves a stale lock behind.
+        file.try_lock().map_err(|e| OpenError::Locked { path: path.clone(), reason: e.to_string() })?;
         if !existed {
             // Make the new file's directory entry durable too, or a crash could lose the whole log.
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;

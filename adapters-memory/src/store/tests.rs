@@ -486,6 +486,16 @@ mod durability {
         Ok(())
     }
 
+    #[test]
+    fn a_data_dir_in_use_by_another_store_is_refused_until_it_closes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let first = MemoryEventStore::open(dir.path())?;
+        assert!(matches!(MemoryEventStore::open(dir.path()), Err(OpenError::Locked { .. })));
+        drop(first);
+        MemoryEventStore::open(dir.path())?;
+        Ok(())
+    }
+
     #[tokio::test]
     async fn a_reopened_store_has_the_same_state() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
