@@ -1,5 +1,24 @@
 //! AWS adapters for Rookery's ports (DynamoDB, DynamoDB Streams, CloudSearch, SNS, S3 and CloudFront, Cognito).
 //!
-//! Not built yet: this crate exists so the workspace has its final shape; the adapters arrive with their own issue.
+//! Each module implements one port against one service, with the same contract as the memory adapters:
+//! [`dynamo::DynamoStore`] (event store), [`cloudsearch::CloudSearchIndex`] (search index),
+//! [`sns::SnsPushGateway`] (push), [`s3::S3MediaStore`] (media), and [`jwt`] (identity).
+//! [`streams`] decodes DynamoDB Streams records and polls a stream for the indexer and push dispatcher.
+//! [`config`] reads the environment and builds the clients; no SDK type appears in a port signature.
 
+pub mod cloudsearch;
+pub mod config;
+pub mod dynamo;
+pub mod error;
 pub mod jwt;
+pub mod s3;
+pub mod sns;
+pub mod streams;
+
+pub use cloudsearch::CloudSearchIndex;
+pub use config::{AwsClients, AwsConfig, BootstrapReport, ConfigError, bootstrap};
+pub use dynamo::DynamoStore;
+pub use error::RetryPolicy;
+pub use s3::{CloudFrontSigner, S3MediaStore};
+pub use sns::SnsPushGateway;
+pub use streams::{BatchHandler, HandlerFn, PollError, StreamPoller};

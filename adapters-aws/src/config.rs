@@ -1,0 +1,582 @@
+//! Configuration of the AWS adapters: the standard AWS environment plus Rookery's own `ROOKERY_*` variables.
+//!
+//! [`AwsConfig::from_env`] reads everything once, in the composition root, and reports every missing or
+//! malformed variable at once (a deployment fails with one complete message, not one per restart).
+//! [`AwsClients::load`] turns it into SDK clients: region, credentials and endpoints come from the SDK's
+//! own chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, profiles, roles), unless an
+//! [`Emulator`] is named, as the tests do. [`bootstrap`] creates the table, bucket and SNS applications.
+
+use std::fmt;
+
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::error::SdkError;
+use rookery_domain::Platform;
+use rookery_ports::Failure;
+
+use crate::cloudsearch::CloudSearchIndex;
+use crate::dynamo::{DynamoStore, create_table};
+use crate::error::{RetryPolicy, sdk_failure};
+use crate::s3::{CloudFrontSigner, S3MediaStore};
+use crate::sns::SnsPushGateway;
+use crate::streams::StreamPoller;
+
+/// Which search index the deployment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchBackend {
+    /// The in-memory index (one process; rebuilt from the log at start).
+    #[default]
+    Memory,
+    /// Amazon CloudSearch, through its document and search endpoints.
+    CloudSearch,
+}
+
+/// CloudFront signed-URL settings: downloads go through this distribution when set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CloudFrontConfig {
+    /// The distribution's domain (`d111111abcdef8.cloudfront.net`), or a base URL (`https://media.example.com`).
+    pub domain: String,
+    /// The CloudFront key pair (or public key) id.
+    pub key_pair_id: String,
+    /// The RSA private key, PEM (PKCS#1 or PKCS#8).
+    pub private_key_pem: String,
+}
+
+impl fmt::Debug for CloudFrontConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The private key never reaches a log.
+        f.debug_struct("CloudFrontConfig")
+            .field("domain", &self.domain)
+            .field("key_pair_id", &self.key_pair_id)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A local emulator (moto) to talk to instead of AWS: fixed test credentials, `us-east-1`, SDK retries off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emulator {
+    /// Its base URL, e.g. `http://127.0.0.1:5000`.
+    pub endpoint_url: String,
+}
+
+/// Everything the AWS adapters need to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    /// The events table (`ROOKERY_TABLE`).
+    pub table: String,
+    /// The media bucket (`ROOKERY_BUCKET`).
+    pub bucket: String,
+    /// SNS platform application for APNs production (`ROOKERY_SNS_APNS_ARN`).
+    pub sns_apns_arn: Option<String>,
+    /// SNS platform application for the APNs sandbox (`ROOKERY_SNS_APNS_SANDBOX_ARN`).
+    pub sns_apns_sandbox_arn: Option<String>,
+    /// SNS platform application for FCM (`ROOKERY_SNS_FCM_ARN`).
+    pub sns_fcm_arn: Option<String>,
+    /// Which search index (`ROOKERY_SEARCH=memory|cloudsearch`).
+    pub search: SearchBackend,
+    /// CloudSearch document endpoint (`ROOKERY_CLOUDSEARCH_DOC_ENDPOINT`), required with `cloudsearch`.
+    pub cloudsearch_doc_endpoint: Option<String>,
+    /// CloudSearch search endpoint (`ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT`), required with `cloudsearch`.
+    pub cloudsearch_search_endpoint: Option<String>,
+    /// Cognito user pool id (`ROOKERY_COGNITO_POOL_ID`), for the token verifier.
+    pub cognito_pool_id: Option<String>,
+    /// Cognito app client id (`ROOKERY_COGNITO_CLIENT_ID`), for the token verifier.
+    pub cognito_client_id: Option<String>,
+    /// Where the pool's JWKS is (`ROOKERY_COGNITO_JWKS_URL`); derived from region and pool id when absent.
+    pub cognito_jwks_url: Option<String>,
+    /// CloudFront signing (`ROOKERY_CLOUDFRONT_DOMAIN`, `_KEY_PAIR_ID`, `_PRIVATE_KEY` or `_PRIVATE_KEY_FILE`).
+    pub cloudfront: Option<CloudFrontConfig>,
+    /// Path-style S3 URLs (`ROOKERY_S3_FORCE_PATH_STYLE=true`), needed by moto.
+    pub s3_force_path_style: bool,
+    /// Talk to an emulator instead of AWS (never read from the environment).
+    pub emulator: Option<Emulator>,
+    /// How the adapters retry transient failures.
+    pub retry: RetryPolicy,
+}
+
+/// Every problem found in the environment, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid AWS configuration: {}", problems.join("; "))]
+pub struct ConfigError {
+    /// One line per missing or malformed variable.
+    pub problems: Vec<String>,
+}
+
+fn is_url(value: &str) -> bool {
+    value.starts_with("https://") || value.starts_with("http://")
+}
+
+impl AwsConfig {
+    /// A configuration with only the table and bucket set: everything else off or default.
+    pub fn new(table: impl Into<String>, bucket: impl Into<String>) -> Self {
+        Self {
+            table: table.into(),
+            bucket: bucket.into(),
+            sns_apns_arn: None,
+            sns_apns_sandbox_arn: None,
+            sns_fcm_arn: None,
+            search: SearchBackend::Memory,
+            cloudsearch_doc_endpoint: None,
+            cloudsearch_search_endpoint: None,
+            cognito_pool_id: None,
+            cognito_client_id: None,
+            cognito_jwks_url: None,
+            cloudfront: None,
+            s3_force_path_style: false,
+            emulator: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The same configuration pointed at an emulator: path-style S3 and no retries, so tests see every failure.
+    #[must_use]
+    pub fn with_emulator(mut self, endpoint_url: impl Into<String>) -> Self {
+        self.emulator = Some(Emulator {
+            endpoint_url: endpoint_url.into(),
+        });
+        self.s3_force_path_style = true;
+        self.retry = RetryPolicy::none();
+        self
+    }
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every missing or malformed variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `var` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every missing or malformed variable.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut problems = Vec::new();
+        let mut required = |name: &str| {
+            get(name).unwrap_or_else(|| {
+                problems.push(format!("{name} is not set"));
+                String::new()
+            })
+        };
+        let table = required("ROOKERY_TABLE");
+        let bucket = required("ROOKERY_BUCKET");
+        let mut config = Self::new(table, bucket);
+
+        for (name, slot) in [
+            ("ROOKERY_SNS_APNS_ARN", &mut config.sns_apns_arn),
+            ("ROOKERY_SNS_APNS_SANDBOX_ARN", &mut config.sns_apns_sandbox_arn),
+            ("ROOKERY_SNS_FCM_ARN", &mut config.sns_fcm_arn),
+        ] {
+            *slot = get(name);
+            if slot.as_deref().is_some_and(|arn| !arn.starts_with("arn:")) {
+                problems.push(format!("{name} must be an ARN (arn:aws:sns:...)"));
+            }
+        }
+
+        config.search = match get("ROOKERY_SEARCH").as_deref() {
+            None | Some("memory") => SearchBackend::Memory,
+            Some("cloudsearch") => SearchBackend::CloudSearch,
+            Some(other) => {
+                problems.push(format!("ROOKERY_SEARCH must be memory or cloudsearch, not {other:?}"));
+                SearchBackend::Memory
+            }
+        };
+        for (name, slot) in [
+            ("ROOKERY_CLOUDSEARCH_DOC_ENDPOINT", &mut config.cloudsearch_doc_endpoint),
+            (
+                "ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT",
+                &mut config.cloudsearch_search_endpoint,
+            ),
+        ] {
+            *slot = get(name);
+            match slot.as_deref() {
+                Some(url) if !is_url(url) => problems.push(format!("{name} must be an http(s) URL")),
+                None if config.search == SearchBackend::CloudSearch => {
+                    problems.push(format!("{name} is required with ROOKERY_SEARCH=cloudsearch"));
+                }
+                _ => {}
+            }
+        }
+
+        config.cognito_pool_id = get("ROOKERY_COGNITO_POOL_ID");
+        config.cognito_client_id = get("ROOKERY_COGNITO_CLIENT_ID");
+        config.cognito_jwks_url = get("ROOKERY_COGNITO_JWKS_URL");
+        if config.cognito_jwks_url.as_deref().is_some_and(|url| !is_url(url)) {
+            problems.push("ROOKERY_COGNITO_JWKS_URL must be an http(s) URL".into());
+        }
+        if config.cognito_pool_id.as_deref().is_some_and(|id| !id.contains('_')) {
+            problems.push("ROOKERY_COGNITO_POOL_ID must look like <region>_<id>".into());
+        }
+
+        config.cloudfront = cloudfront_from(&get, &mut problems);
+
+        config.s3_force_path_style = match get("ROOKERY_S3_FORCE_PATH_STYLE").as_deref() {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                problems.push(format!(
+                    "ROOKERY_S3_FORCE_PATH_STYLE must be true or false, not {other:?}"
+                ));
+                false
+            }
+        };
+
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The SNS platform application configured for `platform`.
+    pub fn platform_arn(&self, platform: Platform) -> Option<&str> {
+        match platform {
+            Platform::Apns => self.sns_apns_arn.as_deref(),
+            Platform::ApnsSandbox => self.sns_apns_sandbox_arn.as_deref(),
+            Platform::Fcm => self.sns_fcm_arn.as_deref(),
+        }
+    }
+}
+
+fn cloudfront_from(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<CloudFrontConfig> {
+    let domain = get("ROOKERY_CLOUDFRONT_DOMAIN");
+    let key_pair_id = get("ROOKERY_CLOUDFRONT_KEY_PAIR_ID");
+    let key = match (
+        get("ROOKERY_CLOUDFRONT_PRIVATE_KEY"),
+        get("ROOKERY_CLOUDFRONT_PRIVATE_KEY_FILE"),
+    ) {
+        (Some(pem), _) => Some(pem.replace("\\n", "\n")),
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(pem) => Some(pem),
+            Err(error) => {
+                problems.push(format!("ROOKERY_CLOUDFRONT_PRIVATE_KEY_FILE {path}: {error}"));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    match (domain, key_pair_id, key) {
+        (None, None, None) => None,
+        (Some(domain), Some(key_pair_id), Some(private_key_pem)) => {
+            let config = CloudFrontConfig {
+                domain,
+                key_pair_id,
+                private_key_pem,
+            };
+            if let Err(error) = CloudFrontSigner::new(&config) {
+                problems.push(format!("ROOKERY_CLOUDFRONT_PRIVATE_KEY: {error}"));
+            }
+            Some(config)
+        }
+        (domain, key_pair_id, key) => {
+            for (name, missing) in [
+                ("ROOKERY_CLOUDFRONT_DOMAIN", domain.is_none()),
+                ("ROOKERY_CLOUDFRONT_KEY_PAIR_ID", key_pair_id.is_none()),
+                ("ROOKERY_CLOUDFRONT_PRIVATE_KEY (or _FILE)", key.is_none()),
+            ] {
+                if missing {
+                    problems.push(format!(
+                        "{name} is required when any ROOKERY_CLOUDFRONT_* variable is set"
+                    ));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// SDK clients built from one [`AwsConfig`], and the adapters made from them.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    config: AwsConfig,
+    sdk: SdkConfig,
+}
+
+impl AwsClients {
+    /// Resolves region, credentials and endpoints (the SDK's chain, or the emulator's fixed ones).
+    pub async fn load(config: AwsConfig) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(emulator) = &config.emulator {
+            loader = loader
+                .endpoint_url(&emulator.endpoint_url)
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("testing", "testing", None, None, "rookery-emulator"))
+                .retry_config(RetryConfig::disabled());
+        }
+        let sdk = loader.load().await;
+        Self { config, sdk }
+    }
+
+    /// The configuration the clients were built from.
+    pub fn config(&self) -> &AwsConfig {
+        &self.config
+    }
+
+    /// The region the clients use, if one was found.
+    pub fn region(&self) -> Option<String> {
+        self.sdk.region().map(ToString::to_string)
+    }
+
+    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.config.s3_force_path_style)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.sdk)
+    }
+
+    /// The DynamoDB event store on the configured table.
+    pub fn event_store(&self) -> DynamoStore {
+        DynamoStore::new(self.dynamodb(), self.config.table.clone()).with_retry(self.config.retry)
+    }
+
+    /// A DynamoDB Streams poller of the configured table's stream, starting at its oldest records.
+    ///
+    /// # Errors
+    /// A [`Failure`] when the table cannot be described or has no stream.
+    pub async fn stream_poller(&self) -> Result<StreamPoller, Failure> {
+        let client = aws_sdk_dynamodbstreams::Client::new(&self.sdk);
+        StreamPoller::for_table(&self.dynamodb(), client, &self.config.table).await
+    }
+
+    /// The S3 media store on the configured bucket, with CloudFront downloads when configured.
+    ///
+    /// # Errors
+    /// A [`Failure`] when the CloudFront private key cannot be read.
+    pub fn media_store(&self) -> Result<S3MediaStore, Failure> {
+        let store = S3MediaStore::new(self.s3(), self.config.bucket.clone());
+        match &self.config.cloudfront {
+            Some(cloudfront) => Ok(store.with_cloudfront(
+                CloudFrontSigner::new(cloudfront).map_err(|e| Failure::permanent(format!("CloudFront key: {e}")))?,
+            )),
+            None => Ok(store),
+        }
+    }
+
+    /// The SNS push gateway with the configured platform applications.
+    pub fn push_gateway(&self) -> SnsPushGateway {
+        let mut gateway = SnsPushGateway::new(self.sns()).with_retry(self.config.retry);
+        for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
+            if let Some(arn) = self.config.platform_arn(platform) {
+                gateway = gateway.with_application(platform, arn);
+            }
+        }
+        gateway
+    }
+
+    /// The CloudSearch index, when `ROOKERY_SEARCH=cloudsearch`.
+    pub fn search_index(&self) -> Option<CloudSearchIndex> {
+        if self.config.search != SearchBackend::CloudSearch {
+            return None;
+        }
+        let doc = self.config.cloudsearch_doc_endpoint.as_deref()?;
+        let search = self.config.cloudsearch_search_endpoint.as_deref()?;
+        Some(CloudSearchIndex::new(&self.sdk, doc, search).with_retry(self.config.retry))
+    }
+}
+
+/// What [`bootstrap`] made or found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapReport {
+    /// The events table (created, or already there).
+    pub table: String,
+    /// The media bucket (created, or already there).
+    pub bucket: String,
+    /// The SNS platform applications, one per platform that had no ARN configured.
+    pub platform_applications: Vec<(Platform, String)>,
+}
+
+/// SNS's name for a push platform.
+pub(crate) fn sns_platform(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Apns => "APNS",
+        Platform::ApnsSandbox => "APNS_SANDBOX",
+        Platform::Fcm => "GCM",
+    }
+}
+
+/// Creates, idempotently, what a deployment needs: the events table with its stream, the media bucket,
+/// and an SNS platform application for each platform that has no ARN configured.
+///
+/// Platform credentials are read from `ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL` when set
+/// (real SNS requires them; an emulator does not).
+///
+/// # Errors
+/// The first [`Failure`] of the services involved.
+pub async fn bootstrap(clients: &AwsClients) -> Result<BootstrapReport, Failure> {
+    let config = clients.config();
+    create_table(&clients.dynamodb(), &config.table).await?;
+    create_bucket(clients).await?;
+    let mut platform_applications = Vec::new();
+    for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
+        if config.platform_arn(platform).is_some() {
+            continue;
+        }
+        let name = format!("{}-{}", config.table, platform.as_str().replace('_', "-"));
+        let arn = ensure_platform_application(&clients.sns(), platform, &name).await?;
+        platform_applications.push((platform, arn));
+    }
+    Ok(BootstrapReport {
+        table: config.table.clone(),
+        bucket: config.bucket.clone(),
+        platform_applications,
+    })
+}
+
+async fn create_bucket(clients: &AwsClients) -> Result<(), Failure> {
+    let bucket = &clients.config().bucket;
+    let mut request = clients.s3().create_bucket().bucket(bucket);
+    // Outside us-east-1, S3 wants the region named in the request.
+    if let Some(region) = clients.region().filter(|r| r != "us-east-1") {
+        let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region.as_str()))
+            .build();
+        request = request.create_bucket_configuration(location);
+    }
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(SdkError::ServiceError(context)) if context.err().is_bucket_already_owned_by_you() => Ok(()),
+        Err(error) => Err(sdk_failure("CreateBucket", &error)),
+    }
+}
+
+async fn ensure_platform_application(
+    client: &aws_sdk_sns::Client,
+    platform: Platform,
+    name: &str,
+) -> Result<String, Failure> {
+    let suffix = format!(":app/{}/{name}", sns_platform(platform));
+    let mut next = None;
+    loop {
+        let page = client
+            .list_platform_applications()
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ListPlatformApplications", &e))?;
+        for application in page.platform_applications() {
+            if let Some(arn) = application.platform_application_arn()
+                && arn.ends_with(&suffix)
+            {
+                return Ok(arn.to_owned());
+            }
+        }
+        match page.next_token {
+            Some(token) if !token.is_empty() => next = Some(token),
+            _ => break,
+        }
+    }
+    let upper = platform.as_str().to_ascii_uppercase();
+    let mut request = client
+        .create_platform_application()
+        .name(name)
+        .platform(sns_platform(platform));
+    for (attribute, variable) in [
+        ("PlatformCredential", format!("ROOKERY_SNS_{upper}_CREDENTIAL")),
+        ("PlatformPrincipal", format!("ROOKERY_SNS_{upper}_PRINCIPAL")),
+    ] {
+        if let Ok(value) = std::env::var(&variable) {
+            request = request.attributes(attribute, value);
+        }
+    }
+    let created = request
+        .send()
+        .await
+        .map_err(|e| sdk_failure("CreatePlatformApplication", &e))?;
+    created
+        .platform_application_arn
+        .ok_or_else(|| Failure::permanent("CreatePlatformApplication answered no ARN"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let error = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_SEARCH", "elastic"),
+            ("ROOKERY_SNS_FCM_ARN", "not-an-arn"),
+            ("ROOKERY_CLOUDFRONT_DOMAIN", "d1.cloudfront.net"),
+            ("ROOKERY_S3_FORCE_PATH_STYLE", "maybe"),
+        ]))
+        .unwrap_err();
+        let text = error.to_string();
+        for expected in [
+            "ROOKERY_TABLE is not set",
+            "ROOKERY_BUCKET is not set",
+            "ROOKERY_SEARCH must be memory or cloudsearch",
+            "ROOKERY_SNS_FCM_ARN must be an ARN",
+            "ROOKERY_CLOUDFRONT_KEY_PAIR_ID is required",
+            "ROOKERY_CLOUDFRONT_PRIVATE_KEY (or _FILE) is required",
+            "ROOKERY_S3_FORCE_PATH_STYLE must be true or false",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+        assert_eq!(error.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn cloudsearch_needs_both_endpoints() {
+        let error = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SEARCH", "cloudsearch"),
+            ("ROOKERY_CLOUDSEARCH_DOC_ENDPOINT", "doc.example"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 2, "{error}");
+        assert!(error.problems[0].contains("DOC_ENDPOINT must be an http(s) URL"));
+        assert!(error.problems[1].contains("SEARCH_ENDPOINT is required"));
+    }
+
+    #[test]
+    fn a_complete_environment_is_read() {
+        let config = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "events"),
+            ("ROOKERY_BUCKET", "media"),
+            ("ROOKERY_SEARCH", "cloudsearch"),
+            (
+                "ROOKERY_CLOUDSEARCH_DOC_ENDPOINT",
+                "https://doc-x.us-east-1.cloudsearch.amazonaws.com",
+            ),
+            (
+                "ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT",
+                "https://search-x.us-east-1.cloudsearch.amazonaws.com",
+            ),
+            ("ROOKERY_SNS_APNS_ARN", "arn:aws:sns:us-east-1:1:app/APNS/a"),
+            ("ROOKERY_COGNITO_POOL_ID", "us-east-1_abc"),
+            ("ROOKERY_COGNITO_CLIENT_ID", "client"),
+            ("ROOKERY_S3_FORCE_PATH_STYLE", "true"),
+        ]))
+        .unwrap();
+        assert_eq!((config.table.as_str(), config.bucket.as_str()), ("events", "media"));
+        assert_eq!(config.search, SearchBackend::CloudSearch);
+        assert_eq!(
+            config.platform_arn(Platform::Apns),
+            Some("arn:aws:sns:us-east-1:1:app/APNS/a")
+        );
+        assert_eq!(config.platform_arn(Platform::Fcm), None);
+        assert!(config.s3_force_path_style);
+        assert_eq!(config.cognito_pool_id.as_deref(), Some("us-east-1_abc"));
+        assert_eq!(config.cloudfront, None);
+    }
+}
