@@ -2,7 +2,8 @@
 //!
 //! [`contract`] holds one suite per port, generic over the adapter; the files in `tests/` run them
 //! against each adapter with one macro line, and hold the reliability properties and end-to-end tests.
-//! [`fixtures`] builds ids, times and events for them.
+//! [`fixtures`] builds ids, times and events for them; [`memory`] wires the memory adapters into the
+//! application service for the properties and end-to-end tests.
 
 pub mod contract;
 pub mod fixtures;
