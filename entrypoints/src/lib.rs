@@ -8,6 +8,7 @@
 
 pub mod feed;
 pub mod http;
+pub mod lambda;
 pub mod local;
 pub mod reindex;
 pub mod telemetry;

@@ -82,12 +82,19 @@ fn api_path(request: &lambda_http::Request) -> Option<String> {
     match request.request_context_ref()? {
         RequestContext::ApiGatewayV1(_) => Some(raw.to_owned()),
         RequestContext::ApiGatewayV2(context) => {
-            let stage = context.stage.as_deref().filter(|s| *s != DEFAULT_STAGE && !s.is_empty());
+            let stage = context
+                .stage
+                .as_deref()
+                .filter(|s| *s != DEFAULT_STAGE && !s.is_empty());
             let path = stage
                 .and_then(|stage| raw.strip_prefix('/')?.strip_prefix(stage))
                 .filter(|rest| rest.is_empty() || rest.starts_with('/'))
                 .unwrap_or(raw);
-            Some(if path.is_empty() { "/".to_owned() } else { path.to_owned() })
+            Some(if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.to_owned()
+            })
         }
         _ => None,
     }

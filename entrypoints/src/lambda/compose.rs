@@ -146,7 +146,11 @@ impl Aws {
         let region = self.clients.region().ok_or(ComposeError::NoRegion)?;
         let mut jwks = JwksConfig::cognito(&region, pool, client.clone());
         if let Some(url) = &config.cognito_jwks_url {
-            jwks = JwksConfig::new(cognito_issuer(&region, pool), client.clone(), KeySource::remote(url.clone()));
+            jwks = JwksConfig::new(
+                cognito_issuer(&region, pool),
+                client.clone(),
+                KeySource::remote(url.clone()),
+            );
         }
         Ok(JwksVerifier::new(jwks, SystemClock::new())?)
     }

@@ -67,7 +67,9 @@ impl Invocation {
     /// [`InvocationError`] when the payload is neither a DynamoDB stream batch nor an API request.
     pub fn classify(payload: &str) -> Result<Self, InvocationError> {
         // A payload that is not even a JSON object is left to the API parser, which reports it.
-        let records = serde_json::from_str::<Probe>(payload).ok().and_then(|probe| probe.records);
+        let records = serde_json::from_str::<Probe>(payload)
+            .ok()
+            .and_then(|probe| probe.records);
         if let Some(records) = records {
             if let Some(foreign) = records
                 .into_iter()

@@ -7,7 +7,7 @@
 //! and [`logging`] sets up the structured logs every function writes.
 
 pub mod api;
-// pub mod compose;
+pub mod compose;
 pub mod invocation;
 pub mod logging;
 pub mod runtime;

@@ -9,12 +9,15 @@
 //! at that record, never skipped: skipping would silently lose an event of the log.
 
 use std::fmt;
-use std::future::Future;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+/// The use cases a stream function hands its events to (the indexer, the push dispatcher); the AWS
+/// adapters' stream poller drives the same trait.
+pub use rookery_adapters_aws::streams::BatchHandler;
+/// The decoder of the event store's stream records (only inserts of event rows carry events).
+pub use rookery_adapters_aws::streams::decode_lambda_record;
 use rookery_domain::StoredEvent;
-use rookery_ports::{BatchFailure, Indexer, Ports, PushDispatcher, SearchIndex};
 
 /// Turns one stream record into the event it carries.
 ///
@@ -41,27 +44,6 @@ where
 
     fn decode(&self, record: &EventRecord) -> Result<Option<StoredEvent>, E> {
         self(record)
-    }
-}
-
-/// A use case that consumes change-log batches: the indexer or the push dispatcher.
-pub trait BatchHandler: Send + Sync {
-    /// Handles `events` in order.
-    ///
-    /// # Errors
-    /// [`BatchFailure`] naming the first event not handled; every event before it was handled.
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send;
-}
-
-impl<I: SearchIndex> BatchHandler for Indexer<I> {
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
-        Indexer::handle(self, events)
-    }
-}
-
-impl<P: Ports> BatchHandler for PushDispatcher<P> {
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
-        PushDispatcher::handle(self, events)
     }
 }
 
