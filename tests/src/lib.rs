@@ -8,3 +8,4 @@
 pub mod contract;
 pub mod fixtures;
 pub mod memory;
+pub mod http;
