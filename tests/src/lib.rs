@@ -7,5 +7,5 @@
 
 pub mod contract;
 pub mod fixtures;
-pub mod memory;
 pub mod http;
+pub mod memory;

@@ -110,7 +110,11 @@ impl TestApp {
     /// A signed-in user.
     pub async fn user(&self, user_id: &str) -> TestUser<'_> {
         let token = self.token(user_id).await;
-        TestUser { app: self, id: user_id.to_owned(), token }
+        TestUser {
+            app: self,
+            id: user_id.to_owned(),
+            token,
+        }
     }
 
     /// Stops the server gracefully.
@@ -153,7 +157,12 @@ impl Answer {
         let headers = response.headers().clone();
         let text = response.text().await.expect("a readable body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, headers, body, text }
+        Self {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     /// A header's value as text, if present.
@@ -183,7 +192,12 @@ impl Answer {
     #[track_caller]
     pub fn expect_problem(self, status: u16, code: &str) -> Self {
         let answer = self.expect_status(status);
-        assert_eq!(answer.content_type(), Some("application/problem+json"), "{}", answer.text);
+        assert_eq!(
+            answer.content_type(),
+            Some("application/problem+json"),
+            "{}",
+            answer.text
+        );
         assert_eq!(answer.body["code"], code, "{}", answer.text);
         assert_eq!(answer.body["status"], status, "{}", answer.text);
         assert_eq!(answer.body["type"], "about:blank", "{}", answer.text);

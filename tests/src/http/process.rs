@@ -29,13 +29,28 @@ pub fn rookery_binary() -> PathBuf {
             }
             let exe = std::env::current_exe().expect("the test's own path");
             // target/<profile>/deps/<test> → target/<profile>
-            let profile_dir = exe.parent().and_then(Path::parent).expect("a target directory").to_owned();
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("a target directory")
+                .to_owned();
             let target_dir = profile_dir.parent().expect("a target root").to_owned();
-            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_owned();
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the workspace")
+                .to_owned();
             let mut build = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             build
                 .current_dir(&workspace)
-                .args(["build", "--quiet", "-p", "rookery-entrypoints", "--bin", "rookery", "--target-dir"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "rookery-entrypoints",
+                    "--bin",
+                    "rookery",
+                    "--target-dir",
+                ])
                 .arg(&target_dir);
             if profile_dir.file_name().is_some_and(|name| name == "release") {
                 build.arg("--release");
@@ -86,7 +101,11 @@ impl RookeryProcess {
     /// The process's output when it exits or stays silent instead.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Result<Self, String> {
         let mut command = Command::new(rookery_binary());
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         for (name, value) in envs {
             command.env(name, value);
         }
@@ -126,7 +145,10 @@ impl RookeryProcess {
     /// As [`RookeryProcess::start`].
     pub fn serve(data_dir: &Path) -> Result<Self, String> {
         let dir = data_dir.to_str().ok_or("the data directory is not UTF-8")?;
-        Self::start(&["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--rate-limit", "0"], &[])
+        Self::start(
+            &["serve", "--addr", "127.0.0.1:0", "--data-dir", dir, "--rate-limit", "0"],
+            &[],
+        )
     }
 
     /// The address it listens on.
@@ -170,7 +192,10 @@ impl RookeryProcess {
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                return Err(format!("rookery did not exit within {timeout:?} of SIG{signal}:\n{}", self.output()));
+                return Err(format!(
+                    "rookery did not exit within {timeout:?} of SIG{signal}:\n{}",
+                    self.output()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
