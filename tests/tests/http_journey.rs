@@ -1,10 +1,15 @@
 //! A two-user journey over every route of `API.md`, against a real server on a loopback port.
 
+// Helpers outside `#[test]` functions fail their test by panicking, like the tests themselves.
+#![allow(clippy::expect_used)]
+
 use std::collections::BTreeSet;
 
 use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use rookery_tests::http::{Answer, EVENTUALLY, TestUser, eventually, spawn_app};
+use rookery_entrypoints::LocalConfig;
+use rookery_entrypoints::http::RateLimit;
+use rookery_tests::http::{Answer, EVENTUALLY, TestUser, eventually, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 fn versions(events: &Value) -> Vec<u64> {
@@ -700,5 +705,80 @@ async fn the_edge_authenticates_tags_requests_and_answers_problems() {
             .body("{"),
     );
     malformed.await.expect_problem(400, "invalid_request");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_are_client_errors_never_server_errors() {
+    let app = spawn_app().await;
+    let alice = app.user("alice").await;
+    let put = |body: String| {
+        alice
+            .request(Method::PUT, "/v1/items/notes/deep")
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(body)
+    };
+    // Far beyond serde_json's recursion limit: a parse error, not a stack overflow.
+    let very_deep = format!("{{\"data\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    alice.send(put(very_deep)).await.expect_problem(400, "invalid_request");
+    // Within the parser's limit but over the contract's depth of 32.
+    let deep = format!("{{\"data\": {{\"a\": {}1{}}}}}", "[".repeat(40), "]".repeat(40));
+    alice.send(put(deep)).await.expect_problem(400, "invalid_request");
+    // Over the 1 MiB body limit.
+    let huge = format!("{{\"data\": {{\"blob\": \"{}\"}}}}", "x".repeat(1024 * 1024 + 10));
+    alice.send(put(huge)).await.expect_problem(413, "payload_too_large");
+    // Under the body limit, over the 256 KiB data limit.
+    let large = format!("{{\"data\": {{\"blob\": \"{}\"}}}}", "x".repeat(300 * 1024));
+    alice.send(put(large)).await.expect_problem(413, "payload_too_large");
+    // Strict bodies: unknown members and non-object data.
+    alice
+        .send(put(r#"{"data": {}, "colour": "red"}"#.to_owned()))
+        .await
+        .expect_problem(400, "invalid_request");
+    alice
+        .send(put(r#"{"data": [1, 2]}"#.to_owned()))
+        .await
+        .expect_problem(400, "invalid_request");
+    // Malformed preconditions and idempotency keys.
+    let bad_if_match = alice
+        .request(Method::PUT, "/v1/items/notes/p")
+        .header("if-match", "W/\"1\"")
+        .json(&json!({"data": {}}));
+    alice.send(bad_if_match).await.expect_problem(400, "invalid_request");
+    let bad_key = alice
+        .request(Method::PUT, "/v1/items/notes/p")
+        .header("idempotency-key", "k".repeat(129))
+        .json(&json!({"data": {}}));
+    alice.send(bad_key).await.expect_problem(400, "invalid_request");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_has_a_token_bucket_and_excess_is_429_with_retry_after() {
+    let app = spawn_app_with(LocalConfig {
+        addr: "127.0.0.1:0".parse().expect("address"),
+        rate_limit: RateLimit::per_second(1),
+        ..LocalConfig::default()
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    // A burst of 2N = 2 requests passes; the next one within the second is refused.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(alice.get("/v1/devices").await);
+    }
+    let limited = statuses
+        .into_iter()
+        .find(|a| a.status.as_u16() == 429)
+        .expect("a request over the burst is limited");
+    let limited = limited.expect_problem(429, "rate_limited");
+    let retry_after: u64 = limited
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1);
+    // Bob's bucket is his own.
+    bob.get("/v1/devices").await.expect_status(200);
     app.shutdown().await;
 }
