@@ -30,6 +30,9 @@ use crate::search::{Scope, SearchError, SearchHit, SearchQuery};
 use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite};
 use crate::{AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex};
 
+/// How many store reads one sync page may make while skipping events the feed does not show.
+const MAX_FEED_READS: usize = 8;
+
 /// The adapters one deployment plugs into the service, named once.
 pub trait Ports: Send + Sync + 'static {
     /// The event log.
@@ -718,19 +721,42 @@ impl<P: Ports> App<P> {
     /// `Invalid` for a bad limit or cursor; `Unavailable`.
     pub async fn sync(&self, caller: &Caller, since: Option<&str>, limit: Option<u64>) -> Result<SyncPage, AppError> {
         let limit = page_size(limit)?;
-        let after = parse_seq(since)?;
-        let mut events = self
-            .store
-            .read_feed(&caller.user, after, limit + 1)
-            .await
-            .map_err(Failure::from)?;
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        let last = events.last().map_or(after, |e| e.seq);
+        let mut position = parse_seq(since)?;
+        let mut changes = Vec::with_capacity(limit);
+        // Device and media events share the stream but are not shown: read past them so that a page
+        // is only short at the end of the feed, with a bound on the reads one request may make.
+        for _ in 0..MAX_FEED_READS {
+            let events = self
+                .store
+                .read_feed(&caller.user, position, limit + 1)
+                .await
+                .map_err(Failure::from)?;
+            let at_end = events.len() <= limit;
+            for event in &events {
+                if let Some(change) = feed_change(event) {
+                    if changes.len() == limit {
+                        return Ok(SyncPage {
+                            changes,
+                            next_cursor: seq_cursor(position),
+                            has_more: true,
+                        });
+                    }
+                    changes.push(change);
+                }
+                position = event.seq;
+            }
+            if at_end {
+                return Ok(SyncPage {
+                    changes,
+                    next_cursor: seq_cursor(position),
+                    has_more: false,
+                });
+            }
+        }
         Ok(SyncPage {
-            changes: events.iter().filter_map(feed_change).collect(),
-            next_cursor: seq_cursor(last),
-            has_more,
+            changes,
+            next_cursor: seq_cursor(position),
+            has_more: true,
         })
     }
 
