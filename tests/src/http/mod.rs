@@ -24,12 +24,26 @@ pub use process::{RookeryProcess, rookery_binary};
 /// The contract promises one second for search freshness; the margin absorbs a loaded CI machine.
 pub const EVENTUALLY: Duration = Duration::from_secs(10);
 
-/// A server running in this test's runtime, and a client for it.
+/// A client of one server: its base URL and an HTTP client.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// A server running in this test's runtime, and a client for it (through `Deref`).
 #[derive(Debug)]
 pub struct TestApp {
     server: LocalServer,
-    base: String,
-    client: reqwest::Client,
+    api: ApiClient,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = ApiClient;
+
+    fn deref(&self) -> &ApiClient {
+        &self.api
+    }
 }
 
 /// Starts an in-memory server on a random loopback port, with rate limiting off.
@@ -51,18 +65,34 @@ pub async fn spawn_app() -> TestApp {
 /// When the server cannot start (a test failure).
 pub async fn spawn_app_with(config: LocalConfig) -> TestApp {
     let server = LocalServer::start(config).await.expect("the server starts");
-    let base = format!("http://{}", server.addr());
-    TestApp::new(server, base)
+    let api = ApiClient::new(format!("http://{}", server.addr()));
+    TestApp { server, api }
 }
 
 impl TestApp {
-    fn new(server: LocalServer, base: String) -> Self {
+    /// The running server (for tests that look behind the API).
+    pub fn server(&self) -> &LocalServer {
+        &self.server
+    }
+
+    /// Stops the server gracefully.
+    ///
+    /// # Panics
+    /// When the server failed while serving.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await.expect("a clean shutdown");
+    }
+}
+
+impl ApiClient {
+    /// A client of the server at `base` (`http://127.0.0.1:<port>`).
+    pub fn new(base: String) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()
             .expect("an HTTP client");
-        Self { server, base, client }
+        Self { base, client }
     }
 
     /// The server's base URL (`http://127.0.0.1:<port>`).
@@ -73,11 +103,6 @@ impl TestApp {
     /// The absolute URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
-    }
-
-    /// The running server (for tests that look behind the API).
-    pub fn server(&self) -> &LocalServer {
-        &self.server
     }
 
     /// The HTTP client.
@@ -117,19 +142,20 @@ impl TestApp {
         }
     }
 
-    /// Stops the server gracefully.
-    ///
-    /// # Panics
-    /// When the server failed while serving.
-    pub async fn shutdown(self) {
-        self.server.shutdown().await.expect("a clean shutdown");
+    /// A user with an existing token (e.g. one issued before a restart).
+    pub fn user_with_token(&self, user_id: &str, token: &str) -> TestUser<'_> {
+        TestUser {
+            app: self,
+            id: user_id.to_owned(),
+            token: token.to_owned(),
+        }
     }
 }
 
 /// A user with a token, making authenticated requests.
 #[derive(Debug, Clone)]
 pub struct TestUser<'a> {
-    app: &'a TestApp,
+    app: &'a ApiClient,
     id: String,
     token: String,
 }
@@ -216,8 +242,8 @@ impl<'a> TestUser<'a> {
         &self.token
     }
 
-    /// The app this user talks to.
-    pub fn app(&self) -> &'a TestApp {
+    /// The client this user talks through.
+    pub fn app(&self) -> &'a ApiClient {
         self.app
     }
 

@@ -161,6 +161,11 @@ impl RookeryProcess {
         format!("http://{}", self.addr)
     }
 
+    /// A client of it.
+    pub fn api(&self) -> super::ApiClient {
+        super::ApiClient::new(self.base())
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
