@@ -1,0 +1,249 @@
+//! The in-process change feed driver: every committed change reaches the index and every message its
+//! devices, exactly as the log has them, even when the index and the push gateway fail on the way.
+
+// Helpers outside `#[test]` functions fail their test by panicking, like the tests themselves.
+#![allow(clippy::expect_used)]
+
+use std::time::Duration;
+
+use rookery_adapters_memory::{
+    Faults, Faulty, LocalMediaStore, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, UlidIds,
+};
+use rookery_domain::{CollectionName, DeviceId, ItemId, ItemKey, Platform, Timestamp, UserId};
+use rookery_entrypoints::feed::{FeedDriver, FeedHandle};
+use rookery_ports::{App, AppConfig, Caller, Indexer, Ports, PushDispatcher, Scope, SearchIndex, SearchQuery};
+use serde_json::{Map, json};
+
+/// Memory adapters with fault injection on the two consumers' outputs, and a clock the test moves.
+#[derive(Debug)]
+struct TestPorts;
+
+impl Ports for TestPorts {
+    type Store = MemoryEventStore;
+    type Search = Faulty<MemorySearchIndex>;
+    type Push = Faulty<MemoryPushGateway>;
+    type Media = LocalMediaStore;
+    type Clock = ManualClock;
+    type Ids = UlidIds;
+}
+
+struct World {
+    store: MemoryEventStore,
+    search: Faulty<MemorySearchIndex>,
+    push: Faulty<MemoryPushGateway>,
+    clock: ManualClock,
+    app: App<TestPorts>,
+}
+
+fn world() -> World {
+    let store = MemoryEventStore::in_memory();
+    let search = Faulty::new(MemorySearchIndex::new(), Faults::new());
+    let push = Faulty::new(MemoryPushGateway::new(), Faults::new());
+    let clock = ManualClock::new(Timestamp::from_millis(1_795_600_800_000));
+    let media = LocalMediaStore::in_memory("http://127.0.0.1:1", vec![7u8; 32]);
+    let app = App::new(
+        store.clone(),
+        search.clone(),
+        push.clone(),
+        media,
+        clock.clone(),
+        UlidIds::new(),
+        AppConfig::default(),
+    );
+    World {
+        store,
+        search,
+        push,
+        clock,
+        app,
+    }
+}
+
+fn user(name: &str) -> Caller {
+    Caller::new(UserId::parse(name).expect("user id"))
+}
+
+fn key(id: &str) -> ItemKey {
+    ItemKey::new(
+        CollectionName::parse("notes").expect("collection"),
+        ItemId::parse(id).expect("item id"),
+    )
+}
+
+fn data(text: &str) -> Map<String, serde_json::Value> {
+    json!({"text": text}).as_object().cloned().unwrap_or_default()
+}
+
+fn spawn(world: &World) -> FeedHandle {
+    FeedDriver::<Faulty<MemorySearchIndex>, TestPorts>::new(world.store.clone(), Indexer::new(world.search.clone()))
+        .with_dispatcher(
+            PushDispatcher::new(world.app.clone()),
+            world.clock.clone(),
+            Duration::from_secs(24 * 3600),
+        )
+        .spawn()
+}
+
+async fn caught_up(feed: &FeedHandle, store: &MemoryEventStore) {
+    let target = store.commit_position().expect("position");
+    tokio::time::timeout(Duration::from_secs(30), feed.caught_up_to(target))
+        .await
+        .expect("the driver catches up in time");
+}
+
+/// The index the offline rebuild produces from the same log: what the live feed must converge to.
+async fn rebuilt(store: &MemoryEventStore) -> Vec<rookery_adapters_memory::IndexedEntry> {
+    let index = MemorySearchIndex::new();
+    Indexer::new(index.clone())
+        .rebuild(store, |_| {})
+        .await
+        .expect("rebuild");
+    index.snapshot().expect("snapshot")
+}
+
+#[tokio::test]
+async fn failed_index_and_push_calls_are_retried_from_the_failed_record_and_nothing_is_lost() {
+    let w = world();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let device = DeviceId::parse("phone").expect("device id");
+    w.app
+        .register_device(&bob, &device, Platform::Fcm, "bob-token", None)
+        .await
+        .expect("device");
+    // Fail some index writes and pushes; the driver must retry each from the record that failed.
+    w.search.faults().fail_nth(1);
+    w.search.faults().fail_nth(3);
+    w.search.faults().fail_nth(4);
+    w.push.faults().target(rookery_adapters_memory::FaultTarget::Writes);
+    w.push.faults().fail_nth(1);
+    w.push.faults().fail_nth(2);
+
+    let feed = spawn(&w);
+    for i in 0..30 {
+        w.app
+            .put_item(
+                &alice,
+                &key(&format!("n{i}")),
+                data(&format!("walrus {i}")),
+                None,
+                Default::default(),
+                None,
+            )
+            .await
+            .expect("put");
+    }
+    for i in (0..30).step_by(3) {
+        w.app
+            .delete_item(&alice, &key(&format!("n{i}")), Default::default(), None)
+            .await
+            .expect("delete");
+    }
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        let accepted = w
+            .app
+            .send_message(&alice, bob.user.clone(), format!("hello {i}"), Map::new(), None)
+            .await
+            .expect("message");
+        sent.push(accepted.id.to_string());
+    }
+    caught_up(&feed, &w.store).await;
+
+    assert!(w.search.faults().injected() >= 3, "index failures were injected");
+    assert!(w.push.faults().injected() >= 2, "push failures were injected");
+    assert_eq!(
+        w.search.inner().snapshot().expect("snapshot"),
+        rebuilt(&w.store).await,
+        "converges to the rebuild"
+    );
+    let query = SearchQuery {
+        caller: alice.user.clone(),
+        words: vec!["walrus".into()],
+        collection: None,
+        scope: Scope::Mine,
+        limit: 100,
+        cursor: None,
+    };
+    assert_eq!(
+        w.search.inner().query(&query).await.expect("query").found,
+        20,
+        "30 written, 10 deleted"
+    );
+    // Each message reached Bob's device exactly once, despite the failed sends.
+    let pushed: Vec<String> = w
+        .push
+        .inner()
+        .sent_to(&bob.user)
+        .expect("sent")
+        .iter()
+        .filter_map(|p| p.message_id())
+        .collect();
+    assert_eq!(pushed, sent);
+    feed.stop().await;
+}
+
+#[tokio::test]
+async fn changes_committed_while_running_are_indexed_and_stop_is_prompt_even_while_failing() {
+    let w = world();
+    let alice = user("alice");
+    let feed = spawn(&w);
+    w.app
+        .put_item(&alice, &key("late"), data("platypus"), None, Default::default(), None)
+        .await
+        .expect("put");
+    caught_up(&feed, &w.store).await;
+    assert_eq!(w.search.inner().len().expect("len"), 1);
+
+    // An index that fails every call: the driver backs off, and still stops at once when asked.
+    w.search.faults().fail_share(1.0, 7);
+    w.app
+        .put_item(&alice, &key("stuck"), data("never"), None, Default::default(), None)
+        .await
+        .expect("put");
+    let before = feed.position();
+    tokio::time::timeout(Duration::from_secs(5), feed.stop())
+        .await
+        .expect("stop is prompt");
+    assert_eq!(w.search.inner().len().expect("len"), 1);
+    assert!(
+        before < w.store.commit_position().expect("position"),
+        "the failing change was not skipped"
+    );
+
+    // A new driver from the old position delivers the change once the index heals: nothing was skipped.
+    w.search.faults().heal();
+    let again =
+        FeedDriver::<Faulty<MemorySearchIndex>, TestPorts>::new(w.store.clone(), Indexer::new(w.search.clone()))
+            .from_position(before)
+            .spawn();
+    caught_up(&again, &w.store).await;
+    assert_eq!(w.search.inner().len().expect("len"), 2);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn a_replay_after_a_long_stop_does_not_push_old_messages_again() {
+    let w = world();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let device = DeviceId::parse("phone").expect("device id");
+    w.app
+        .register_device(&bob, &device, Platform::Apns, "bob-token", None)
+        .await
+        .expect("device");
+    w.app
+        .send_message(&alice, bob.user.clone(), "old news".into(), Map::new(), None)
+        .await
+        .expect("message");
+    // Two days later the server starts and replays the whole feed.
+    w.clock.advance(Duration::from_secs(48 * 3600));
+    let feed = spawn(&w);
+    w.app
+        .send_message(&alice, bob.user.clone(), "fresh".into(), Map::new(), None)
+        .await
+        .expect("message");
+    caught_up(&feed, &w.store).await;
+    let pushed = w.push.inner().sent_to(&bob.user).expect("sent");
+    assert_eq!(pushed.len(), 1);
+    assert!(pushed[0].payload.contains("fresh"), "{}", pushed[0].payload);
+    feed.stop().await;
+}
