@@ -108,17 +108,15 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
             .merge(self.authenticated)
             .route_layer(from_fn_with_state(self.gate, auth::authenticate::<V>))
             .layer(DefaultBodyLimit::max(limit))
-            .layer(RequestBodyLimitLayer::new(limit));
-        let edge = request_id::EdgeConfig {
-            request_timeout: self.config.request_timeout,
-        };
+            .layer(RequestBodyLimitLayer::new(limit))
+            .layer(from_fn_with_state(self.config.request_timeout, request_id::deadline));
         Router::new()
             .route("/healthz", get(routes::healthz))
             .route("/openapi.json", get(openapi::serve))
             .merge(authenticated)
             .merge(self.public)
             .fallback(|| async { Problem::not_found() })
-            .layer(from_fn_with_state(edge, request_id::edge))
+            .layer(axum::middleware::from_fn(request_id::edge))
     }
 }
 

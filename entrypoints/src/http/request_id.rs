@@ -1,5 +1,6 @@
-//! The edge of every request: a request id, a tracing span, a deadline, and problem documents for
-//! every error answer, including the ones the framework and middleware produce on their own.
+//! The edge of every request: a request id, a tracing span, and problem documents for every error
+//! answer, including the ones the framework and middleware produce on their own; and the deadline of
+//! API requests.
 //!
 //! The request id is echoed when the client sent a sane one (1 to 128 visible ASCII characters) and
 //! generated otherwise. It is kept in a task-local while the request runs, so a problem document for a
@@ -46,15 +47,18 @@ pub fn generate() -> String {
     format!("{millis:012x}{:016x}", fastrand::u64(..))
 }
 
-/// Settings of the edge.
-#[derive(Debug, Clone, Copy)]
-pub struct EdgeConfig {
-    /// How long a request may take before it is answered `503`.
-    pub request_timeout: Duration,
+/// The deadline of a request: past it, the request is dropped and answered `503`.
+///
+/// It applies to the API's routes, not to the local media routes, whose bodies may be large and slow.
+pub async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::unavailable(&format!("request exceeded its {timeout:?} deadline")).into_response(),
+    }
 }
 
-/// The outermost middleware: request id, span, deadline, problem documents, access log.
-pub async fn edge(State(config): State<EdgeConfig>, mut request: Request, next: Next) -> Response {
+/// The outermost middleware: request id, span, problem documents, access log.
+pub async fn edge(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -68,13 +72,7 @@ pub async fn edge(State(config): State<EdgeConfig>, mut request: Request, next: 
     let started = Instant::now();
     let response = CURRENT
         .scope(id.clone(), async move {
-            let response = match tokio::time::timeout(config.request_timeout, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    let limit = config.request_timeout;
-                    Problem::unavailable(&format!("request exceeded its {limit:?} deadline")).into_response()
-                }
-            };
+            let response = next.run(request).await;
             ensure_problem(response)
         })
         .instrument(span.clone())
