@@ -31,7 +31,10 @@ use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite
 use crate::{AppError, Clock, EventStore, Failure, IdSource, MediaStore, PushError, PushGateway, SearchIndex};
 
 /// How many store reads one sync page may make while skipping events the feed does not show.
+/// Past `MAX_FEED_READS * FEED_READ_WINDOW` hidden events, a page may be short while `has_more` is true.
 const MAX_FEED_READS: usize = 8;
+/// How many events one of those reads asks for.
+const FEED_READ_WINDOW: usize = 100;
 
 /// The adapters one deployment plugs into the service, named once.
 pub trait Ports: Send + Sync + 'static {
@@ -725,13 +728,14 @@ impl<P: Ports> App<P> {
         let mut changes = Vec::with_capacity(limit);
         // Device and media events share the stream but are not shown: read past them so that a page
         // is only short at the end of the feed, with a bound on the reads one request may make.
+        let window = (limit + 1).max(FEED_READ_WINDOW);
         for _ in 0..MAX_FEED_READS {
             let events = self
                 .store
-                .read_feed(&caller.user, position, limit + 1)
+                .read_feed(&caller.user, position, window)
                 .await
                 .map_err(Failure::from)?;
-            let at_end = events.len() <= limit;
+            let at_end = events.len() < window;
             for event in &events {
                 if let Some(change) = feed_change(event) {
                     if changes.len() == limit {
