@@ -10,6 +10,7 @@ pub mod feed;
 pub mod http;
 pub mod lambda;
 pub mod local;
+pub mod local_push;
 pub mod reindex;
 pub mod telemetry;
 

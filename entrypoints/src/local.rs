@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::feed::{FeedDriver, FeedHandle};
 use crate::http::dev::{self, TokenIssuer};
 use crate::http::{Api, ApiConfig, RateLimit, local_media};
+use crate::local_push::LocalPushGateway;
 
 /// The adapters of the local server.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +32,7 @@ pub struct LocalPorts;
 impl Ports for LocalPorts {
     type Store = MemoryEventStore;
     type Search = MemorySearchIndex;
-    type Push = MemoryPushGateway;
+    type Push = LocalPushGateway;
     type Media = LocalMediaStore;
     type Clock = SystemClock;
     type Ids = UlidIds;
@@ -91,6 +92,9 @@ pub enum StartError {
         /// Why, in words.
         reason: String,
     },
+    /// The push endpoints of registered devices could not be restored.
+    #[error("restoring push endpoints failed: {0}")]
+    Restore(String),
     /// The identity provider or verifier could not be set up.
     #[error("identity set-up failed: {0}")]
     Identity(String),
@@ -213,7 +217,9 @@ impl LocalServer {
             }
             None => LocalMediaStore::in_memory(&base_url, secret),
         };
-        let push = MemoryPushGateway::new();
+        let push = LocalPushGateway::restore(MemoryPushGateway::new(), &store)
+            .await
+            .map_err(|e| StartError::Restore(e.to_string()))?;
         let search = MemorySearchIndex::new();
         let clock = SystemClock::new();
         let max_media = config.app.limits.max_media_bytes;
@@ -253,7 +259,7 @@ impl LocalServer {
                 clock: clock.clone(),
             }))
             .merge_public(local_media::routes(media, clock, max_media))
-            .merge_authenticated(dev::authenticated_routes(push))
+            .merge_authenticated(dev::authenticated_routes(push.recorder().clone()))
             .into_router();
 
         let (shutdown, mut stopped) = watch::channel(false);

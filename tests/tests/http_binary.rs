@@ -66,6 +66,23 @@ async fn serve_stops_on_sigterm_and_restarts_from_its_data_dir_with_projections_
     .await
     .expect("the rebuilt index finds the item");
     assert_eq!(found.body["hits"][0]["version"], 2);
+    // A device registered before the restart still gets pushes (and is not taken for a dead endpoint).
+    let sent = bob
+        .post("/v1/messages", &json!({"to": "alice", "text": "still there?"}))
+        .await
+        .expect_status(202);
+    let message_id = sent.body["id"].as_str().expect("a message id").to_owned();
+    eventually(EVENTUALLY, || async {
+        let pushes = alice.get("/v1/dev/pushes").await.expect_status(200);
+        let arrived = pushes.body["pushes"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["message_id"] == message_id.as_str()));
+        arrived.then_some(())
+    })
+    .await
+    .expect("the push reaches the device registered before the restart");
+    let devices = alice.get("/v1/devices").await.expect_status(200);
+    assert_eq!(devices.body["devices"][0]["enabled"], true);
     drop(second);
 
     // With the server stopped, an offline reindex agrees with the live replay.
