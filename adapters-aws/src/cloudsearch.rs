@@ -17,7 +17,7 @@ use aws_sdk_cloudsearchdomain::primitives::ByteStream;
 use aws_sdk_cloudsearchdomain::types::{ContentType, QueryParser};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rookery_domain::projection::IndexChange;
+use rookery_domain::projection::{IndexChange, words as split_words};
 use rookery_domain::{Item, ItemKey, UserId, Visibility};
 use rookery_ports::{Failure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 use serde_json::{Value, json};
@@ -64,9 +64,16 @@ fn term(field: &str, value: &str) -> String {
 }
 
 /// The structured query (`q`) for the words: every word must match the `text` field.
-pub fn words_query(words: &[String]) -> String {
-    let terms: Vec<String> = words.iter().map(|w| term("text", w)).collect();
-    format!("(and {})", terms.join(" "))
+///
+/// Each word is first split the way documents are (letters and digits, lowercased), so matching does not
+/// depend on CloudSearch's analyzer; `None` when no word has any letter or digit (nothing can match).
+pub fn words_query(words: &[String]) -> Option<String> {
+    let terms: Vec<String> = words
+        .iter()
+        .flat_map(|w| split_words(w))
+        .map(|w| term("text", &w))
+        .collect();
+    (!terms.is_empty()).then(|| format!("(and {})", terms.join(" ")))
 }
 
 /// The filter (`fq`): live documents, within the scope, in the collection if one is named.
@@ -307,6 +314,13 @@ impl SearchIndex for CloudSearchIndex {
             Some(cursor) => decode_cursor(cursor)?,
             None => (0, "initial".to_owned()),
         };
+        let Some(words) = words_query(&query.words) else {
+            return Ok(SearchPage {
+                found: 0,
+                hits: Vec::new(),
+                next_cursor: None,
+            });
+        };
         let size = i64::try_from(query.limit.clamp(1, 100)).unwrap_or(100);
         let out = self
             .retry
@@ -315,7 +329,7 @@ impl SearchIndex for CloudSearchIndex {
                 || async {
                     self.search
                         .search()
-                        .query(words_query(&query.words))
+                        .query(&words)
                         .query_parser(QueryParser::Structured)
                         .filter_query(filter_query(query))
                         .cursor(&cursor)
@@ -387,8 +401,13 @@ mod tests {
         assert_eq!(quote(r"a\b"), r"'a\\b'");
         assert_eq!(quote(r"x\') (or matchall) ('"), r"'x\\\') (or matchall) (\''");
         assert_eq!(
-            words_query(&["a".into(), "b'".into()]),
-            r"(and (term field=text 'a') (term field=text 'b\''))"
+            words_query(&["a".into(), "O'Brien".into()]).as_deref(),
+            Some("(and (term field=text 'a') (term field=text 'o') (term field=text 'brien'))")
+        );
+        assert_eq!(
+            words_query(&["'".into(), r"\".into()]),
+            None,
+            "no letters, nothing to match"
         );
     }
 

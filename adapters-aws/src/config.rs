@@ -336,6 +336,14 @@ impl AwsClients {
         aws_sdk_sns::Client::new(&self.sdk)
     }
 
+    /// Creates the configured events table (with its stream) unless it exists.
+    ///
+    /// # Errors
+    /// A [`Failure`] when DynamoDB refuses or the table does not become active.
+    pub async fn create_table(&self) -> Result<(), Failure> {
+        create_table(&self.dynamodb(), &self.config.table).await
+    }
+
     /// The DynamoDB event store on the configured table.
     pub fn event_store(&self) -> DynamoStore {
         DynamoStore::new(self.dynamodb(), self.config.table.clone()).with_retry(self.config.retry)
@@ -416,7 +424,7 @@ pub(crate) fn sns_platform(platform: Platform) -> &'static str {
 /// The first [`Failure`] of the services involved.
 pub async fn bootstrap(clients: &AwsClients) -> Result<BootstrapReport, Failure> {
     let config = clients.config();
-    create_table(&clients.dynamodb(), &config.table).await?;
+    clients.create_table().await?;
     create_bucket(clients).await?;
     let mut platform_applications = Vec::new();
     for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {

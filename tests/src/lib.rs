@@ -5,6 +5,7 @@
 //! [`fixtures`] builds ids, times and events for them; [`memory`] wires the memory adapters into the
 //! application service for the properties and end-to-end tests.
 
+pub mod aws;
 pub mod contract;
 pub mod fixtures;
 pub mod http;

@@ -1,0 +1,142 @@
+//! Helpers for testing the AWS adapters: a moto server per test binary, a fake CloudSearch domain,
+//! and the contract-suite factories that make fresh, isolated adapters on them.
+
+pub mod cloudsearch_fake;
+pub mod moto;
+
+use std::sync::{Mutex, PoisonError};
+
+use rookery_adapters_aws::config::SearchBackend;
+use rookery_adapters_aws::{AwsClients, AwsConfig, CloudSearchIndex, DynamoStore, S3MediaStore, SnsPushGateway};
+use rookery_ports::SignedRequest;
+
+use crate::contract::event_store::StoreFactory;
+use crate::contract::media_store::MediaFactory;
+use crate::contract::push_gateway::PushFactory;
+use crate::contract::search_index::SearchFactory;
+use crate::fixtures::BoxError;
+use cloudsearch_fake::FakeCloudSearch;
+
+/// A DynamoDB event store on a new table of the test binary's moto server.
+///
+/// # Errors
+/// When moto cannot be started or the table cannot be created.
+pub async fn dynamo_store() -> Result<(AwsClients, DynamoStore), BoxError> {
+    let clients = moto::clients().await?;
+    clients.create_table().await?;
+    let store = clients.event_store();
+    Ok((clients, store))
+}
+
+/// Fresh DynamoDB event stores, one table each.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DynamoStores;
+
+impl StoreFactory for DynamoStores {
+    type Store = DynamoStore;
+
+    async fn fresh(&self) -> Result<DynamoStore, BoxError> {
+        Ok(dynamo_store().await?.1)
+    }
+}
+
+/// Fresh SNS push gateways, each with its own platform applications (made by `bootstrap`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SnsGateways;
+
+impl PushFactory for SnsGateways {
+    type Gateway = SnsPushGateway;
+
+    async fn fresh(&self) -> Result<SnsPushGateway, BoxError> {
+        let (clients, _) = moto::bootstrapped().await?;
+        Ok(clients.push_gateway())
+    }
+
+    async fn disable(&self, gateway: &SnsPushGateway, endpoint: &str) {
+        // SNS disables an endpoint itself when the platform reports the token dead; this is the same attribute.
+        if let Err(error) = gateway.set_endpoint(endpoint, None, false).await {
+            eprintln!("could not disable the endpoint {endpoint}: {error}");
+        }
+    }
+}
+
+/// Fresh S3 media stores, one bucket each (made by `bootstrap`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct S3Stores;
+
+fn http_request(request: &SignedRequest, body: Option<Vec<u8>>) -> Result<reqwest::RequestBuilder, String> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
+    let mut builder = reqwest::Client::new().request(method, &request.url);
+    for (name, value) in &request.headers {
+        // The HTTP client sets Content-Length from the body itself.
+        if !name.eq_ignore_ascii_case("content-length") {
+            builder = builder.header(name, value);
+        }
+    }
+    if let Some(body) = body {
+        builder = builder.body(body);
+    }
+    Ok(builder)
+}
+
+impl MediaFactory for S3Stores {
+    type Store = S3MediaStore;
+
+    async fn fresh(&self) -> Result<S3MediaStore, BoxError> {
+        let (clients, _) = moto::bootstrapped().await?;
+        Ok(clients.media_store()?)
+    }
+
+    async fn upload(&self, _store: &S3MediaStore, request: &SignedRequest, body: Vec<u8>) -> Result<(), String> {
+        let response = http_request(request, Some(body))?
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("S3 answered {}", response.status()))
+        }
+    }
+
+    async fn download(&self, _store: &S3MediaStore, request: &SignedRequest) -> Result<Vec<u8>, String> {
+        let response = http_request(request, None)?.send().await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("S3 answered {}", response.status()));
+        }
+        Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    }
+}
+
+/// A CloudSearch index on a fresh fake domain (no moto needed).
+///
+/// # Errors
+/// When the fake cannot bind a port.
+pub async fn cloudsearch_index() -> Result<(FakeCloudSearch, CloudSearchIndex), BoxError> {
+    let fake = FakeCloudSearch::spawn().await?;
+    let mut config = AwsConfig::new("unused", "unused").with_emulator(&fake.endpoint);
+    config.search = SearchBackend::CloudSearch;
+    config.cloudsearch_doc_endpoint = Some(fake.endpoint.clone());
+    config.cloudsearch_search_endpoint = Some(fake.endpoint.clone());
+    let index = AwsClients::load(config)
+        .await
+        .search_index()
+        .ok_or("no CloudSearch index configured")?;
+    Ok((fake, index))
+}
+
+/// Fresh CloudSearch indexes, each on its own fake domain, kept running as long as the factory.
+#[derive(Debug, Default)]
+pub struct CloudSearchFakes {
+    fakes: Mutex<Vec<FakeCloudSearch>>,
+}
+
+impl SearchFactory for CloudSearchFakes {
+    type Index = CloudSearchIndex;
+
+    async fn fresh(&self) -> Result<CloudSearchIndex, BoxError> {
+        let (fake, index) = cloudsearch_index().await?;
+        self.fakes.lock().unwrap_or_else(PoisonError::into_inner).push(fake);
+        Ok(index)
+    }
+}

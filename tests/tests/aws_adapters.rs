@@ -1,0 +1,554 @@
+//! The AWS adapters against moto (DynamoDB, DynamoDB Streams, SNS, S3) and a fake CloudSearch domain:
+//! every port contract suite, plus what only the AWS side has (pages over 1 MB, transaction limits,
+//! the stream poller, what SNS recorded, bootstrap, query injection).
+//!
+//! One moto server serves the whole binary (started on first use); each test uses its own table,
+//! bucket and platform applications, so tests run in parallel without seeing each other.
+
+use std::sync::{Arc, Mutex};
+
+use rookery_adapters_aws::streams::HandlerFn;
+use rookery_adapters_memory::MemorySearchIndex;
+use rookery_domain::projection::search_document;
+use rookery_domain::{EventPayload, NewEvent, Platform, Seq, StoredEvent, Version, Visibility};
+use rookery_ports::{
+    AppendBatch, AppendError, BatchFailure, EventStore, Failure, Indexer, PushGateway, PushOutcome, Scope, SearchIndex,
+    SearchQuery,
+};
+use rookery_tests::aws::{
+    CloudSearchFakes, DynamoStores, S3Stores, SnsGateways, cloudsearch_index, dynamo_store, moto,
+};
+use rookery_tests::fixtures::{
+    BoxError, Outcome, at, device, item_payload, key, media_object, message_payload, new_event, object, registered,
+    user,
+};
+use rookery_tests::{event_store_contract, media_store_contract, push_gateway_contract, search_index_contract};
+use serde_json::json;
+
+event_store_contract!(dynamodb_event_store, DynamoStores);
+push_gateway_contract!(sns_push_gateway, SnsGateways);
+media_store_contract!(s3_media_store, S3Stores);
+search_index_contract!(cloudsearch_search_index, CloudSearchFakes::default());
+
+/// An item as the index receives it.
+fn item(
+    owner: &rookery_domain::UserId,
+    key: &rookery_domain::ItemKey,
+    version: u64,
+    visibility: Visibility,
+    data: serde_json::Value,
+) -> rookery_domain::Item {
+    rookery_domain::Item {
+        owner: owner.clone(),
+        collection: key.collection.clone(),
+        id: key.id.clone(),
+        version: Version(version),
+        visibility,
+        created_at: at(0),
+        updated_at: at(0),
+        data: object(data),
+    }
+}
+
+/// A message event of about `size` bytes of text.
+fn bulky_message(i: usize, size: usize) -> Result<NewEvent, BoxError> {
+    let text = format!("{i:06} {}", "x".repeat(size));
+    Ok(new_event(
+        message_payload(&user("bob")?, &user("alice")?, &text, at(i as u64))?,
+        at(i as u64),
+    )?)
+}
+
+/// Appends `events` to alice's stream in batches of `per_batch`, returning what the store stored.
+async fn append_all<S: EventStore>(
+    store: &S,
+    events: Vec<NewEvent>,
+    per_batch: usize,
+) -> Result<Vec<StoredEvent>, BoxError> {
+    let alice = user("alice")?;
+    let mut stored = Vec::new();
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let batch: Vec<NewEvent> = events.by_ref().take(per_batch).collect();
+        let expected_seq = Seq(stored.len() as u64);
+        stored.extend(
+            store
+                .append(AppendBatch {
+                    owner: alice.clone(),
+                    expected_seq,
+                    item_versions: Vec::new(),
+                    events: batch,
+                    idempotency: None,
+                })
+                .await?,
+        );
+    }
+    Ok(stored)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_one_megabyte_reads_back_whole_across_query_pages() -> Outcome {
+    let (_, store) = dynamo_store().await?;
+    // 300 events of about 6 KB: about 1.8 MB, so DynamoDB answers in at least two pages.
+    let events = (0..300)
+        .map(|i| bulky_message(i, 6_000))
+        .collect::<Result<Vec<_>, _>>()?;
+    let written = append_all(&store, events, 25).await?;
+    let total: usize = written
+        .iter()
+        .map(|e| serde_json::to_string(e).map_or(0, |s| s.len()))
+        .sum();
+    assert!(total > 1_500_000, "the stream holds {total} bytes");
+
+    let alice = user("alice")?;
+    assert_eq!(
+        store.read_feed(&alice, Seq(0), 10_000).await?,
+        written,
+        "every event, in order, in one call"
+    );
+    assert_eq!(
+        store.read_messages(&alice, Seq(0), 10_000).await?,
+        written,
+        "messages read through the filter too"
+    );
+    assert_eq!(
+        store.read_feed(&alice, Seq(10), 250).await?,
+        written[10..260],
+        "a limit across pages"
+    );
+    assert_eq!(store.read_messages(&alice, Seq(290), 100).await?, written[290..]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_four_megabytes_is_refused_before_any_write() -> Outcome {
+    let (_, store) = dynamo_store().await?;
+    let alice = user("alice")?;
+    // Twenty events of 250 KB: each row fits DynamoDB's 400 KB, the transaction does not fit 4 MB.
+    let events = (0..20)
+        .map(|i| bulky_message(i, 250 * 1024))
+        .collect::<Result<Vec<_>, _>>()?;
+    let result = store
+        .append(AppendBatch {
+            owner: alice.clone(),
+            expected_seq: Seq(0),
+            item_versions: Vec::new(),
+            events,
+            idempotency: None,
+        })
+        .await;
+    assert!(
+        matches!(&result, Err(AppendError::TooLarge(why)) if why.contains("4194304")),
+        "{result:?}"
+    );
+    assert_eq!(store.last_seq(&alice).await?, Seq(0));
+    assert_eq!(store.owners(None, 10).await?, Vec::new(), "nothing was written");
+
+    // The same events in smaller transactions go through.
+    let events = (0..20)
+        .map(|i| bulky_message(i, 250 * 1024))
+        .collect::<Result<Vec<_>, _>>()?;
+    let written = append_all(&store, events, 5).await?;
+    assert_eq!(written.len(), 20);
+    assert_eq!(store.read_feed(&alice, Seq(0), 100).await?, written);
+    Ok(())
+}
+
+/// A mixed stream: item changes (one deleted), messages, a device change, a media declaration, and an
+/// append that carries an idempotency record; returns what the store stored.
+async fn mixed_stream<S: EventStore>(store: &S) -> Result<Vec<StoredEvent>, BoxError> {
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let (k1, k2) = (key("notes", "n1")?, key("notes", "n2")?);
+    let mut stored = Vec::new();
+    let steps: Vec<(Vec<(rookery_domain::ItemKey, Version)>, EventPayload)> = vec![
+        (
+            vec![(k1.clone(), Version(0))],
+            item_payload(
+                &k1,
+                Version(1),
+                Some(object(json!({"t": "red apple"}))),
+                Visibility::Public,
+                true,
+                at(0),
+            ),
+        ),
+        (Vec::new(), message_payload(&bob, &alice, "hello", at(1))?),
+        (
+            vec![(k2.clone(), Version(0))],
+            item_payload(
+                &k2,
+                Version(1),
+                Some(object(json!({"t": "green pear"}))),
+                Visibility::Private,
+                true,
+                at(2),
+            ),
+        ),
+        (
+            Vec::new(),
+            registered(
+                &device("phone")?,
+                Platform::Fcm,
+                "tok",
+                "arn:aws:sns:us-east-1:1:endpoint/GCM/a/b",
+            ),
+        ),
+        (
+            vec![(k1.clone(), Version(1))],
+            item_payload(&k1, Version(2), None, Visibility::Public, false, at(0)),
+        ),
+        (
+            Vec::new(),
+            EventPayload::MediaDeclared(media_object(&alice, "image/png", 10, at(5))?),
+        ),
+        (
+            vec![(k2.clone(), Version(1))],
+            item_payload(
+                &k2,
+                Version(2),
+                Some(object(json!({"t": "ripe pear"}))),
+                Visibility::Public,
+                false,
+                at(2),
+            ),
+        ),
+    ];
+    for (i, (item_versions, payload)) in steps.into_iter().enumerate() {
+        let idempotency = (i == 1).then(|| rookery_ports::IdempotencyWrite {
+            owner: bob.clone(),
+            record: rookery_ports::IdempotencyRecord {
+                key: "send-1".into(),
+                fingerprint: "f".into(),
+                outcome: json!({"id": "m1"}),
+                recorded_at: at(1),
+            },
+            expired_before: at(0),
+        });
+        stored.extend(
+            store
+                .append(AppendBatch {
+                    owner: alice.clone(),
+                    expected_seq: Seq(i as u64),
+                    item_versions,
+                    events: vec![new_event(payload, at(i as u64))?],
+                    idempotency,
+                })
+                .await?,
+        );
+    }
+    Ok(stored)
+}
+
+/// A handler that records every batch it is given, and fails once at a chosen event.
+#[derive(Debug, Default)]
+struct Recorder {
+    seen: Mutex<Vec<StoredEvent>>,
+    fail_once_at_seq: Mutex<Option<u64>>,
+}
+
+impl Recorder {
+    fn handle(&self, events: Vec<StoredEvent>) -> Result<(), BatchFailure> {
+        let mut fail = self.fail_once_at_seq.lock().map_err(|_| BatchFailure {
+            index: 0,
+            failure: Failure::permanent("poisoned"),
+        })?;
+        let mut seen = self.seen.lock().map_err(|_| BatchFailure {
+            index: 0,
+            failure: Failure::permanent("poisoned"),
+        })?;
+        for (index, event) in events.into_iter().enumerate() {
+            if *fail == Some(event.seq.0) {
+                *fail = None;
+                return Err(BatchFailure {
+                    index,
+                    failure: Failure::transient("injected failure"),
+                });
+            }
+            seen.push(event);
+        }
+        Ok(())
+    }
+
+    fn seen(&self) -> Vec<StoredEvent> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_poller_decodes_exactly_the_stored_events_and_resumes_at_a_failure() -> Outcome {
+    let (clients, store) = dynamo_store().await?;
+    let stored = mixed_stream(&store).await?;
+    assert_eq!(stored.len(), 7);
+
+    let recorder = Arc::new(Recorder::default());
+    *recorder.fail_once_at_seq.lock().map_err(|_| "poisoned")? = Some(4);
+    let handler = {
+        let recorder = recorder.clone();
+        HandlerFn(move |events: Vec<StoredEvent>| {
+            let recorder = recorder.clone();
+            async move { recorder.handle(events) }
+        })
+    };
+    let mut poller = clients.stream_poller().await?.with_page_limit(3);
+    let first = poller.poll_once(&handler).await;
+    assert!(
+        matches!(&first, Err(rookery_adapters_aws::PollError::Handler { failure, .. }) if failure.failure.retryable),
+        "{first:?}"
+    );
+    assert_eq!(
+        recorder.seen(),
+        stored[..3],
+        "everything before the failed event was handled once"
+    );
+
+    // Polls until the stream is drained (each poll reads every shard to its current end).
+    let mut handled = 3;
+    for _ in 0..10 {
+        handled += poller.poll_once(&handler).await?;
+        if handled >= stored.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        recorder.seen(),
+        stored,
+        "the stream yields the stored events, each once, in seq order"
+    );
+    assert_eq!(poller.poll_once(&handler).await?, 0, "nothing new");
+
+    // A later append shows up in the next poll.
+    let alice = user("alice")?;
+    let more = store
+        .append(AppendBatch {
+            owner: alice,
+            expected_seq: Seq(7),
+            item_versions: Vec::new(),
+            events: vec![new_event(
+                message_payload(&user("carol")?, &user("alice")?, "later", at(9))?,
+                at(9),
+            )?],
+            idempotency: None,
+        })
+        .await?;
+    assert_eq!(poller.poll_once(&handler).await?, 1);
+    assert_eq!(recorder.seen().last(), more.last());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_drives_the_indexer_to_the_items_current_state() -> Outcome {
+    let (clients, store) = dynamo_store().await?;
+    mixed_stream(&store).await?;
+    let index = MemorySearchIndex::new();
+    let indexer = Indexer::new(index.clone());
+    let mut poller = clients.stream_poller().await?;
+    let mut handled = 0;
+    for _ in 0..10 {
+        handled += poller.poll_once(&indexer).await?;
+        if handled >= 7 {
+            break;
+        }
+    }
+    let alice = user("alice")?;
+    let search = |words: &[&str]| SearchQuery {
+        caller: alice.clone(),
+        words: words.iter().map(|w| (*w).to_owned()).collect(),
+        collection: None,
+        scope: Scope::Mine,
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(
+        index.query(&search(&["apple"])).await?.found,
+        0,
+        "the deleted item is not found"
+    );
+    let pears = index.query(&search(&["pear"])).await?;
+    assert_eq!(
+        pears
+            .hits
+            .iter()
+            .map(|h| (h.item.id.as_str(), h.item.version))
+            .collect::<Vec<_>>(),
+        vec![("n2", Version(2))]
+    );
+    let head = store.item_head(&alice, &key("notes", "n2")?).await?;
+    assert_eq!(
+        pears.hits.first().map(|h| &h.item),
+        head.item.as_ref(),
+        "the index holds the head's item"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sns_records_the_platform_payload_and_reports_disabled_endpoints() -> Outcome {
+    let (clients, report) = moto::bootstrapped().await?;
+    assert_eq!(report.platform_applications.len(), 3, "one application per platform");
+    let gateway = clients.push_gateway();
+    let bob = user("bob")?;
+    let mut sent = Vec::new();
+    for (platform, key) in [
+        (Platform::Apns, "APNS"),
+        (Platform::ApnsSandbox, "APNS_SANDBOX"),
+        (Platform::Fcm, "GCM"),
+    ] {
+        let token = format!("token-{}", rookery_tests::fixtures::unique(key));
+        let endpoint = gateway
+            .register(&bob, &device("phone")?, platform, &token, None)
+            .await?;
+        let payload = json!({"hello": key}).to_string();
+        assert_eq!(
+            gateway.send(&endpoint, platform, &payload).await?,
+            PushOutcome::Delivered
+        );
+
+        gateway.set_endpoint(&endpoint, None, false).await?;
+        assert_eq!(
+            gateway.send(&endpoint, platform, &payload).await?,
+            PushOutcome::EndpointDisabled
+        );
+        assert_eq!(
+            gateway.send(&endpoint, platform, &payload).await?,
+            PushOutcome::EndpointDisabled,
+            "every time"
+        );
+        let again = gateway
+            .register(&bob, &device("phone")?, platform, &token, Some(&endpoint))
+            .await?;
+        assert_eq!(again, endpoint, "registering the token again re-enables its endpoint");
+        assert_eq!(gateway.send(&again, platform, &payload).await?, PushOutcome::Delivered);
+        sent.push((endpoint, key, payload));
+    }
+    assert_eq!(
+        gateway
+            .send(
+                "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/none/gone",
+                Platform::Fcm,
+                "{}"
+            )
+            .await?,
+        PushOutcome::EndpointDisabled,
+        "an endpoint that does not exist"
+    );
+    // Moto's state dump holds what each endpoint received; read it once (it dumps every service's state).
+    let state = moto::state().await?;
+    for (endpoint, key, payload) in sent {
+        let messages = moto::published_in(&state, &endpoint);
+        assert_eq!(messages.len(), 2, "{key}: two deliveries, nothing while disabled");
+        for message in messages {
+            let message: serde_json::Value = serde_json::from_str(&message)?;
+            assert_eq!(
+                message[key], payload,
+                "{key}: the payload under the platform's key, as a JSON string"
+            );
+            assert_eq!(
+                message.as_object().map(|m| m.len()),
+                Some(2),
+                "{key}: the platform key and `default`"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_is_idempotent() -> Outcome {
+    let clients = moto::clients().await?;
+    let first = rookery_adapters_aws::bootstrap(&clients).await?;
+    let second = rookery_adapters_aws::bootstrap(&clients).await?;
+    assert_eq!(first, second, "the same table, bucket and applications");
+    let store = clients.event_store();
+    assert_eq!(store.last_seq(&user("alice")?).await?, Seq(0), "the table answers");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudsearch_injection_never_reaches_another_users_private_item() -> Outcome {
+    let (fake, index) = cloudsearch_index().await?;
+    let (alice, mallory) = (user("alice")?, user("mallory")?);
+    let secret = item(
+        &alice,
+        &key("notes", "s1")?,
+        1,
+        Visibility::Private,
+        json!({"t": "secret plans"}),
+    );
+    let own = item(
+        &mallory,
+        &key("notes", "m1")?,
+        1,
+        Visibility::Private,
+        json!({"t": "my plans"}),
+    );
+    index
+        .apply(&[
+            rookery_domain::projection::IndexChange::Upsert(search_document(&secret)),
+            rookery_domain::projection::IndexChange::Upsert(search_document(&own)),
+        ])
+        .await?;
+    let attacks = [
+        "plans') (term field=owner 'alice",
+        r"plans\') (or (term field=owner 'alice') matchall) ('",
+        "plans' (or matchall) '",
+        r"\\') matchall ('",
+        "owner:'alice'",
+        "secret",
+    ];
+    for attack in attacks {
+        for scope in [Scope::Mine, Scope::All, Scope::Public] {
+            let query = SearchQuery {
+                caller: mallory.clone(),
+                words: vec![attack.to_owned()],
+                collection: None,
+                scope,
+                limit: 10,
+                cursor: None,
+            };
+            let page = index
+                .query(&query)
+                .await
+                .map_err(|e| format!("{attack:?} {scope:?}: {e}"))?;
+            assert!(
+                page.hits.iter().all(|h| h.item.owner == mallory),
+                "{attack:?} {scope:?}: {:?}",
+                page.hits
+            );
+        }
+    }
+    // A delete leaves a tombstone carrying its version, so an older upsert cannot bring the item back.
+    index
+        .apply(&[rookery_domain::projection::IndexChange::Delete {
+            owner: mallory.clone(),
+            key: key("notes", "m1")?,
+            version: Version(2),
+        }])
+        .await?;
+    let doc = fake
+        .document(&rookery_adapters_aws::cloudsearch::document_id(
+            &mallory,
+            &key("notes", "m1")?,
+        ))
+        .ok_or("no document")?;
+    assert_eq!(
+        (doc["state"].as_str(), doc["version"].as_u64()),
+        (Some("deleted"), Some(2))
+    );
+    index
+        .apply(&[rookery_domain::projection::IndexChange::Upsert(search_document(&own))])
+        .await?;
+    let mine = SearchQuery {
+        caller: mallory,
+        words: vec!["plans".into()],
+        collection: None,
+        scope: Scope::Mine,
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(
+        index.query(&mine).await?.found,
+        0,
+        "the stale upsert did not resurrect the item"
+    );
+    Ok(())
+}
