@@ -12,7 +12,11 @@ use rookery_entrypoints::telemetry::{self, LogFormat};
 
 /// Rookery: an event-sourced mobile backend.
 #[derive(Debug, Parser)]
-#[command(name = "rookery", version, about)]
+#[command(
+    name = "rookery",
+    version,
+    about = "Rookery: an event-sourced mobile backend (local server and maintenance commands)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,8 +45,10 @@ enum Command {
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
     },
-    /// Rebuilds the search index from the event log and checks it equals the one a live replay produces.
-    /// Run it while the server is stopped: only one process may have the log open.
+    /// Rebuilds the search index from the event log and checks it against a live replay.
+    ///
+    /// Exits non-zero when the two indexes differ. Run it while the server is stopped:
+    /// only one process may have the log open.
     Reindex {
         /// The data directory of `rookery serve`.
         #[arg(long, env = "ROOKERY_DATA_DIR")]
