@@ -200,3 +200,31 @@ impl ApiHandler {
         serde_json::to_value(response)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_function_serves_its_own_routes_and_the_health_check() {
+        assert!(Function::Items.serves("/v1/items/notes/n1/history"));
+        assert!(Function::Items.serves("/v1/items"));
+        assert!(Function::Items.serves("/v1/devices"));
+        assert!(Function::Items.serves("/openapi.json"));
+        assert!(Function::Search.serves("/v1/search"));
+        assert!(Function::Messages.serves("/v1/messages"));
+        for function in [Function::Items, Function::Search, Function::Messages] {
+            assert!(function.serves("/healthz"), "{function:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefix_matches_whole_segments_only() {
+        assert!(!Function::Items.serves("/v1/itemsx"));
+        assert!(!Function::Search.serves("/v1/search2"));
+        assert!(!Function::Search.serves("/v1/items/notes"));
+        assert!(!Function::Messages.serves("/v1/devices/phone"));
+        assert!(!Function::Items.serves("/v1/messages"));
+        assert!(!Function::Items.serves("/"));
+    }
+}
