@@ -4,10 +4,13 @@ use std::sync::OnceLock;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::dto;
+use super::problem::PROBLEM_JSON;
 use super::{dev, items, routes};
 
 /// Adds the bearer-token scheme the secured operations name.
@@ -20,6 +23,72 @@ impl Modify for BearerScheme {
         let mut http = Http::new(HttpAuthScheme::Bearer);
         http.bearer_format = Some("JWT".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Adds the error answers every operation can give (bad input, no token, rate limit, server failure),
+/// so that each operation lists every status it may answer without repeating them in each annotation.
+#[derive(Debug)]
+struct CommonProblems;
+
+fn problem_response(description: &str) -> RefOr<Response> {
+    let content = Content::new(Some(Ref::from_schema_name("ProblemDto")));
+    RefOr::T(
+        Response::builder()
+            .description(description)
+            .content(PROBLEM_JSON, content)
+            .build(),
+    )
+}
+
+fn add_common_problems(operation: &mut Operation) {
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let has_body = operation.request_body.is_some();
+    let mut common = vec![
+        ("400", "Malformed request (`invalid_request`)"),
+        ("500", "Server failure (`internal`), with `request_id`"),
+        (
+            "503",
+            "Temporarily unavailable (`internal`), with `request_id` and `Retry-After`",
+        ),
+    ];
+    if secured {
+        common.push(("401", "Missing or invalid bearer token (`unauthorized`)"));
+        common.push(("429", "Rate limited (`rate_limited`), with `Retry-After`"));
+    }
+    if has_body {
+        common.push(("413", "Body or declared size over a limit (`payload_too_large`)"));
+        common.push(("415", "Body is not JSON (`unsupported_media_type`)"));
+        common.push((
+            "422",
+            "Idempotency-Key reused for another request (`idempotency_key_reused`)",
+        ));
+    }
+    for (status, description) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem_response(description));
+    }
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_common_problems(operation);
+            }
+        }
     }
 }
 
@@ -43,7 +112,7 @@ impl Modify for BearerScheme {
         dto::UploadDto, dto::DownloadDto, dto::MediaCreatedDto, dto::MediaDto, dto::HealthDto, dto::DevTokenBody,
         dto::DevTokenDto, dto::PushDto, dto::PushesDto, dto::ProblemDto,
     )),
-    modifiers(&BearerScheme),
+    modifiers(&BearerScheme, &CommonProblems),
     tags(
         (name = "items", description = "The user's unstructured data (Lambda function 1)"),
         (name = "sync", description = "The change feed across a user's devices"),
@@ -108,5 +177,15 @@ mod tests {
             assert!(item.get(method).is_some(), "missing {method}");
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        let put = &item["put"]["responses"];
+        for status in [
+            "200", "201", "400", "401", "409", "413", "415", "422", "429", "500", "503",
+        ] {
+            assert!(put.get(status).is_some(), "PUT item lacks {status}");
+        }
+        assert!(
+            paths["/healthz"]["get"]["responses"].get("401").is_none(),
+            "healthz needs no token"
+        );
     }
 }
