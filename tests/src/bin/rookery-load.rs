@@ -214,7 +214,8 @@ fn drain(source: impl Read + Send + 'static, ready: &'static str, found: Option<
             if let Some(found) = &found
                 && let Some(rest) = line.split(ready).nth(1)
             {
-                let _ = found.send(rest.trim().to_owned());
+                // The log line repeats the address with fields after it: keep the first word.
+                let _ = found.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
             }
         }
     });
