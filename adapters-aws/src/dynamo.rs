@@ -544,6 +544,8 @@ pub struct DynamoStore {
     client: Client,
     table: Arc<str>,
     retry: RetryPolicy,
+    /// The most rows one `Query` page may evaluate (DynamoDB also stops a page at 1 MB).
+    page_limit: usize,
 }
 
 /// A key range of one partition, and what to keep from it.
@@ -561,7 +563,18 @@ impl DynamoStore {
             client,
             table: Arc::from(table.into()),
             retry: RetryPolicy::default(),
+            page_limit: 1000,
         }
+    }
+
+    /// The same store reading at most `rows` rows per `Query` page (at least 1).
+    ///
+    /// Small pages make every read follow `LastEvaluatedKey` many times, which tests use to exercise
+    /// pagination on an emulator that does not cut pages at 1 MB.
+    #[must_use]
+    pub fn with_page_limit(mut self, rows: usize) -> Self {
+        self.page_limit = rows.max(1);
+        self
     }
 
     /// The same store with another retry policy for transient failures.
@@ -610,15 +623,18 @@ impl DynamoStore {
                 .consistent_read(true)
                 .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
                 .set_exclusive_start_key(start.take());
-            match &range.filter {
+            // `Limit` counts rows evaluated before the filter: without a filter every row read is kept,
+            // so read no more than still needed; with one, a page may keep fewer rows than it read.
+            let page = match &range.filter {
                 Some((expression, filter_names, filter_values)) => {
                     request = request.filter_expression(*expression);
                     names.extend(filter_names.clone());
                     values.extend(filter_values.clone());
+                    self.page_limit
                 }
-                // Without a filter every row read is kept, so read no more than still needed.
-                None => request = request.limit(i32::try_from(limit - rows.len()).unwrap_or(i32::MAX).min(1000)),
-            }
+                None => (limit - rows.len()).min(self.page_limit),
+            };
+            request = request.limit(i32::try_from(page).unwrap_or(i32::MAX));
             let request = request
                 .set_expression_attribute_values(Some(values))
                 .set_expression_attribute_names((!names.is_empty()).then_some(names));
@@ -661,6 +677,49 @@ impl DynamoStore {
             Some(row) => Ok(Seq(get_n(&row, "last_seq")?)),
             None => Ok(Seq(0)),
         }
+    }
+
+    /// Reads what a failed condition saw: the seq if it moved (whatever the reason named, so the writer
+    /// hears the real stream position), else the named item's version.
+    ///
+    /// A failed condition means a committed write, which a strongly consistent read sees. An emulator
+    /// that applies transactions non-atomically may briefly show nothing moved; the reads are then
+    /// repeated a few times, and if still nothing moved the outcome is reported as transient.
+    async fn what_moved(&self, batch: &AppendBatch, key: Option<ItemKey>) -> AppendError {
+        let expected_version = |key: &ItemKey| {
+            batch
+                .item_versions
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(Version::NONE, |(_, v)| *v)
+        };
+        let settle = RetryPolicy {
+            attempts: 5,
+            ..RetryPolicy::default()
+        };
+        for retry in 1..=settle.attempts {
+            match self.last_seq_of(&batch.owner).await {
+                Ok(current) if current != batch.expected_seq => return AppendError::SeqMoved { current },
+                Ok(_) => {}
+                Err(failure) => return AppendError::Unavailable(failure),
+            }
+            if let Some(key) = &key {
+                match self.version_of(&batch.owner, key).await {
+                    Ok(current) if current != expected_version(key) => {
+                        return AppendError::VersionMoved {
+                            key: key.clone(),
+                            current,
+                        };
+                    }
+                    Ok(_) => {}
+                    Err(failure) => return AppendError::Unavailable(failure),
+                }
+            }
+            tokio::time::sleep(settle.backoff(retry)).await;
+        }
+        AppendError::Unavailable(Failure::transient(
+            "a condition failed but neither the seq nor the version moved",
+        ))
     }
 
     async fn transact(&self, prepared: &Prepared) -> Result<(), TxError> {
@@ -710,13 +769,8 @@ impl EventStore for DynamoStore {
         let prepared = prepare(&self.table, &batch, devices.as_ref())?;
         match self.transact(&prepared).await {
             Ok(()) => Ok(prepared.stored),
-            Err(TxError::Cancelled(Cancelled::SeqMoved)) => Err(AppendError::SeqMoved {
-                current: self.last_seq_of(&batch.owner).await?,
-            }),
-            Err(TxError::Cancelled(Cancelled::VersionMoved(key))) => {
-                let current = self.version_of(&batch.owner, &key).await?;
-                Err(AppendError::VersionMoved { key, current })
-            }
+            Err(TxError::Cancelled(Cancelled::SeqMoved)) => Err(self.what_moved(&batch, None).await),
+            Err(TxError::Cancelled(Cancelled::VersionMoved(key))) => Err(self.what_moved(&batch, Some(key)).await),
             Err(TxError::Cancelled(Cancelled::KeyTaken)) => Err(AppendError::KeyTaken),
             Err(TxError::Cancelled(Cancelled::Transient(why))) => {
                 Err(AppendError::Unavailable(Failure::transient(why)))

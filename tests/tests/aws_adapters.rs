@@ -12,8 +12,7 @@ use rookery_adapters_memory::MemorySearchIndex;
 use rookery_domain::projection::search_document;
 use rookery_domain::{EventPayload, NewEvent, Platform, Seq, StoredEvent, Version, Visibility};
 use rookery_ports::{
-    AppendBatch, AppendError, BatchFailure, EventStore, Failure, Indexer, PushGateway, PushOutcome, Scope, SearchIndex,
-    SearchQuery,
+    AppendBatch, AppendError, BatchFailure, EventStore, Failure, Indexer, Scope, SearchIndex, SearchQuery,
 };
 use rookery_tests::aws::{
     CloudSearchFakes, DynamoStores, S3Stores, SnsGateways, cloudsearch_index, dynamo_store, moto,
@@ -25,7 +24,11 @@ use rookery_tests::fixtures::{
 use rookery_tests::{event_store_contract, media_store_contract, push_gateway_contract, search_index_contract};
 use serde_json::json;
 
-event_store_contract!(dynamodb_event_store, DynamoStores);
+event_store_contract!(dynamodb_event_store, DynamoStores::default());
+event_store_contract!(
+    dynamodb_event_store_in_small_pages,
+    DynamoStores { page_limit: Some(10) }
+);
 push_gateway_contract!(sns_push_gateway, SnsGateways);
 media_store_contract!(s3_media_store, S3Stores);
 search_index_contract!(cloudsearch_search_index, CloudSearchFakes::default());
@@ -117,6 +120,12 @@ async fn a_stream_over_one_megabyte_reads_back_whole_across_query_pages() -> Out
         "a limit across pages"
     );
     assert_eq!(store.read_messages(&alice, Seq(290), 100).await?, written[290..]);
+
+    // Pages of 7 rows: every read follows LastEvaluatedKey dozens of times, filtered reads too.
+    let paged = store.clone().with_page_limit(7);
+    assert_eq!(paged.read_feed(&alice, Seq(0), 10_000).await?, written);
+    assert_eq!(paged.read_feed(&alice, Seq(3), 100).await?, written[3..103]);
+    assert_eq!(paged.read_messages(&alice, Seq(0), 10_000).await?, written);
     Ok(())
 }
 
@@ -382,77 +391,6 @@ async fn the_stream_drives_the_indexer_to_the_items_current_state() -> Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sns_records_the_platform_payload_and_reports_disabled_endpoints() -> Outcome {
-    let (clients, report) = moto::bootstrapped().await?;
-    assert_eq!(report.platform_applications.len(), 3, "one application per platform");
-    let gateway = clients.push_gateway();
-    let bob = user("bob")?;
-    let mut sent = Vec::new();
-    for (platform, key) in [
-        (Platform::Apns, "APNS"),
-        (Platform::ApnsSandbox, "APNS_SANDBOX"),
-        (Platform::Fcm, "GCM"),
-    ] {
-        let token = format!("token-{}", rookery_tests::fixtures::unique(key));
-        let endpoint = gateway
-            .register(&bob, &device("phone")?, platform, &token, None)
-            .await?;
-        let payload = json!({"hello": key}).to_string();
-        assert_eq!(
-            gateway.send(&endpoint, platform, &payload).await?,
-            PushOutcome::Delivered
-        );
-
-        gateway.set_endpoint(&endpoint, None, false).await?;
-        assert_eq!(
-            gateway.send(&endpoint, platform, &payload).await?,
-            PushOutcome::EndpointDisabled
-        );
-        assert_eq!(
-            gateway.send(&endpoint, platform, &payload).await?,
-            PushOutcome::EndpointDisabled,
-            "every time"
-        );
-        let again = gateway
-            .register(&bob, &device("phone")?, platform, &token, Some(&endpoint))
-            .await?;
-        assert_eq!(again, endpoint, "registering the token again re-enables its endpoint");
-        assert_eq!(gateway.send(&again, platform, &payload).await?, PushOutcome::Delivered);
-        sent.push((endpoint, key, payload));
-    }
-    assert_eq!(
-        gateway
-            .send(
-                "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/none/gone",
-                Platform::Fcm,
-                "{}"
-            )
-            .await?,
-        PushOutcome::EndpointDisabled,
-        "an endpoint that does not exist"
-    );
-    // Moto's state dump holds what each endpoint received; read it once (it dumps every service's state).
-    let state = moto::state().await?;
-    for (endpoint, key, payload) in sent {
-        let messages = moto::published_in(&state, &endpoint);
-        assert_eq!(messages.len(), 2, "{key}: two deliveries, nothing while disabled");
-        for message in messages {
-            let message: serde_json::Value = serde_json::from_str(&message)?;
-            assert_eq!(
-                message[key], payload,
-                "{key}: the payload under the platform's key, as a JSON string"
-            );
-            assert_eq!(
-                message.as_object().map(|m| m.len()),
-                Some(2),
-                "{key}: the platform key and `default`"
-            );
-        }
-    }
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_is_idempotent() -> Outcome {
     let clients = moto::clients().await?;
     let first = rookery_adapters_aws::bootstrap(&clients).await?;
@@ -550,165 +488,5 @@ async fn cloudsearch_injection_never_reaches_another_users_private_item() -> Out
         0,
         "the stale upsert did not resurrect the item"
     );
-    Ok(())
-}
-
-/// Every adapter of an AWS deployment, with the system clock and ULIDs (as the Lambda functions use).
-struct AwsPorts;
-
-impl rookery_ports::Ports for AwsPorts {
-    type Store = rookery_adapters_aws::DynamoStore;
-    type Search = rookery_adapters_aws::CloudSearchIndex;
-    type Push = rookery_adapters_aws::SnsPushGateway;
-    type Media = rookery_adapters_aws::S3MediaStore;
-    type Clock = rookery_adapters_memory::SystemClock;
-    type Ids = rookery_adapters_memory::UlidIds;
-}
-
-/// Polls `poller` into `handler` until it has handled at least `wanted` events more (bounded: a stream
-/// that never yields them fails the test instead of hanging it).
-async fn drain<H: rookery_adapters_aws::BatchHandler>(
-    poller: &mut rookery_adapters_aws::StreamPoller,
-    handler: &H,
-    wanted: usize,
-) -> Result<usize, BoxError> {
-    let mut handled = 0;
-    for _ in 0..20 {
-        handled += poller.poll_once(handler).await?;
-        if handled >= wanted {
-            return Ok(handled);
-        }
-    }
-    Err(format!("the stream yielded {handled} events, {wanted} expected").into())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
-    use rookery_ports::app::SearchRequest;
-    use rookery_ports::{App, AppConfig, Caller, PushDispatcher};
-
-    let (clients, _) = moto::bootstrapped().await?;
-    let (_fake, search) = cloudsearch_index().await?;
-    let app: App<AwsPorts> = App::new(
-        clients.event_store(),
-        search.clone(),
-        clients.push_gateway(),
-        clients.media_store()?,
-        rookery_adapters_memory::SystemClock::new(),
-        rookery_adapters_memory::UlidIds::new(),
-        AppConfig::default(),
-    );
-    let (alice, bob) = (Caller::new(user("alice")?), Caller::new(user("bob")?));
-    let mut indexing = clients.stream_poller().await?;
-    let mut pushing = clients.stream_poller().await?;
-    let indexer = Indexer::new(search);
-    let dispatcher = PushDispatcher::new(app.clone());
-
-    // Function 1: items. Function 2: the stream drives the indexer. Function 3: search.
-    let note = key("notes", "n1")?;
-    let written = app
-        .put_item(
-            &alice,
-            &note,
-            object(json!({"title": "Harbour walk"})),
-            Some(Visibility::Public),
-            Default::default(),
-            None,
-        )
-        .await?;
-    assert!(written.created);
-    app.put_item(
-        &alice,
-        &key("notes", "n2")?,
-        object(json!({"title": "Harbour secret"})),
-        None,
-        Default::default(),
-        None,
-    )
-    .await?;
-    drain(&mut indexing, &indexer, 2).await?;
-    let found = app
-        .search(
-            &bob,
-            SearchRequest {
-                q: "harbour".into(),
-                ..Default::default()
-            },
-        )
-        .await?;
-    assert_eq!(
-        found.hits.iter().map(|h| h.item.id.as_str()).collect::<Vec<_>>(),
-        vec!["n1"],
-        "only the public item"
-    );
-    assert_eq!(found.hits.first().map(|h| &h.item), Some(&written.item));
-
-    // Function 4: a message lands in bob's stream and the dispatcher pushes it to his device.
-    let token = format!("fcm-{}", rookery_tests::fixtures::unique("tok"));
-    app.register_device(&bob, &device("phone")?, Platform::Fcm, &token, None)
-        .await?;
-    let endpoint = app
-        .store()
-        .devices(&bob.user)
-        .await?
-        .get(&device("phone")?)
-        .map(|d| d.endpoint.clone())
-        .ok_or("no device")?;
-    app.send_message(
-        &alice,
-        bob.user.clone(),
-        "See you at the harbour".into(),
-        Default::default(),
-        None,
-    )
-    .await?;
-    // alice's two items, bob's device registration and his message.
-    drain(&mut pushing, &dispatcher, 4).await?;
-    let pushed = moto::published_in(&moto::state().await?, &endpoint);
-    assert_eq!(pushed.len(), 1, "one push for one message");
-    let message: serde_json::Value = serde_json::from_str(&pushed[0])?;
-    let payload: serde_json::Value = serde_json::from_str(message["GCM"].as_str().ok_or("no GCM payload")?)?;
-    assert_eq!(payload["notification"]["body"], "See you at the harbour");
-
-    // A redelivered batch pushes nothing again (deduplicated by message id and device).
-    let again = app.store().read_messages(&bob.user, Seq(0), 10).await?;
-    rookery_adapters_aws::BatchHandler::handle(&dispatcher, &again).await?;
-    assert_eq!(
-        moto::published_in(&moto::state().await?, &endpoint).len(),
-        1,
-        "no second push"
-    );
-
-    // SNS disables the endpoint: the next push marks the device disabled through a device event.
-    clients.push_gateway().set_endpoint(&endpoint, None, false).await?;
-    app.send_message(
-        &alice,
-        bob.user.clone(),
-        "Are you there?".into(),
-        Default::default(),
-        None,
-    )
-    .await?;
-    drain(&mut pushing, &dispatcher, 1).await?;
-    let devices = app.devices(&bob).await?;
-    assert_eq!(
-        devices.iter().map(|d| d.enabled).collect::<Vec<_>>(),
-        vec![false],
-        "the device is disabled"
-    );
-
-    // Media: a signed upload to S3, then the object shows as uploaded with a download URL.
-    let created = app.create_media(&alice, "image/png", 5, None).await?;
-    let mut upload = reqwest::Client::new().put(&created.upload.url).body(b"12345".to_vec());
-    for (name, value) in created.upload.headers.iter().flatten() {
-        if !name.eq_ignore_ascii_case("content-length") {
-            upload = upload.header(name, value);
-        }
-    }
-    assert!(upload.send().await?.status().is_success());
-    let view = app.get_media(&alice, &created.id).await?;
-    assert_eq!(view.status, "uploaded");
-    let download = view.download.ok_or("no download URL")?;
-    assert_eq!(reqwest::get(&download.url).await?.bytes().await?.as_ref(), b"12345");
     Ok(())
 }

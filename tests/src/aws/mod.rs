@@ -28,15 +28,23 @@ pub async fn dynamo_store() -> Result<(AwsClients, DynamoStore), BoxError> {
     Ok((clients, store))
 }
 
-/// Fresh DynamoDB event stores, one table each.
+/// Fresh DynamoDB event stores, one table each; with `page_limit`, every `Query` page holds at most that
+/// many rows, so reads cross many pages (moto does not cut pages at 1 MB as DynamoDB does).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DynamoStores;
+pub struct DynamoStores {
+    /// Rows per query page, when smaller than the adapter's default.
+    pub page_limit: Option<usize>,
+}
 
 impl StoreFactory for DynamoStores {
     type Store = DynamoStore;
 
     async fn fresh(&self) -> Result<DynamoStore, BoxError> {
-        Ok(dynamo_store().await?.1)
+        let store = dynamo_store().await?.1;
+        Ok(match self.page_limit {
+            Some(rows) => store.with_page_limit(rows),
+            None => store,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! One `moto_server` per test binary, started on a free loopback port on first use and stopped when the binary exits.
+//! One moto server per test binary, started on a free loopback port on first use and stopped when the binary exits.
 //!
 //! The server runs under a small shell guard that reads its standard input: when the test binary exits,
 //! that pipe closes, the guard's `read` returns and it kills the server, so no emulator outlives the tests.
@@ -31,8 +31,16 @@ pub struct Moto {
 static MOTO: OnceLock<Result<Moto, String>> = OnceLock::new();
 
 fn start() -> Result<Moto, String> {
+    // moto's server handles requests on threads, and its `TransactWriteItems` snapshots each table and
+    // restores the snapshot when a condition fails, which undoes a concurrent winner's commit. The guard
+    // runs the same server with threads off, so transactions are atomic as in DynamoDB.
     let script = r#"command -v moto_server >/dev/null 2>&1 || { echo "moto_server: not found" >&2; exit 127; }
-moto_server -H 127.0.0.1 -p 0 &
+python3 -c '
+import moto.server as server
+import werkzeug.serving as serving
+server.run_simple = lambda *args, **kwargs: serving.run_simple(*args, **{**kwargs, "threaded": False})
+server.main(["-H", "127.0.0.1", "-p", "0"])
+' &
 server=$!
 read -r _ignored
 kill "$server" 2>/dev/null"#;
