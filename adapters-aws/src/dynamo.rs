@@ -128,7 +128,7 @@ fn decode_row_event(attrs: &Attrs) -> Result<StoredEvent, Failure> {
 }
 
 /// DynamoDB's size of an item: attribute names plus values (numbers counted by their text, an upper bound).
-pub(crate) fn item_size(attrs: &Attrs) -> usize {
+fn item_size(attrs: &Attrs) -> usize {
     attrs
         .iter()
         .map(|(name, value)| {

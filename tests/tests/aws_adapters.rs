@@ -345,6 +345,44 @@ async fn the_stream_poller_decodes_exactly_the_stored_events_and_resumes_at_a_fa
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_runs_in_the_background_until_shut_down() -> Outcome {
+    let (clients, store) = dynamo_store().await?;
+    let recorder = Arc::new(Recorder::default());
+    let handler = {
+        let recorder = recorder.clone();
+        HandlerFn(move |events: Vec<StoredEvent>| {
+            let recorder = recorder.clone();
+            async move { recorder.handle(events) }
+        })
+    };
+    let mut poller = clients.stream_poller().await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        poller
+            .run(&handler, std::time::Duration::from_millis(20), async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let stored = mixed_stream(&store).await?;
+    // Poll the recorder with a deadline: the background poller delivers on its own schedule.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while recorder.seen().len() < stored.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poller delivered {:?}",
+            recorder.seen().len()
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(recorder.seen(), stored);
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(30), running).await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_drives_the_indexer_to_the_items_current_state() -> Outcome {
     let (clients, store) = dynamo_store().await?;
     mixed_stream(&store).await?;
