@@ -33,7 +33,8 @@ static MOTO: OnceLock<Result<Moto, String>> = OnceLock::new();
 fn start() -> Result<Moto, String> {
     // moto's server handles requests on threads, and its `TransactWriteItems` snapshots each table and
     // restores the snapshot when a condition fails, which undoes a concurrent winner's commit. The guard
-    // runs the same server with threads off, so transactions are atomic as in DynamoDB.
+    // runs the same server with threads off, so transactions are atomic as in DynamoDB. It stops the server
+    // with SIGKILL: the emulator keeps no state worth a slow interpreter shutdown.
     let script = r#"command -v moto_server >/dev/null 2>&1 || { echo "moto_server: not found" >&2; exit 127; }
 python3 -c '
 import moto.server as server
@@ -43,7 +44,7 @@ server.main(["-H", "127.0.0.1", "-p", "0"])
 ' &
 server=$!
 read -r _ignored
-kill "$server" 2>/dev/null"#;
+kill -KILL "$server" 2>/dev/null"#;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
