@@ -17,6 +17,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "ThrottledException",
+    "Throttled",
+    "KMSThrottling",
     "TooManyRequestsException",
     "RequestLimitExceeded",
     "ProvisionedThroughputExceededException",
@@ -147,6 +149,7 @@ mod tests {
         assert!(is_transient(Some("ThrottlingException"), Some(400)));
         assert!(is_transient(Some("ProvisionedThroughputExceededException"), Some(400)));
         assert!(is_transient(Some("RequestLimitExceeded"), Some(400)));
+        assert!(is_transient(Some("Throttled"), Some(400)), "SNS says Throttled");
         assert!(is_transient(Some("TransactionConflictException"), Some(400)));
         assert!(is_transient(None, Some(503)));
         assert!(is_transient(Some("Whatever"), Some(500)));
