@@ -48,9 +48,7 @@ pub(crate) fn is_transient(code: Option<&str>, status: Option<u16>) -> bool {
 }
 
 /// The HTTP status and AWS error code of an SDK error, when the service answered.
-fn code_and_status<E: ProvideErrorMetadata>(
-    error: &SdkError<E, HttpResponse>,
-) -> (Option<String>, Option<u16>) {
+fn code_and_status<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> (Option<String>, Option<u16>) {
     let status = error.raw_response().map(|r| r.status().as_u16());
     (error.code().map(str::to_owned), status)
 }
