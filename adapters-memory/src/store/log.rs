@@ -197,7 +197,10 @@ impl EventLog {
             .map_err(io_error(&path))?;
         // One process per log: a second writer would interleave records. The lock is released when the
         // file is closed, including when the process dies, so a crash never leaves a stale lock behind.
-        file.try_lock().map_err(|e| OpenError::Locked { path: path.clone(), reason: e.to_string() })?;
+        file.try_lock().map_err(|e| OpenError::Locked {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if !existed {
             // Make the new file's directory entry durable too, or a crash could lose the whole log.
             File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;

@@ -490,7 +490,10 @@ mod durability {
     fn a_data_dir_in_use_by_another_store_is_refused_until_it_closes() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let first = MemoryEventStore::open(dir.path())?;
-        assert!(matches!(MemoryEventStore::open(dir.path()), Err(OpenError::Locked { .. })));
+        assert!(matches!(
+            MemoryEventStore::open(dir.path()),
+            Err(OpenError::Locked { .. })
+        ));
         drop(first);
         MemoryEventStore::open(dir.path())?;
         Ok(())
