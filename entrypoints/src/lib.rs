@@ -4,8 +4,10 @@
 //! [`http::router`] is the one router of `API.md`, generic over the adapters ([`rookery_ports::Ports`])
 //! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from the memory
 //! store's change feed; [`local`] wires the memory adapters into a running server, and [`reindex`]
-//! rebuilds and checks the search index offline.
+//! rebuilds and checks the search index offline. [`aws`] runs the same router over the AWS adapters
+//! (`rookery serve --backend aws`) and bootstraps their resources (`rookery aws bootstrap`).
 
+pub mod aws;
 pub mod feed;
 pub mod http;
 pub mod lambda;

@@ -1,10 +1,13 @@
-//! The `rookery` binary: `rookery serve` runs the local server, `rookery reindex` rebuilds and checks the search index.
+//! The `rookery` binary: `rookery serve` runs the server (embedded adapters, or AWS with `--backend aws`),
+//! `rookery reindex` rebuilds and checks the local search index, `rookery aws bootstrap` creates the AWS resources.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use rookery_adapters_aws::config::ConfigError;
+use rookery_entrypoints::aws::{self, AwsServeConfig, AwsServer, BootstrapError, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
 use rookery_entrypoints::local::{LocalConfig, LocalServer};
 use rookery_entrypoints::reindex::{self, ReindexReport};
@@ -28,14 +31,29 @@ enum LogFormatArg {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// Embedded adapters and the development identity provider.
+    Memory,
+    /// DynamoDB, S3, SNS, Cognito and CloudSearch or an in-process index, configured by the environment.
+    Aws,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the HTTP API on this machine with embedded adapters and the development identity provider.
+    /// Runs the HTTP API: embedded adapters and the development identity provider by default, or the AWS adapters.
+    ///
+    /// With `--backend aws` the AWS SDK's environment (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL` for an
+    /// emulator) and the `ROOKERY_*` variables of docs/DEPLOY.md configure the adapters; the Cognito pool
+    /// and client are required, and there are no development routes.
     Serve {
+        /// Which adapters to run on.
+        #[arg(long, env = "ROOKERY_BACKEND", value_enum, default_value = "memory")]
+        backend: Backend,
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, env = "ROOKERY_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
-        /// Directory for the durable event log, identity key and media; in memory when omitted.
+        /// Directory for the durable event log, identity key and media; in memory when omitted (memory backend only).
         #[arg(long, env = "ROOKERY_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Requests per second per user (burst twice that); 0 turns rate limiting off.
@@ -53,6 +71,25 @@ enum Command {
         /// The data directory of `rookery serve`.
         #[arg(long, env = "ROOKERY_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Log line format.
+        #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormatArg,
+    },
+    /// Commands for running on AWS services (or an emulator such as moto).
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AwsCommand {
+    /// Creates, if missing, the events table with its stream, the media bucket and the SNS platform applications.
+    ///
+    /// Reads `ROOKERY_TABLE`, `ROOKERY_BUCKET` and the AWS SDK's environment (`AWS_ENDPOINT_URL` points it
+    /// at an emulator). Prints comments and `export` lines for the platform application ARNs, so
+    /// `eval "$(rookery aws bootstrap)"` prepares the shell for `rookery serve --backend aws`.
+    Bootstrap {
         /// Log line format.
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
@@ -116,6 +153,72 @@ async fn serve(config: LocalConfig) -> ExitCode {
     }
 }
 
+/// Prints every configuration problem, one per line.
+fn config_failure(error: &ConfigError) -> ExitCode {
+    eprintln!("rookery: invalid configuration:");
+    for problem in &error.problems {
+        eprintln!("  - {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn serve_aws(options: ServeOptions, data_dir: Option<PathBuf>) -> ExitCode {
+    let mut problems = Vec::new();
+    if let Some(dir) = data_dir {
+        problems.push(format!(
+            "--data-dir / ROOKERY_DATA_DIR ({}) applies only to --backend memory: on AWS the data lives in DynamoDB and S3",
+            dir.display()
+        ));
+    }
+    let (config, problems) = AwsServeConfig::aws_from_vars(|name| std::env::var(name).ok(), problems);
+    let clients = match aws::load_clients(config, problems).await {
+        Ok(clients) => clients,
+        Err(error) => return config_failure(&error),
+    };
+    let server = match AwsServer::start_with(options, clients).await {
+        Ok(server) => server,
+        Err(aws::AwsStartError::Config(error)) => return config_failure(&error),
+        Err(error) => {
+            eprintln!("rookery: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("rookery listening on http://{}", server.addr());
+    match server.run_until(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rookery: server failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bootstrap_command() -> ExitCode {
+    let (config, problems) = aws::config_from_vars(&|name: &str| std::env::var(name).ok(), Vec::new());
+    let clients = match aws::load_clients(config, problems).await {
+        Ok(clients) => clients,
+        Err(error) => return config_failure(&error),
+    };
+    match aws::run_bootstrap(&clients).await {
+        Ok(report) => {
+            print!(
+                "{}",
+                aws::render_report(&report, clients.config(), clients.region().as_deref())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(BootstrapError::Config(error)) => config_failure(&error),
+        Err(error) => {
+            eprintln!("rookery: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn reindex_command(data_dir: Option<PathBuf>) -> ExitCode {
     let mut last_percent = None;
     let progress = |done: u64, total: u64| {
@@ -163,6 +266,22 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve {
+            backend: Backend::Aws,
+            addr,
+            data_dir,
+            rate_limit,
+            log_format: format,
+        } => {
+            telemetry::init(log_format(format));
+            let options = ServeOptions {
+                addr,
+                rate_limit: RateLimit::per_second(rate_limit),
+                ..ServeOptions::default()
+            };
+            runtime.block_on(serve_aws(options, data_dir))
+        }
+        Command::Serve {
+            backend: Backend::Memory,
             addr,
             data_dir,
             rate_limit,
@@ -183,6 +302,12 @@ fn main() -> ExitCode {
         } => {
             telemetry::init(log_format(format));
             runtime.block_on(reindex_command(data_dir))
+        }
+        Command::Aws {
+            command: AwsCommand::Bootstrap { log_format: format },
+        } => {
+            telemetry::init(log_format(format));
+            runtime.block_on(bootstrap_command())
         }
     }
 }
