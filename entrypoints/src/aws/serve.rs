@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::media::ApiHeaderNames;
 use super::{NO_REGION, config_from_vars};
 use crate::http::{ApiConfig, RateLimit};
 
@@ -43,7 +44,7 @@ impl<S: SearchIndex> Ports for AwsServePorts<S> {
     type Store = DynamoStore;
     type Search = S;
     type Push = SnsPushGateway;
-    type Media = S3MediaStore;
+    type Media = ApiHeaderNames<S3MediaStore>;
     type Clock = SystemClock;
     type Ids = UlidIds;
 }
@@ -404,7 +405,7 @@ async fn launch<S: SearchIndex>(
         store.clone(),
         search.clone(),
         clients.push_gateway(),
-        parts.media,
+        ApiHeaderNames(parts.media),
         clock.clone(),
         UlidIds::new(),
         options.app.clone(),
