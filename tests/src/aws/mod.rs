@@ -2,6 +2,7 @@
 //! and the contract-suite factories that make fresh, isolated adapters on them.
 
 pub mod cloudsearch_fake;
+pub mod cognito;
 pub mod moto;
 
 use std::sync::{Mutex, PoisonError};

@@ -7,6 +7,8 @@
 //! These are test helpers: a failure to set up is a test failure, so they panic with a message.
 #![allow(clippy::expect_used, clippy::panic)]
 
+pub mod aws;
+pub mod journey;
 mod process;
 
 use std::future::Future;
