@@ -18,7 +18,7 @@ use rookery_entrypoints::telemetry::{self, LogFormat};
 #[command(
     name = "rookery",
     version,
-    about = "Rookery: an event-sourced mobile backend (local server and maintenance commands)"
+    about = "Rookery: an event-sourced mobile backend (the server, on embedded adapters or AWS, and maintenance commands)"
 )]
 struct Cli {
     #[command(subcommand)]
