@@ -61,6 +61,9 @@ enum Scenario {
     ItemPut,
     /// Authenticated `GET /v1/search?q=<word>` over the preloaded (public) items.
     Search,
+    /// Authenticated `GET /v1/devices` of a user with none: the API's fixed cost (edge, token check,
+    /// one store read) without an item. Not in the default set; for diagnosis.
+    Devices,
 }
 
 impl Scenario {
@@ -70,6 +73,7 @@ impl Scenario {
             Scenario::ItemGet => "get",
             Scenario::ItemPut => "put",
             Scenario::Search => "search",
+            Scenario::Devices => "devices",
         }
     }
 
@@ -79,7 +83,8 @@ impl Scenario {
             "get" => Ok(Scenario::ItemGet),
             "put" => Ok(Scenario::ItemPut),
             "search" => Ok(Scenario::Search),
-            other => Err(format!("unknown scenario {other:?} (bare, get, put, search)")),
+            "devices" => Ok(Scenario::Devices),
+            other => Err(format!("unknown scenario {other:?} (bare, get, put, search, devices)")),
         }
     }
 }
@@ -98,7 +103,8 @@ options:
   --durable             give rookery a fresh --data-dir (fsync on every write) instead of memory only
   --client-threads N    worker threads of the load generator (default 2)
   --taskset CPUS        start the servers under `taskset -c CPUS` (pin the generator yourself)
-  --scenarios LIST      comma-separated subset of bare,get,put,search (default all)
+  --scenarios LIST      comma-separated list of bare,get,put,search,devices
+                        (default bare,get,put,search; devices is for diagnosis)
 ";
 
 fn parse_number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, Failure> {
@@ -306,6 +312,7 @@ fn request(client: &Client, target: &Target, scenario: Scenario, conn: usize, n:
                 .get(format!("{}/v1/search?q=word{word}", target.base))
                 .bearer_auth(token)
         }
+        Scenario::Devices => client.get(format!("{}/v1/devices", target.base)).bearer_auth(token),
     }
 }
 
