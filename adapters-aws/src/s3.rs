@@ -125,10 +125,25 @@ pub struct S3MediaStore {
     cloudfront: Option<CloudFrontSigner>,
 }
 
+/// `content-type` → `Content-Type`: the presigner names headers in lower case, but clients read the
+/// names as JSON keys (`upload.headers["Content-Type"]`, as `API.md` writes them), where case matters.
+fn canonical_header_name(name: &str) -> String {
+    name.split('-')
+        .map(|word| {
+            let mut chars = word.chars();
+            match chars.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 fn signed(request: &PresignedRequest, expires_at: Timestamp) -> SignedRequest {
     let headers: BTreeMap<String, String> = request
         .headers()
-        .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+        .map(|(name, value)| (canonical_header_name(name), value.to_owned()))
         .collect();
     SignedRequest {
         url: request.uri().to_owned(),
@@ -187,8 +202,8 @@ impl MediaStore for S3MediaStore {
         // The SDK signs both headers; name them for the client too, so it sends exactly what was signed.
         signed
             .headers
-            .insert("content-type".into(), object.content_type.clone());
-        signed.headers.insert("content-length".into(), object.size.to_string());
+            .insert("Content-Type".into(), object.content_type.clone());
+        signed.headers.insert("Content-Length".into(), object.size.to_string());
         Ok(signed)
     }
 
@@ -309,10 +324,16 @@ mod tests {
         assert_eq!(params["X-Amz-Date"], "20261125T100000Z", "signed as of `now`");
         assert!(params.contains_key("X-Amz-Signature"));
         assert_eq!(
-            request.headers.get("content-type").map(String::as_str),
+            request.headers.get("Content-Type").map(String::as_str),
             Some("image/png")
         );
-        assert_eq!(request.headers.get("content-length").map(String::as_str), Some("1234"));
+        assert_eq!(request.headers.get("Content-Length").map(String::as_str), Some("1234"));
+        assert_eq!(
+            request.headers.len(),
+            2,
+            "only the signed headers, named once: {:?}",
+            request.headers
+        );
         assert_eq!(request.expires_at, now.plus(Duration::from_secs(900)));
     }
 

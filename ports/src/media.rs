@@ -15,7 +15,8 @@ pub struct SignedRequest {
     pub url: String,
     /// The HTTP method it is signed for.
     pub method: String,
-    /// Headers the client MUST send exactly (they are part of the signature).
+    /// Headers the client MUST send exactly (they are part of the signature), named as HTTP writes
+    /// them (`Content-Type`, `Content-Length`): clients read the names as case-sensitive JSON keys.
     pub headers: BTreeMap<String, String>,
     /// When the signature stops working.
     pub expires_at: Timestamp,

@@ -8,7 +8,6 @@
 //! the binary, a map in tests), and every problem is reported at once.
 
 pub mod bootstrap;
-pub mod media;
 pub mod serve;
 
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError};

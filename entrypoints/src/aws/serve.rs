@@ -27,7 +27,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::media::ApiHeaderNames;
 use super::{NO_REGION, config_from_vars};
 use crate::http::{ApiConfig, RateLimit};
 
@@ -44,7 +43,7 @@ impl<S: SearchIndex> Ports for AwsServePorts<S> {
     type Store = DynamoStore;
     type Search = S;
     type Push = SnsPushGateway;
-    type Media = ApiHeaderNames<S3MediaStore>;
+    type Media = S3MediaStore;
     type Clock = SystemClock;
     type Ids = UlidIds;
 }
@@ -405,7 +404,7 @@ async fn launch<S: SearchIndex>(
         store.clone(),
         search.clone(),
         clients.push_gateway(),
-        ApiHeaderNames(parts.media),
+        parts.media,
         clock.clone(),
         UlidIds::new(),
         options.app.clone(),

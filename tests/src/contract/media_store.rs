@@ -89,6 +89,12 @@ pub async fn check_upload_url_pins_type_and_size<F: MediaFactory>(factory: &F) -
         Some("64"),
         "the size is a signed header"
     );
+    // Clients read the names as JSON keys, as API.md writes them.
+    assert_eq!(
+        request.headers.get("Content-Type").map(String::as_str),
+        Some("image/png")
+    );
+    assert_eq!(request.headers.get("Content-Length").map(String::as_str), Some("64"));
     assert!(!request.url.is_empty());
 
     assert_eq!(store.status(&photo).await?, ObjectStatus::Pending);
