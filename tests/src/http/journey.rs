@@ -37,9 +37,14 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     assert_eq!(created.header("etag"), Some("\"1\""));
     assert_eq!(created.header("location"), Some(path));
     assert_eq!(created.body["owner"], alice.id());
+    assert_eq!(created.body["collection"], "notes");
+    assert_eq!(created.body["id"], "n1");
     assert_eq!(created.body["version"], 1);
     assert_eq!(created.body["visibility"], "private");
+    assert_eq!(created.body["data"]["tags"], json!(["travel"]));
     let created_at = created.body["created_at"].as_str().expect("created_at").to_owned();
+    // RFC 3339 in UTC with milliseconds, always the same length.
+    assert_eq!(created_at.len(), "2026-11-25T10:00:00.123Z".len(), "{created_at}");
     assert!(created_at.ends_with('Z'), "{created_at}");
 
     let read = alice.get(path).await.expect_status(200);
@@ -60,6 +65,8 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
         .await
         .expect_status(200);
     assert_eq!(replaced.header("etag"), Some("\"2\""));
+    assert_eq!(replaced.body["version"], 2);
+    assert_eq!(replaced.body["visibility"], "private", "a replace keeps the visibility");
     assert_eq!(replaced.body["created_at"], created_at.as_str());
 
     let conflict = alice
@@ -74,6 +81,11 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     assert_eq!(conflict.body["current_version"], 2);
     assert_eq!(versions(&conflict.body["events"]), vec![2]);
     assert_eq!(conflict.body["events"][0]["type"], "item.replaced");
+    assert_eq!(
+        conflict.body["events"][0]["item"]["data"]["text"],
+        "Packing list, final"
+    );
+    // If-None-Match: * on an existing item is a conflict too.
     alice
         .send(
             alice
@@ -92,6 +104,7 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
         .await
         .expect_status(200);
     assert_eq!(patched.header("etag"), Some("\"3\""));
+    assert_eq!(patched.body["visibility"], "public");
     assert_eq!(
         patched.body["data"],
         json!({"headline": "Trip", "text": "Packing list v3"})
@@ -104,11 +117,16 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     bob.get(path).await.expect_problem(404, "not_found");
 
     let v1 = alice.get(&format!("{path}?version=1")).await.expect_status(200);
+    assert_eq!(v1.body["version"], 1);
     assert_eq!(v1.body["data"]["text"], "Packing list");
     alice
         .get(&format!("{path}?version=9"))
         .await
         .expect_problem(404, "not_found");
+    alice
+        .get(&format!("{path}?version=abc"))
+        .await
+        .expect_problem(400, "invalid_request");
 
     let restored = alice
         .post(&format!("{path}/restore"), &json!({"version": 1}))
@@ -117,13 +135,20 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     assert_eq!(restored.body["version"], 4);
     assert_eq!(restored.body["visibility"], "private");
     assert_eq!(restored.body["data"]["tags"], json!(["travel"]));
+    assert_eq!(restored.header("etag"), Some("\"4\""));
     // Private again: to Bob it does not exist (never 403); the owner may still use the owner route.
     bob.get(&public_path).await.expect_problem(404, "not_found");
     alice.get(&public_path).await.expect_status(200);
 
-    alice.delete(path).await.expect_status(204);
+    // Delete, then it is gone but its history stays.
+    let deleted = alice.delete(path).await.expect_status(204);
+    assert!(deleted.text.is_empty());
     alice.get(path).await.expect_problem(404, "not_found");
     alice.delete(path).await.expect_problem(404, "not_found");
+    alice
+        .patch(path, &json!({"data": {"x": 1}}))
+        .await
+        .expect_problem(404, "not_found");
     let history = alice.get(&format!("{path}/history")).await.expect_status(200);
     let types: Vec<&str> = history.body["events"]
         .as_array()
@@ -141,7 +166,20 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
             "item.deleted"
         ]
     );
+    assert_eq!(versions(&history.body["events"]), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        history.body["events"][4]["item"],
+        Value::Null,
+        "a deletion carries no item"
+    );
     assert_eq!(history.body["next_cursor"], Value::Null);
+    let seqs: Vec<u64> = history.body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     let first = alice.get(&format!("{path}/history?limit=2")).await.expect_status(200);
     assert_eq!(versions(&first.body["events"]), vec![1, 2]);
     let cursor = first.body["next_cursor"].as_str().expect("a next page").to_owned();
@@ -150,7 +188,12 @@ pub async fn items(alice: &TestUser<'_>, bob: &TestUser<'_>) {
         .await
         .expect_status(200);
     assert_eq!(versions(&second.body["events"]), vec![3, 4]);
+    alice
+        .get("/v1/items/notes/never/history")
+        .await
+        .expect_problem(404, "not_found");
 
+    // Delete is a change: writing again recreates the item at the next version.
     let again = alice
         .put(path, &json!({"data": {"headline": "Again"}}))
         .await
@@ -197,7 +240,11 @@ pub async fn listing_and_idempotency(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     assert_eq!(pages, 2);
     let empty = alice.get("/v1/items/empty").await.expect_status(200);
     assert_eq!(empty.body, json!({"items": [], "next_cursor": null}));
+    for refused in ["/v1/items/todo?limit=101", "/v1/items/todo?limit=-1", "/v1/items/Todo"] {
+        alice.get(refused).await.expect_problem(400, "invalid_request");
+    }
 
+    // The same key and request replays the first answer; the same key with another body is refused.
     let put = |body: Value| {
         alice
             .request(Method::PUT, "/v1/items/todo/k")
@@ -212,6 +259,7 @@ pub async fn listing_and_idempotency(alice: &TestUser<'_>, bob: &TestUser<'_>) {
         .send(put(json!({"data": {"n": 2}})))
         .await
         .expect_problem(422, "idempotency_key_reused");
+    // Keys are per user: Bob's identical key is his own.
     let bobs = bob
         .send(
             bob.request(Method::PUT, "/v1/items/todo/k")
@@ -278,8 +326,10 @@ pub async fn sync_and_search(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "gap-free and ordered");
     assert_eq!(changes[7]["type"], "item.patched");
     assert_eq!(changes[8]["type"], "item.deleted");
+    assert_eq!(changes[8]["item"], Value::Null);
     assert_eq!(changes[9]["type"], "message.received");
     assert_eq!(changes[9]["message"]["from"], bob.id());
+    // An empty page keeps the cursor, so a device can store it and poll.
     let empty = alice.get(&format!("/v1/sync?since={cursor}")).await.expect_status(200);
     assert_eq!(empty.body["changes"], json!([]));
     assert_eq!(empty.body["next_cursor"], cursor.as_str());
@@ -291,6 +341,10 @@ pub async fn sync_and_search(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     let later = alice.get(&format!("/v1/sync?since={cursor}")).await.expect_status(200);
     assert_eq!(later.body["changes"].as_array().map(Vec::len), Some(1));
     assert_eq!(later.body["changes"][0]["seq"], 11);
+    alice
+        .get("/v1/sync?since=garbage")
+        .await
+        .expect_problem(400, "invalid_request");
 
     alice
         .put(
@@ -310,9 +364,15 @@ pub async fn sync_and_search(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     .await
     .expect("both trips become searchable");
     assert_eq!(found.body["hits"].as_array().map(Vec::len), Some(2));
+    let hit = &found.body["hits"][0];
+    for member in ["owner", "collection", "id", "version", "score", "item"] {
+        assert!(hit.get(member).is_some(), "hit lacks {member}: {hit}");
+    }
+    // Nested strings are searchable, words are case-insensitive, and all words must match.
     let nested = search(alice, "SNORKEL Zanzibar").await.expect_status(200);
     assert_eq!(nested.body["found"], 1);
     assert_eq!(nested.body["hits"][0]["id"], "t1");
+    // Bob sees only the public one; his own scope holds nothing of Alice's.
     let for_bob = search(bob, "zanzibar").await.expect_status(200);
     assert_eq!(for_bob.body["found"], 1);
     assert_eq!(for_bob.body["hits"][0]["owner"], alice.id());
@@ -324,6 +384,7 @@ pub async fn sync_and_search(alice: &TestUser<'_>, bob: &TestUser<'_>) {
         )
         .await;
     assert_eq!(mine.expect_status(200).body["found"], 0);
+    // Query syntax is just text.
     let syntax = search(alice, "(and title:'x') \"zanzibar\"").await.expect_status(200);
     assert_eq!(syntax.body["found"], 0);
     alice.delete("/v1/items/trips/t2").await.expect_status(204);
@@ -333,6 +394,12 @@ pub async fn sync_and_search(alice: &TestUser<'_>, bob: &TestUser<'_>) {
     .await
     .expect("the deleted item leaves the index");
     search(alice, "").await.expect_problem(400, "invalid_request");
+    bob.send(
+        bob.request(Method::GET, "/v1/search")
+            .query(&[("q", "x"), ("scope", "everyone")]),
+    )
+    .await
+    .expect_problem(400, "invalid_request");
 }
 
 /// A device as the journey registers it.
@@ -459,6 +526,8 @@ pub async fn messages_and_devices<P: PushProbe>(alice: &TestUser<'_>, bob: &Test
     assert_eq!(message["to"], bob.id());
     assert_eq!(message["text"], "Dinner at 8?");
     assert_eq!(message["data"], json!({"thread": "t-1"}));
+    assert!(message["sent_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(inbox.body["next_cursor"], Value::Null);
     assert_eq!(alice.get("/v1/messages").await.body["messages"], json!([]));
 
     let both = [phone.clone(), tablet.clone()];
