@@ -14,6 +14,7 @@ pub mod lambda;
 pub mod local;
 pub mod local_push;
 pub mod reindex;
+mod server;
 pub mod telemetry;
 
 pub use http::{Api, ApiConfig, router};

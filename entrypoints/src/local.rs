@@ -16,14 +16,12 @@ use rookery_adapters_memory::{
 use rookery_domain::{Timestamp, UserId};
 use rookery_ports::{App, AppConfig, Clock, Indexer, Ports, PushDispatcher};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::feed::{FeedDriver, FeedHandle};
 use crate::http::dev::{self, TokenIssuer};
-use crate::http::{Api, ApiConfig, RateLimit, local_media};
+use crate::http::{Api, RateLimit, local_media};
 use crate::local_push::LocalPushGateway;
+use crate::server::{self, BindError, Serving};
 
 /// The adapters of the local server.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +98,15 @@ pub enum StartError {
     Identity(String),
 }
 
+impl From<BindError> for StartError {
+    fn from(error: BindError) -> Self {
+        match error {
+            BindError::AddrInUse(addr) => Self::AddrInUse(addr),
+            BindError::Listen { addr, source } => Self::Listen { addr, source },
+        }
+    }
+}
+
 fn data_dir_error(path: &Path, reason: impl std::fmt::Display) -> StartError {
     StartError::DataDir {
         path: path.to_owned(),
@@ -153,8 +160,7 @@ fn media_secret(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
 pub struct LocalServer {
     addr: SocketAddr,
     app: App<LocalPorts>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<io::Result<()>>,
+    serving: Serving,
     feed: FeedHandle,
 }
 
@@ -183,19 +189,7 @@ impl LocalServer {
             );
         }
 
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::AddrInUse => StartError::AddrInUse(config.addr),
-                _ => StartError::Listen {
-                    addr: config.addr,
-                    source,
-                },
-            })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen {
-            addr: config.addr,
-            source,
-        })?;
+        let (listener, addr) = server::bind(config.addr).await?;
         let base_url = format!("http://{addr}");
 
         let provider = match data_dir {
@@ -248,11 +242,7 @@ impl LocalServer {
             );
         }
 
-        let api_config = ApiConfig {
-            rate_limit: config.rate_limit,
-            request_timeout: config.request_timeout,
-            ..ApiConfig::default()
-        };
+        let api_config = server::api_config(config.rate_limit, config.request_timeout);
         let router = Api::new(app.clone(), verifier, api_config)
             .merge_public(dev::public_routes(DevTokens {
                 provider,
@@ -262,20 +252,12 @@ impl LocalServer {
             .merge_authenticated(dev::authenticated_routes(push.recorder().clone()))
             .into_router();
 
-        let (shutdown, mut stopped) = watch::channel(false);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let serving = Serving::spawn(listener, router);
         tracing::info!(%addr, "rookery listening on http://{addr}");
         Ok(Self {
             addr,
             app,
-            shutdown,
-            server,
+            serving,
             feed,
         })
     }
@@ -300,11 +282,7 @@ impl LocalServer {
     /// # Errors
     /// The server's I/O error, if it failed while serving.
     pub async fn shutdown(self) -> io::Result<()> {
-        self.shutdown.send_replace(true);
-        let served = match self.server.await {
-            Ok(result) => result,
-            Err(join) => Err(io::Error::other(join)),
-        };
+        let served = self.serving.stop().await;
         self.feed.stop().await;
         served
     }
@@ -313,18 +291,10 @@ impl LocalServer {
     ///
     /// # Errors
     /// The server's I/O error, if it failed while serving.
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down: finishing in-flight requests");
-                self.shutdown().await
-            }
-            // The server task only ends on its own when it failed.
-            finished = &mut self.server => {
-                tracing::error!("the server stopped unexpectedly");
-                self.feed.stop().await;
-                finished.unwrap_or_else(|join| Err(io::Error::other(join)))
-            }
-        }
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        // Whether the signal came or the server failed, the feed stops after the server has.
+        let served = self.serving.run_until(signal).await;
+        self.feed.stop().await;
+        served
     }
 }

@@ -23,12 +23,12 @@ use rookery_adapters_aws::{DynamoStore, S3MediaStore, SnsPushGateway};
 use rookery_adapters_memory::{MemorySearchIndex, SystemClock, UlidIds};
 use rookery_domain::{EventPayload, Platform, StoredEvent, Timestamp};
 use rookery_ports::{App, AppConfig, BatchFailure, Clock, Failure, Indexer, Ports, PushDispatcher, SearchIndex};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{NO_REGION, config_from_vars};
-use crate::http::{ApiConfig, RateLimit};
+use crate::http::RateLimit;
+use crate::server::{self, BindError, Serving};
 
 /// The adapters of `serve --backend aws`, with the search index `S` (in memory or CloudSearch).
 pub struct AwsServePorts<S>(PhantomData<fn() -> S>);
@@ -158,6 +158,15 @@ pub enum AwsStartError {
     Rebuild(Failure),
 }
 
+impl From<BindError> for AwsStartError {
+    fn from(error: BindError) -> Self {
+        match error {
+            BindError::AddrInUse(addr) => Self::AddrInUse(addr),
+            BindError::Listen { addr, source } => Self::Listen { addr, source },
+        }
+    }
+}
+
 /// The problems of `config` for this mode, beyond what [`AwsConfig::from_vars`] checks.
 fn serve_problems(config: &AwsConfig, region: Option<&str>) -> Vec<String> {
     let mut problems = Vec::new();
@@ -278,8 +287,7 @@ impl Pollers {
 #[derive(Debug)]
 pub struct AwsServer {
     addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<io::Result<()>>,
+    serving: Serving,
     pollers: Pollers,
 }
 
@@ -361,11 +369,7 @@ impl AwsServer {
     /// # Errors
     /// The server's I/O error, if it failed while serving.
     pub async fn shutdown(self) -> io::Result<()> {
-        self.shutdown.send_replace(true);
-        let served = match self.server.await {
-            Ok(result) => result,
-            Err(join) => Err(io::Error::other(join)),
-        };
+        let served = self.serving.stop().await;
         self.pollers.stop().await;
         served
     }
@@ -374,19 +378,11 @@ impl AwsServer {
     ///
     /// # Errors
     /// The server's I/O error, if it failed while serving.
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
-        tokio::select! {
-            () = signal => {
-                tracing::info!("shutting down: finishing in-flight requests");
-                self.shutdown().await
-            }
-            // The server task only ends on its own when it failed.
-            finished = &mut self.server => {
-                tracing::error!("the server stopped unexpectedly");
-                self.pollers.stop().await;
-                finished.unwrap_or_else(|join| Err(io::Error::other(join)))
-            }
-        }
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
+        // Whether the signal came or the server failed, the pollers stop after the server has.
+        let served = self.serving.run_until(signal).await;
+        self.pollers.stop().await;
+        served
     }
 }
 
@@ -421,19 +417,7 @@ async fn launch<S: SearchIndex>(
         );
     }
 
-    let listener = TcpListener::bind(options.addr)
-        .await
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::AddrInUse => AwsStartError::AddrInUse(options.addr),
-            _ => AwsStartError::Listen {
-                addr: options.addr,
-                source,
-            },
-        })?;
-    let addr = listener.local_addr().map_err(|source| AwsStartError::Listen {
-        addr: options.addr,
-        source,
-    })?;
+    let (listener, addr) = server::bind(options.addr).await?;
 
     let mut pollers = Pollers::new();
     pollers.spawn("indexer", parts.indexer_poller, indexer, options.poll_interval);
@@ -444,28 +428,12 @@ async fn launch<S: SearchIndex>(
     };
     pollers.spawn("push dispatcher", parts.push_poller, pushes, options.poll_interval);
 
-    let api_config = ApiConfig {
-        rate_limit: options.rate_limit,
-        request_timeout: options.request_timeout,
-        ..ApiConfig::default()
-    };
+    let api_config = server::api_config(options.rate_limit, options.request_timeout);
     // Only the contract's routes: on AWS users sign in with Cognito, and media goes to S3 directly.
     let router = crate::http::router(app, parts.verifier, api_config);
-    let (shutdown, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let serving = Serving::spawn(listener, router);
     tracing::info!(%addr, backend = "aws", "rookery listening on http://{addr}");
-    Ok(AwsServer {
-        addr,
-        shutdown,
-        server,
-        pollers,
-    })
+    Ok(AwsServer { addr, serving, pollers })
 }
 
 #[cfg(test)]
