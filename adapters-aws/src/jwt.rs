@@ -14,8 +14,9 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,6 +26,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use rookery_domain::{Timestamp, UserId};
 use rookery_ports::{AuthError, Clock, IdentityVerifier, Principal};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use keys::KeyMap;
 pub use keys::KeySetError;
@@ -201,7 +203,13 @@ struct Inner<C> {
     /// A std lock is enough: it is held only to clone an `Arc`, never across an await.
     keys: RwLock<Option<Arc<KeyMap>>>,
     remote: Option<Remote>,
+    /// Tokens that passed every check, by SHA-256 of their text, so a client's next request with the
+    /// same token skips the RSA verification; bounded by [`VERIFIED_CAPACITY`].
+    verified: Mutex<HashMap<[u8; 32], Principal>>,
 }
+
+/// How many verified tokens are remembered at most.
+const VERIFIED_CAPACITY: usize = 4096;
 
 struct Remote {
     url: String,
@@ -276,6 +284,7 @@ impl<C: Clock> JwksVerifier<C> {
                 validation,
                 keys: RwLock::new(keys),
                 remote,
+                verified: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -293,7 +302,28 @@ impl<C: Clock> JwksVerifier<C> {
 
 impl<C: Clock> IdentityVerifier for JwksVerifier<C> {
     async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.inner.verify(token).await
+        // A token that passed every check before passes them again until its `exp`: only the expiry
+        // depends on time, so it is the one check repeated for a remembered token. (Like the key-set
+        // cache, this keeps trusting a key removed from the set until the token expires.)
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = self.inner.clock.now().as_millis();
+        let live = |p: &Principal| now < p.expires_at.as_millis().saturating_add(self.inner.leeway_ms);
+        {
+            let verified = self.inner.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(principal) = verified.get(&digest).filter(|p| live(p)) {
+                return Ok(principal.clone());
+            }
+        }
+        let principal = self.inner.verify(token).await?;
+        let mut verified = self.inner.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, p| live(p));
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, principal.clone());
+        Ok(principal)
     }
 }
 
