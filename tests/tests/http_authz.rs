@@ -662,3 +662,33 @@ async fn the_owner_gets_2xx_on_every_route() {
     assert!(search.status.is_success(), "{}", search.text);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_worked_is_refused_once_it_expires() {
+    let data_dir = tempfile::tempdir().expect("a temporary directory");
+    let app = server(data_dir.path()).await;
+    let alice = app.user("alice").await;
+    alice
+        .put("/v1/items/notes/secret", &json!({"data": {"text": SECRET_TEXT}}))
+        .await
+        .expect_status(201);
+    // Signed with the server's key, valid for one second (plus the verifier's few seconds of leeway).
+    let key = DevIdentityProvider::open(data_dir.path()).expect("the server's key loads");
+    let user = UserId::parse("alice").expect("a user id");
+    let now = Timestamp::from_millis(now_secs() * 1000);
+    let (short, _) = key
+        .issue(&user, now, Duration::from_secs(1))
+        .expect("a short-lived token");
+    let short_lived = app.user_with_token("alice", &short);
+    // Accepted first, so a verifier that remembers good tokens has remembered this one.
+    short_lived.get("/v1/items/notes/secret").await.expect_status(200);
+    let refused = eventually(Duration::from_secs(30), || async {
+        let answer = short_lived.get("/v1/items/notes/secret").await;
+        (answer.status.as_u16() == 401).then_some(answer)
+    })
+    .await
+    .expect("the token is refused after it expires, remembered or not");
+    let refused = refused.expect_problem(401, "unauthorized");
+    assert_no_leak(&refused, &[SECRET_TEXT], "an expired token");
+    app.shutdown().await;
+}
