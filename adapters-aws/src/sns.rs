@@ -5,6 +5,10 @@
 //! the ARN is read from the message and the endpoint is updated instead. Every registration ends by
 //! setting the token and `Enabled=true`, which re-enables an endpoint SNS had disabled.
 //! A publish to a disabled, unknown or deleted endpoint is [`PushOutcome::EndpointDisabled`], not an error.
+//!
+//! Registration also writes the owner and device into the endpoint's `CustomUserData`, so that deleting
+//! the endpoint of a removed device can leave it alone when another device (the same phone, signed into
+//! by another user) registered the same token since. `DeleteEndpoint` itself is idempotent on SNS.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +17,8 @@ use aws_sdk_sns::Client;
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::operation::create_platform_endpoint::CreatePlatformEndpointError;
+use aws_sdk_sns::operation::delete_endpoint::DeleteEndpointError;
+use aws_sdk_sns::operation::get_endpoint_attributes::GetEndpointAttributesError;
 use aws_sdk_sns::operation::publish::PublishError;
 use rookery_domain::{DeviceId, Platform, UserId};
 use rookery_ports::{Failure, PushError, PushGateway, PushOutcome};
@@ -35,6 +41,14 @@ pub(crate) fn existing_endpoint_arn(message: &str) -> Option<&str> {
     let rest = &message[start..];
     let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
     Some(rest[..end].trim_end_matches(['.', ',']))
+}
+
+/// The endpoint attribute that names the registration an endpoint was last made for.
+const CUSTOM_USER_DATA: &str = "CustomUserData";
+
+/// What registration writes into `CustomUserData`: ids never hold spaces, so the pair reads back unambiguously.
+pub(crate) fn registration_tag(owner: &UserId, device_id: &DeviceId) -> String {
+    format!("{owner} {device_id}")
 }
 
 /// The `MessageStructure=json` body for one platform: its payload under its key, and a default.
@@ -104,6 +118,17 @@ impl SnsPushGateway {
     /// # Errors
     /// A [`PushError`] when SNS refuses.
     pub async fn set_endpoint(&self, endpoint: &str, token: Option<&str>, enabled: bool) -> Result<(), PushError> {
+        self.update_endpoint(endpoint, token, enabled, None).await
+    }
+
+    /// Sets `Enabled`, and the token and `CustomUserData` when given.
+    async fn update_endpoint(
+        &self,
+        endpoint: &str,
+        token: Option<&str>,
+        enabled: bool,
+        user_data: Option<&str>,
+    ) -> Result<(), PushError> {
         let mut request = self
             .client
             .set_endpoint_attributes()
@@ -111,6 +136,9 @@ impl SnsPushGateway {
             .attributes("Enabled", if enabled { "true" } else { "false" });
         if let Some(token) = token {
             request = request.attributes("Token", token);
+        }
+        if let Some(user_data) = user_data {
+            request = request.attributes(CUSTOM_USER_DATA, user_data);
         }
         self.retry
             .run(
@@ -180,7 +208,8 @@ impl PushGateway for SnsPushGateway {
             )));
         };
         let endpoint = self.create_endpoint(application, token).await?;
-        self.set_endpoint(&endpoint, Some(token), true).await?;
+        let tag = registration_tag(owner, device_id);
+        self.update_endpoint(&endpoint, Some(token), true, Some(&tag)).await?;
         tracing::debug!(user = %owner, device = %device_id, %endpoint, "push endpoint registered");
         Ok(endpoint)
     }
@@ -216,6 +245,50 @@ impl PushGateway for SnsPushGateway {
                 }
             }
         }
+    }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        let read = self
+            .retry
+            .run(
+                |e: &SdkError<GetEndpointAttributesError, HttpResponse>| {
+                    sdk_failure("GetEndpointAttributes", e).is_retryable()
+                },
+                || self.client.get_endpoint_attributes().endpoint_arn(endpoint).send(),
+            )
+            .await;
+        let attributes = match read {
+            Ok(read) => read.attributes.unwrap_or_default(),
+            Err(SdkError::ServiceError(context)) if context.err().is_not_found_exception() => return Ok(()),
+            Err(SdkError::ServiceError(context)) if context.err().is_invalid_parameter_exception() => {
+                return Err(PushError::Rejected(format!(
+                    "SNS refused the endpoint: {}",
+                    context.err()
+                )));
+            }
+            Err(error) => return Err(PushError::Unavailable(sdk_failure("GetEndpointAttributes", &error))),
+        };
+        // An endpoint registered before the tag existed has none: it is taken to be this device's.
+        let registered_for = attributes.get(CUSTOM_USER_DATA).map(String::as_str).unwrap_or_default();
+        if !registered_for.is_empty() && registered_for != registration_tag(owner, device_id) {
+            tracing::debug!(user = %owner, device = %device_id, %endpoint, "push endpoint kept: registered again by another device");
+            return Ok(());
+        }
+        self.retry
+            .run(
+                |e: &SdkError<DeleteEndpointError, HttpResponse>| sdk_failure("DeleteEndpoint", e).is_retryable(),
+                || self.client.delete_endpoint().endpoint_arn(endpoint).send(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|error| match &error {
+                SdkError::ServiceError(context) if context.err().is_invalid_parameter_exception() => {
+                    PushError::Rejected(format!("SNS refused the endpoint: {}", context.err()))
+                }
+                _ => PushError::Unavailable(sdk_failure("DeleteEndpoint", &error)),
+            })?;
+        tracing::debug!(user = %owner, device = %device_id, %endpoint, "push endpoint deleted");
+        Ok(())
     }
 }
 

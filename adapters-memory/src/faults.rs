@@ -36,7 +36,7 @@ pub enum FaultTarget {
     /// Every call.
     #[default]
     All,
-    /// Calls that change something: `append`, `remember`, `apply`, `register`, `send`.
+    /// Calls that change something: `append`, `remember`, `apply`, `register`, `send`, `delete`.
     Writes,
     /// Calls that only read or sign.
     Reads,
@@ -367,6 +367,11 @@ impl<T: PushGateway> PushGateway for Faulty<T> {
             PushError::Unavailable,
         )
         .await
+    }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        let call = self.inner.delete(owner, device_id, endpoint);
+        self.write("delete", call, PushError::Unavailable).await
     }
 }
 

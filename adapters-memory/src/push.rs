@@ -321,6 +321,19 @@ impl<C: Clock> PushGateway for MemoryPushGateway<C> {
         state.sent.push_back(push);
         Ok(PushOutcome::Delivered)
     }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        let mut state = self.state()?;
+        // An endpoint another device registered since is theirs now: it stays.
+        let ours = state
+            .endpoints
+            .get(endpoint)
+            .is_some_and(|e| e.owner == *owner && e.device_id == *device_id);
+        if ours && let Some(gone) = state.endpoints.remove(endpoint) {
+            state.by_token.remove(&(gone.platform, gone.token));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

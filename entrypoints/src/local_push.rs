@@ -117,6 +117,14 @@ impl PushGateway for LocalPushGateway {
             None => Ok(PushOutcome::EndpointDisabled),
         }
     }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        match self.resolve(endpoint) {
+            Some(endpoint) => self.inner.delete(owner, device_id, endpoint).await,
+            // A handle of an earlier run whose device could not be restored has nothing behind it.
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

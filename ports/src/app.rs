@@ -114,6 +114,16 @@ pub struct ItemWritten {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done {}
 
+/// What a device removal recorded: the endpoint to delete, known only to the request that removed it.
+///
+/// The endpoint is not part of the recorded outcome (`{}`, as [`Done`]'s), so a replay of the same
+/// idempotency key reads `None` and deletes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct DeviceRemoved {
+    #[serde(skip)]
+    endpoint: Option<String>,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page<T> {
@@ -968,7 +978,13 @@ impl<P: Ports> App<P> {
         Ok(devices.values().map(DeviceView::from).collect())
     }
 
-    /// `DELETE /v1/devices/{device_id}`.
+    /// `DELETE /v1/devices/{device_id}`: records the removal, then deletes the device's push endpoint.
+    ///
+    /// The removal is what the client asked for and is committed first; the endpoint is deleted after,
+    /// and only by the request that committed the removal (an idempotent replay deletes nothing, since
+    /// the device may have been registered again since). A failed delete is logged and the request
+    /// still succeeds: the device is gone, no push goes to it any more, and the provider only keeps an
+    /// endpoint nobody sends to; failing would make the client retry into a `404`.
     ///
     /// # Errors
     /// `NotFound` when no such device is registered; `Unavailable`.
@@ -979,29 +995,33 @@ impl<P: Ports> App<P> {
         idem: Option<&Idempotency>,
     ) -> Result<Done, AppError> {
         let user = &caller.user;
-        self.write(caller, idem, |_now| async move {
-            let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
-            if !self
-                .store
-                .devices(user)
-                .await
-                .map_err(Failure::from)?
-                .contains_key(device_id)
-            {
-                return Err(AppError::NotFound);
-            }
-            let event = DeviceEvent::Removed {
-                device_id: device_id.clone(),
-            };
-            Ok(Planned {
-                owner: user.clone(),
-                expected_seq: seq,
-                item_versions: Vec::new(),
-                payloads: vec![EventPayload::Device(event)],
-                outcome: Done {},
+        let removed = self
+            .write(caller, idem, |_now| async move {
+                let seq = self.store.last_seq(user).await.map_err(Failure::from)?;
+                let devices = self.store.devices(user).await.map_err(Failure::from)?;
+                let Some(device) = devices.get(device_id) else {
+                    return Err(AppError::NotFound);
+                };
+                let event = DeviceEvent::Removed {
+                    device_id: device_id.clone(),
+                };
+                Ok(Planned {
+                    owner: user.clone(),
+                    expected_seq: seq,
+                    item_versions: Vec::new(),
+                    payloads: vec![EventPayload::Device(event)],
+                    outcome: DeviceRemoved {
+                        endpoint: Some(device.endpoint.clone()),
+                    },
+                })
             })
-        })
-        .await
+            .await?;
+        if let Some(endpoint) = removed.endpoint
+            && let Err(error) = self.push.delete(user, device_id, &endpoint).await
+        {
+            tracing::warn!(user = %user, device = %device_id, %error, "removed device's push endpoint not deleted");
+        }
+        Ok(Done {})
     }
 
     /// Marks a device disabled because its provider reported `endpoint` disabled (used by the push dispatcher).

@@ -1,4 +1,5 @@
-//! The push port: platform endpoints for devices, and sending one notification to one endpoint.
+//! The push port: platform endpoints for devices, sending one notification to one endpoint, and
+//! deleting the endpoint of a removed device.
 
 use std::future::Future;
 
@@ -59,4 +60,25 @@ pub trait PushGateway: Clone + Send + Sync + std::fmt::Debug + 'static {
         platform: Platform,
         payload: &str,
     ) -> impl Future<Output = Result<PushOutcome, PushError>> + Send;
+
+    /// Deletes `endpoint` because `owner` removed the device `device_id`, so the provider stops holding
+    /// its token.
+    ///
+    /// Implementations MUST be idempotent: deleting an endpoint that does not exist (never did, or is
+    /// already deleted) is `Ok`. After a delete, [`send`](Self::send) to that endpoint MUST answer
+    /// `Ok(EndpointDisabled)`, and registering its token again MUST give an endpoint that delivers.
+    /// Since the same token gives the same endpoint, one endpoint can stand for devices of several
+    /// users (one phone, signed into in turn): implementations MUST leave the endpoint in place, and
+    /// answer `Ok`, when it was last registered for another owner or device; an endpoint whose last
+    /// registration they cannot tell MAY be deleted.
+    ///
+    /// # Errors
+    /// [`PushError::Unavailable`] when the provider cannot be reached (the endpoint may be left behind);
+    /// [`PushError::Rejected`] when the provider refuses the handle for good (not one of its endpoints).
+    fn delete(
+        &self,
+        owner: &UserId,
+        device_id: &DeviceId,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<(), PushError>> + Send;
 }

@@ -140,4 +140,8 @@ impl<G: PushGateway> PushGateway for RecordingGateway<G> {
             });
         outcome
     }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        self.inner.delete(owner, device_id, endpoint).await
+    }
 }

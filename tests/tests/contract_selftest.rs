@@ -1,7 +1,8 @@
 //! The contract suites catch broken adapters: each test here wraps a memory adapter so that it breaks one
 //! MUST the way a real adapter might (a read that stops at the first page, a missing concurrency check,
-//! last-arrival-wins indexing, a leaked private item, an error instead of `EndpointDisabled`) and checks
-//! that the check for that MUST fails. A suite that passed these would be checking nothing.
+//! last-arrival-wins indexing, a leaked private item, an error instead of `EndpointDisabled`, a delete that
+//! does nothing or deletes another user's endpoint) and checks that the check for that MUST fails. A suite
+//! that passed these would be checking nothing.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -247,11 +248,25 @@ async fn an_index_that_leaks_private_items_fails_the_scope_check() {
     );
 }
 
-/// A push gateway that reports a disabled endpoint as a failure instead of `Ok(EndpointDisabled)`.
-#[derive(Debug, Clone)]
-struct FailsOnDisabled(MemoryPushGateway);
+/// How a [`BrokenGateway`] misbehaves.
+#[derive(Debug, Clone, Copy)]
+enum PushBug {
+    /// A send to a disabled endpoint is a failure instead of `Ok(EndpointDisabled)`.
+    ErrOnDisabled,
+    /// `delete` answers `Ok` and deletes nothing.
+    DeleteIgnored,
+    /// `delete` deletes the endpoint whoever registered it last.
+    DeleteWhoeverOwnsIt,
+}
 
-impl PushGateway for FailsOnDisabled {
+/// A memory push gateway with one bug.
+#[derive(Debug, Clone)]
+struct BrokenGateway {
+    inner: MemoryPushGateway,
+    bug: PushBug,
+}
+
+impl PushGateway for BrokenGateway {
     async fn register(
         &self,
         owner: &UserId,
@@ -260,37 +275,86 @@ impl PushGateway for FailsOnDisabled {
         token: &str,
         current: Option<&str>,
     ) -> Result<String, PushError> {
-        self.0.register(owner, device_id, platform, token, current).await
+        self.inner.register(owner, device_id, platform, token, current).await
     }
 
     async fn send(&self, endpoint: &str, platform: Platform, payload: &str) -> Result<PushOutcome, PushError> {
-        match self.0.send(endpoint, platform, payload).await? {
-            PushOutcome::EndpointDisabled => Err(Failure::transient("EndpointDisabled").into()),
-            delivered => Ok(delivered),
+        match (self.bug, self.inner.send(endpoint, platform, payload).await?) {
+            (PushBug::ErrOnDisabled, PushOutcome::EndpointDisabled) => {
+                Err(Failure::transient("EndpointDisabled").into())
+            }
+            (_, outcome) => Ok(outcome),
+        }
+    }
+
+    async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
+        match self.bug {
+            PushBug::ErrOnDisabled => self.inner.delete(owner, device_id, endpoint).await,
+            PushBug::DeleteIgnored => Ok(()),
+            PushBug::DeleteWhoeverOwnsIt => {
+                // Deleting as whoever holds the endpoint now is deleting it unconditionally.
+                match self.inner.endpoint(endpoint)? {
+                    Some(held) => self.inner.delete(&held.owner, &held.device_id, endpoint).await,
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
 
-struct FailingGateways;
+struct BrokenGateways(PushBug);
 
-impl PushFactory for FailingGateways {
-    type Gateway = FailsOnDisabled;
+impl PushFactory for BrokenGateways {
+    type Gateway = BrokenGateway;
 
-    async fn fresh(&self) -> Result<FailsOnDisabled, BoxError> {
-        Ok(FailsOnDisabled(MemoryPushGateway::new()))
+    async fn fresh(&self) -> Result<BrokenGateway, BoxError> {
+        Ok(BrokenGateway {
+            inner: MemoryPushGateway::new(),
+            bug: self.0,
+        })
     }
 
-    async fn disable(&self, gateway: &FailsOnDisabled, endpoint: &str) {
-        let _ = gateway.0.disable_endpoint(endpoint);
+    async fn disable(&self, gateway: &BrokenGateway, endpoint: &str) {
+        let _ = gateway.inner.disable_endpoint(endpoint);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_errs_on_a_disabled_endpoint_fails_the_disabled_check() {
+    let factory = BrokenGateways(PushBug::ErrOnDisabled);
+    assert!(fails(async move { push_gateway::check_disabled_endpoint_is_reported_not_failed(&factory).await }).await);
+    let factory = BrokenGateways(PushBug::ErrOnDisabled);
     assert!(
-        fails(async { push_gateway::check_disabled_endpoint_is_reported_not_failed(&FailingGateways).await }).await
+        !fails(async move { push_gateway::check_send_to_an_enabled_endpoint_is_delivered(&factory).await }).await,
+        "only that"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_delete_does_nothing_fails_the_delete_checks() {
+    let factory = BrokenGateways(PushBug::DeleteIgnored);
+    assert!(fails(async move { push_gateway::check_delete_is_idempotent_and_stops_delivery(&factory).await }).await);
+    let factory = BrokenGateways(PushBug::DeleteIgnored);
     assert!(
-        !fails(async { push_gateway::check_send_to_an_enabled_endpoint_is_delivered(&FailingGateways).await }).await
+        fails(async move {
+            push_gateway::check_delete_leaves_an_endpoint_registered_again_by_another_device(&factory).await
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_deletes_another_users_endpoint_fails_the_shared_token_check() {
+    let factory = BrokenGateways(PushBug::DeleteWhoeverOwnsIt);
+    assert!(
+        fails(async move {
+            push_gateway::check_delete_leaves_an_endpoint_registered_again_by_another_device(&factory).await
+        })
+        .await
+    );
+    let factory = BrokenGateways(PushBug::DeleteWhoeverOwnsIt);
+    assert!(
+        !fails(async move { push_gateway::check_delete_is_idempotent_and_stops_delivery(&factory).await }).await,
+        "a delete by the device's own user is right"
     );
 }

@@ -176,6 +176,68 @@ pub async fn check_new_token_for_a_device_delivers<F: PushFactory>(factory: &F) 
     Ok(())
 }
 
+/// A deleted endpoint answers `Ok(EndpointDisabled)`; deleting it again is `Ok`; registering its token again gives an endpoint that delivers; other endpoints are unaffected.
+pub async fn check_delete_is_idempotent_and_stops_delivery<F: PushFactory>(factory: &F) -> Outcome {
+    let gateway = factory.fresh().await?;
+    let bob = user("bob")?;
+    for platform in PLATFORMS {
+        let (phone, tablet) = (device("phone")?, device("tablet")?);
+        let t = token(platform);
+        let gone = gateway.register(&bob, &phone, platform, &t, None).await?;
+        let kept = gateway
+            .register(&bob, &tablet, platform, &token(platform), None)
+            .await?;
+        gateway.delete(&bob, &phone, &gone).await?;
+        assert_eq!(
+            gateway.send(&gone, platform, &payload(platform)?).await,
+            Ok(PushOutcome::EndpointDisabled),
+            "{platform:?}: a deleted endpoint"
+        );
+        gateway.delete(&bob, &phone, &gone).await?;
+        assert_eq!(
+            gateway.send(&kept, platform, &payload(platform)?).await?,
+            PushOutcome::Delivered,
+            "{platform:?}: another endpoint"
+        );
+        let again = gateway.register(&bob, &phone, platform, &t, Some(&gone)).await?;
+        assert_eq!(
+            gateway.send(&again, platform, &payload(platform)?).await?,
+            PushOutcome::Delivered,
+            "{platform:?}: the token registered again"
+        );
+    }
+    Ok(())
+}
+
+/// One token signed into by two users in turn has one endpoint: the first user's removal leaves it to
+/// the second, whose pushes are still delivered; the second user's removal deletes it.
+pub async fn check_delete_leaves_an_endpoint_registered_again_by_another_device<F: PushFactory>(
+    factory: &F,
+) -> Outcome {
+    let gateway = factory.fresh().await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    for platform in PLATFORMS {
+        let phone = device("phone")?;
+        let t = token(platform);
+        let first = gateway.register(&alice, &phone, platform, &t, None).await?;
+        let second = gateway.register(&bob, &phone, platform, &t, None).await?;
+        assert_eq!(second, first, "{platform:?}: same token, same endpoint");
+        gateway.delete(&alice, &phone, &first).await?;
+        assert_eq!(
+            gateway.send(&second, platform, &payload(platform)?).await?,
+            PushOutcome::Delivered,
+            "{platform:?}: the endpoint is bob's now and stays"
+        );
+        gateway.delete(&bob, &phone, &second).await?;
+        assert_eq!(
+            gateway.send(&second, platform, &payload(platform)?).await,
+            Ok(PushOutcome::EndpointDisabled),
+            "{platform:?}: bob's removal deletes it"
+        );
+    }
+    Ok(())
+}
+
 /// Expands to one `#[tokio::test]` per push gateway check, inside `mod $name`, for the factory `$factory`.
 #[macro_export]
 macro_rules! push_gateway_contract {
@@ -186,6 +248,8 @@ macro_rules! push_gateway_contract {
             check_disabled_endpoint_is_reported_not_failed,
             check_register_again_enables,
             check_new_token_for_a_device_delivers,
+            check_delete_is_idempotent_and_stops_delivery,
+            check_delete_leaves_an_endpoint_registered_again_by_another_device,
         );
     };
 }
