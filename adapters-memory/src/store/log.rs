@@ -120,8 +120,12 @@ pub(crate) struct EventLog {
     path: PathBuf,
     /// The length of the intact log: where the next record starts.
     len: u64,
-    /// Set when a failed write could not be rolled back: the file's tail is unknown, so nothing more is written.
+    /// Set when a sync failed, or a failed write could not be rolled back: the file's tail is unknown, so
+    /// nothing more is written.
     broken: bool,
+    /// Injected faults (tests only).
+    #[cfg(test)]
+    pub(crate) faults: Option<std::sync::Arc<Faults>>,
 }
 
 /// Frames `json` as one record.
@@ -239,6 +243,8 @@ impl EventLog {
                 path,
                 len: intact,
                 broken: false,
+                #[cfg(test)]
+                faults: None,
             },
             state,
         ))
@@ -252,59 +258,149 @@ impl EventLog {
             path,
             len: 0,
             broken: false,
+            faults: None,
         }
     }
 
-    /// Writes one append durably: the call returns once the record is synced to disk.
-    pub(crate) fn write_append(
-        &mut self,
+    /// Frames one append as a record at the end of `out`.
+    pub(crate) fn encode_append(
+        out: &mut Vec<u8>,
         owner: &UserId,
         events: &[StoredEvent],
         idempotency: Option<&IdempotencyWrite>,
     ) -> io::Result<()> {
-        let record = RecordOut::Append {
-            owner,
-            events,
-            idempotency: idempotency.map(WriteRepr::of),
-        };
-        self.write(&record)
+        encode(
+            out,
+            &RecordOut::Append {
+                owner,
+                events,
+                idempotency: idempotency.map(WriteRepr::of),
+            },
+        )
     }
 
-    /// Writes one remembered idempotency record durably.
-    pub(crate) fn write_remember(&mut self, write: &IdempotencyWrite) -> io::Result<()> {
-        self.write(&RecordOut::Remember {
-            write: WriteRepr::of(write),
-        })
+    /// Frames one remembered idempotency record at the end of `out`.
+    pub(crate) fn encode_remember(out: &mut Vec<u8>, write: &IdempotencyWrite) -> io::Result<()> {
+        encode(
+            out,
+            &RecordOut::Remember {
+                write: WriteRepr::of(write),
+            },
+        )
     }
 
-    fn write(&mut self, record: &RecordOut<'_>) -> io::Result<()> {
+    /// Appends `records` (whole framed records, from the `encode_*` functions) to the file and syncs it:
+    /// when this returns `Ok`, every one of them is on disk.
+    ///
+    /// A failed write is cut off again, so the file ends with its last synced record and later writes can
+    /// go on. A failed sync leaves the log refusing every later write: the kernel may already have dropped
+    /// the unsynced pages and a second sync can report success without writing them (so nothing written
+    /// after it could be trusted); restarting replays what really is on disk, and the torn-tail and checksum
+    /// rules cut off whatever part of these records did not reach it.
+    pub(crate) fn write_synced(&mut self, records: &[u8]) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::other(format!(
-                "{}: an earlier failed write could not be rolled back; restart to recover",
+                "{}: an earlier write or sync failed and could not be rolled back; restart to recover",
                 self.path.display()
             )));
         }
-        let json = serde_json::to_vec(record).map_err(io::Error::other)?;
-        let bytes = frame(&json);
-        match self.file.write_all(&bytes).and_then(|()| self.file.sync_data()) {
-            Ok(()) => {
-                self.len += bytes.len() as u64;
-                Ok(())
+        if let Err(error) = self.write_all(records) {
+            // Cut off whatever part of the records reached the file, so the next record does not follow
+            // a torn one (which would hide it, and everything after it, at the next start).
+            if self.file.set_len(self.len).and_then(|()| self.sync()).is_err() {
+                self.broken = true;
             }
-            Err(error) => {
-                // Cut off whatever part of the record reached the file, so the next record does not follow
-                // a torn one (which would hide it, and everything after it, at the next start).
-                if self
-                    .file
-                    .set_len(self.len)
-                    .and_then(|()| self.file.sync_data())
-                    .is_err()
-                {
-                    self.broken = true;
-                }
-                Err(error)
-            }
+            return Err(error);
         }
+        if let Err(error) = self.sync() {
+            self.broken = true;
+            // Still try to leave the file at its synced length, so a restart finds only acknowledged records;
+            // if that fails too, the checksums decide at the next start.
+            let _ = self.file.set_len(self.len).and_then(|()| self.file.sync_data());
+            return Err(error);
+        }
+        self.len += records.len() as u64;
+        Ok(())
+    }
+
+    fn write_all(&mut self, records: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(faults) = &self.faults
+            && faults.fail_write.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Half the bytes reach the file, as when a disk fills up in the middle of a write.
+            self.file.write_all(&records[..records.len() / 2])?;
+            return Err(io::Error::other("injected write failure"));
+        }
+        self.file.write_all(records)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(faults) = &self.faults {
+            faults.before_sync()?;
+        }
+        self.file.sync_data()
+    }
+}
+
+fn encode(out: &mut Vec<u8>, record: &RecordOut<'_>) -> io::Result<()> {
+    let json = serde_json::to_vec(record).map_err(io::Error::other)?;
+    out.extend_from_slice(&frame(&json));
+    Ok(())
+}
+
+/// Faults a test can inject into a log's syncs, and what it can observe of them.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// Every write fails after writing half its bytes while set.
+    pub(crate) fail_write: std::sync::atomic::AtomicBool,
+    /// Every sync fails while set.
+    pub(crate) fail_sync: std::sync::atomic::AtomicBool,
+    /// How many syncs were attempted.
+    pub(crate) syncs: std::sync::atomic::AtomicU64,
+    /// While true, a sync waits before it starts; the flag says whether one is waiting.
+    held: std::sync::Mutex<(bool, bool)>,
+    released: std::sync::Condvar,
+}
+
+#[cfg(test)]
+impl Faults {
+    /// Makes the next syncs wait until [`Faults::release`].
+    pub(crate) fn hold(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.0 = true;
+        }
+    }
+
+    /// Lets waiting and later syncs go on.
+    pub(crate) fn release(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            held.0 = false;
+        }
+        self.released.notify_all();
+    }
+
+    /// Whether a sync is waiting to be released.
+    pub(crate) fn waiting(&self) -> bool {
+        self.held.lock().is_ok_and(|held| held.1)
+    }
+
+    fn before_sync(&self) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let mut held = self.held.lock().map_err(|_| io::Error::other("poisoned"))?;
+        while held.0 {
+            held.1 = true;
+            held = self.released.wait(held).map_err(|_| io::Error::other("poisoned"))?;
+        }
+        held.1 = false;
+        drop(held);
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected sync failure"));
+        }
+        Ok(())
     }
 }
 

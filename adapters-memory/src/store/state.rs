@@ -111,7 +111,10 @@ impl State {
     ///
     /// The order of the checks is the contract's: an empty batch, the size limits, the stream's seq,
     /// the item versions, then the idempotency key.
-    pub(crate) fn check(&self, batch: AppendBatch) -> Result<Checked, AppendError> {
+    ///
+    /// `pending` holds what appends that passed their checks but are not applied yet (a durable store's
+    /// appends waiting for their sync) will change: the batch is checked as if they had been applied.
+    pub(crate) fn check(&self, batch: AppendBatch, pending: &Pending) -> Result<Checked, AppendError> {
         let AppendBatch {
             owner,
             expected_seq,
@@ -163,14 +166,18 @@ impl State {
             )));
         }
         let stream = self.streams.get(&owner);
-        let current = stream.map_or(Seq(0), Stream::last_seq);
+        let current = pending
+            .last_seq(&owner)
+            .unwrap_or_else(|| stream.map_or(Seq(0), Stream::last_seq));
         if current != expected_seq {
             return Err(AppendError::SeqMoved { current });
         }
         for (key, expected) in &item_versions {
-            let version = stream
-                .and_then(|s| s.entry(key))
-                .map_or(Version::NONE, |e| e.head.version);
+            let version = pending.version(&owner, key).unwrap_or_else(|| {
+                stream
+                    .and_then(|s| s.entry(key))
+                    .map_or(Version::NONE, |e| e.head.version)
+            });
             if version != *expected {
                 return Err(AppendError::VersionMoved {
                     key: key.clone(),
@@ -179,7 +186,7 @@ impl State {
             }
         }
         if let Some(write) = &idempotency {
-            self.check_key(write)?;
+            self.check_key(write, pending)?;
         }
         Ok(Checked {
             owner,
@@ -188,12 +195,13 @@ impl State {
         })
     }
 
-    /// Checks that no unexpired record holds the key of `write`.
-    pub(crate) fn check_key(&self, write: &IdempotencyWrite) -> Result<(), AppendError> {
-        let taken = self
-            .records
-            .get(&write.owner)
-            .is_some_and(|r| r.live(&write.record.key, write.expired_before));
+    /// Checks that no unexpired record, stored or pending, holds the key of `write`.
+    pub(crate) fn check_key(&self, write: &IdempotencyWrite, pending: &Pending) -> Result<(), AppendError> {
+        let taken = pending.key_live(write)
+            || self
+                .records
+                .get(&write.owner)
+                .is_some_and(|r| r.live(&write.record.key, write.expired_before));
         if taken { Err(AppendError::KeyTaken) } else { Ok(()) }
     }
 
@@ -327,6 +335,109 @@ impl State {
             .collect();
         let next = (start + events.len()) as u64;
         (events, next)
+    }
+}
+
+/// What checked but not yet applied writes will change, as far as the checks of later writes need to know:
+/// each stream's last seq, each changed item's version and each recorded idempotency key.
+///
+/// Every entry is tagged with the ticket of the write that set it last. When that write is applied, the
+/// state holds the same value and the entry is dropped; a later pending write that touched the same
+/// entry has re-tagged it, so it stays. An entry is therefore always the newest value, pending or applied.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    seqs: HashMap<UserId, (Seq, u64)>,
+    versions: HashMap<(UserId, ItemKey), (Version, u64)>,
+    keys: HashMap<(UserId, String), (Timestamp, u64)>,
+}
+
+impl Pending {
+    fn last_seq(&self, owner: &UserId) -> Option<Seq> {
+        self.seqs.get(owner).map(|(seq, _)| *seq)
+    }
+
+    fn version(&self, owner: &UserId, key: &ItemKey) -> Option<Version> {
+        // Cloning the owner for the lookup is cheap next to an append, and only durable stores have entries.
+        if self.versions.is_empty() {
+            return None;
+        }
+        self.versions.get(&(owner.clone(), key.clone())).map(|(v, _)| *v)
+    }
+
+    fn key_live(&self, write: &IdempotencyWrite) -> bool {
+        if self.keys.is_empty() {
+            return false;
+        }
+        self.keys
+            .get(&(write.owner.clone(), write.record.key.clone()))
+            .is_some_and(|(at, _)| *at >= write.expired_before)
+    }
+
+    /// Notes what the checked write with `ticket` will change once applied.
+    pub(crate) fn add(
+        &mut self,
+        ticket: u64,
+        owner: &UserId,
+        events: &[StoredEvent],
+        idempotency: Option<&IdempotencyWrite>,
+    ) {
+        if let Some(last) = events.last() {
+            self.seqs.insert(owner.clone(), (last.seq, ticket));
+        }
+        for event in events {
+            if let Some(change) = event.payload.as_item() {
+                let entry = self
+                    .versions
+                    .entry((
+                        owner.clone(),
+                        ItemKey::new(change.collection.clone(), change.id.clone()),
+                    ))
+                    .or_insert((Version::NONE, ticket));
+                // A head only moves up (see `evolve`), so neither does its pending version.
+                *entry = (entry.0.max(change.version), ticket);
+            }
+        }
+        if let Some(write) = idempotency {
+            self.keys.insert(
+                (write.owner.clone(), write.record.key.clone()),
+                (write.record.recorded_at, ticket),
+            );
+        }
+    }
+
+    /// Forgets the entries last set by the write with `ticket`, which has just been applied to the state.
+    pub(crate) fn applied(
+        &mut self,
+        ticket: u64,
+        owner: &UserId,
+        events: &[StoredEvent],
+        idempotency: Option<&IdempotencyWrite>,
+    ) {
+        if self.seqs.get(owner).is_some_and(|(_, t)| *t == ticket) {
+            self.seqs.remove(owner);
+        }
+        for event in events {
+            if let Some(change) = event.payload.as_item() {
+                let key = (
+                    owner.clone(),
+                    ItemKey::new(change.collection.clone(), change.id.clone()),
+                );
+                if self.versions.get(&key).is_some_and(|(_, t)| *t == ticket) {
+                    self.versions.remove(&key);
+                }
+            }
+        }
+        if let Some(write) = idempotency {
+            let key = (write.owner.clone(), write.record.key.clone());
+            if self.keys.get(&key).is_some_and(|(_, t)| *t == ticket) {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets everything: the pending writes failed, and the state alone is the truth again.
+    pub(crate) fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 

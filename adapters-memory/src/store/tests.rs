@@ -676,6 +676,248 @@ mod durability {
         Ok(())
     }
 
+    /// Polls `done` until it holds, for at most ten seconds.
+    async fn eventually(what: &str, done: impl Fn() -> bool) -> Result<(), Box<dyn std::error::Error>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                return Err(format!("timed out waiting until {what}").into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_during_a_sync_share_the_next_one_and_are_visible_only_once_synced()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir()?;
+        let faults = Arc::new(log::Faults::default());
+        let store = MemoryEventStore::open_with_faults(dir.path(), Arc::clone(&faults))?;
+        faults.hold();
+        let first = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(batch(
+                        &user("u0"),
+                        0,
+                        vec![item_event(&key("notes", "a"), 1, Some("zero"))],
+                    ))
+                    .await
+            })
+        };
+        eventually("the first sync waits", || faults.waiting()).await?;
+        // Twenty more writers arrive while the first sync is in progress; one of them continues the first
+        // write's stream, which its check must see although that write is not applied yet.
+        let mut later = Vec::new();
+        for n in 1..=20 {
+            let store = store.clone();
+            later.push(tokio::spawn(async move {
+                let (owner, seq) = if n == 1 {
+                    (user("u0"), 1)
+                } else {
+                    (user(&format!("u{n}")), 0)
+                };
+                let version = if n == 1 { 2 } else { 1 };
+                store
+                    .append(batch(
+                        &owner,
+                        seq,
+                        vec![item_event(&key("notes", "a"), version, Some("later"))],
+                    ))
+                    .await
+            }));
+        }
+        eventually("every later write is queued", || store.queued() == 20).await?;
+        // A conflicting write is refused at once, against the queued ones.
+        assert!(matches!(
+            store
+                .append(batch(
+                    &user("u0"),
+                    0,
+                    vec![item_event(&key("notes", "b"), 1, Some("late"))]
+                ))
+                .await,
+            Err(AppendError::SeqMoved { current: Seq(2) })
+        ));
+        // Nothing unsynced is visible to readers or the change feed.
+        assert_eq!(store.commit_position()?, 0);
+        assert_eq!(*store.watch_commits().borrow(), 0);
+        assert_eq!(store.last_seq(&user("u0")).await?, Seq(0));
+        assert_eq!(
+            store.item_head(&user("u0"), &key("notes", "a")).await?,
+            ItemHead::default()
+        );
+        faults.release();
+        first.await??;
+        for writer in later {
+            writer.await??;
+        }
+        assert_eq!(
+            faults.syncs.load(Ordering::SeqCst),
+            2,
+            "one sync for the first write, one for the twenty"
+        );
+        assert_eq!(store.commit_position()?, 21);
+        let before = observe(&store).await?;
+        drop(store);
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(reopened.commit_position()?, 21);
+        assert_eq!(reopened.last_seq(&user("u0")).await?, Seq(2));
+        assert_eq!(observe(&reopened).await?, before);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_concurrent_appends_are_all_durable() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = MemoryEventStore::open(dir.path())?;
+        let writers: Vec<_> = (0..64)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let owner = user(&format!("w{}", n % 8));
+                    // Each writer retries on a moved seq, as the application does, so all 64 land.
+                    loop {
+                        let seq = store.last_seq(&owner).await?.0;
+                        let id = format!("i{n}");
+                        match store
+                            .append(batch(&owner, seq, vec![item_event(&key("notes", &id), 1, Some("x"))]))
+                            .await
+                        {
+                            Ok(events) => return Ok::<_, StoreError>(events),
+                            Err(AppendError::SeqMoved { .. }) => {}
+                            Err(other) => return Err(StoreError::Unavailable(Failure::transient(other.to_string()))),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut acknowledged = Vec::new();
+        for writer in writers {
+            acknowledged.extend(writer.await??);
+        }
+        assert_eq!(acknowledged.len(), 64);
+        let (feed, _) = store.changes_after(0, 1000)?;
+        drop(store);
+        let reopened = MemoryEventStore::open(dir.path())?;
+        let (replayed, position) = reopened.changes_after(0, 1000)?;
+        assert_eq!(position, 64);
+        assert_eq!(replayed, feed, "the reopened feed is the live one, in the same order");
+        for event in &acknowledged {
+            assert!(replayed.contains(event), "acknowledged {} is durable", event.event_id);
+        }
+        for n in 0..8 {
+            assert_eq!(reopened.last_seq(&user(&format!("w{n}"))).await?, Seq(8));
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_sync_fails_every_waiting_write_and_the_store_refuses_writes_until_reopened()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir()?;
+        let (alice, bob) = (user("alice"), user("bob"));
+        {
+            let store = MemoryEventStore::open(dir.path())?;
+            store
+                .append(batch(&alice, 0, vec![item_event(&key("notes", "a"), 1, Some("kept"))]))
+                .await?;
+        }
+        let faults = Arc::new(log::Faults::default());
+        let store = MemoryEventStore::open_with_faults(dir.path(), Arc::clone(&faults))?;
+        faults.fail_sync.store(true, Ordering::SeqCst);
+        faults.hold();
+        let spawn_append = |append: AppendBatch| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(append).await })
+        };
+        let first = spawn_append(batch(&alice, 1, vec![item_event(&key("notes", "a"), 2, Some("lost"))]));
+        eventually("the failing sync waits", || faults.waiting()).await?;
+        // One write behind it depends on it (same stream), one does not (another user): both fail with it.
+        let dependent = spawn_append(batch(&alice, 2, vec![item_event(&key("notes", "a"), 3, Some("lost"))]));
+        let mut other = batch(&bob, 0, vec![item_event(&key("notes", "b"), 1, Some("lost"))]);
+        other.idempotency = Some(record(&bob, "k", 1, 0));
+        let other = spawn_append(other);
+        eventually("both later writes are queued", || store.queued() == 2).await?;
+        faults.release();
+        for writer in [first, dependent, other] {
+            let result = writer.await?;
+            assert!(
+                matches!(&result, Err(AppendError::Unavailable(f)) if f.is_retryable()),
+                "{result:?}"
+            );
+        }
+        // Nothing of them is visible, and the key they would have recorded is free.
+        assert_eq!(store.last_seq(&alice).await?, Seq(1));
+        assert_eq!(store.last_seq(&bob).await?, Seq(0));
+        assert_eq!(store.idempotency(&bob, "k").await?, None);
+        assert_eq!(store.commit_position()?, 1);
+        // After a failed sync nothing written can be trusted: the store refuses writes until restarted.
+        faults.fail_sync.store(false, Ordering::SeqCst);
+        let refused = store
+            .append(batch(
+                &alice,
+                1,
+                vec![item_event(&key("notes", "a"), 2, Some("refused"))],
+            ))
+            .await;
+        assert!(matches!(refused, Err(AppendError::Unavailable(_))), "{refused:?}");
+        assert!(store.remember(record(&bob, "r", 1, 0)).await.is_err());
+        drop(store);
+        // The restart finds exactly the synced prefix, and writing goes on.
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(reopened.commit_position()?, 1);
+        assert_eq!(reopened.last_seq(&bob).await?, Seq(0));
+        reopened
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "a"), 2, Some("after"))]))
+            .await?;
+        drop(reopened);
+        assert_eq!(MemoryEventStore::open(dir.path())?.last_seq(&alice).await?, Seq(2));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_cut_off_and_later_writes_go_on() -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir()?;
+        let faults = Arc::new(log::Faults::default());
+        let store = MemoryEventStore::open_with_faults(dir.path(), Arc::clone(&faults))?;
+        let alice = user("alice");
+        store
+            .append(batch(&alice, 0, vec![item_event(&key("notes", "a"), 1, Some("one"))]))
+            .await?;
+        let synced_len = std::fs::metadata(dir.path().join(LOG_FILE))?.len();
+        faults.fail_write.store(true, Ordering::SeqCst);
+        let failed = store
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "a"), 2, Some("torn"))]))
+            .await;
+        assert!(
+            matches!(&failed, Err(AppendError::Unavailable(f)) if f.is_retryable()),
+            "{failed:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join(LOG_FILE))?.len(),
+            synced_len,
+            "the torn half record is cut off"
+        );
+        assert_eq!(store.last_seq(&alice).await?, Seq(1));
+        faults.fail_write.store(false, Ordering::SeqCst);
+        // The next write is checked against the state alone and goes on where the log ended.
+        store
+            .append(batch(&alice, 1, vec![item_event(&key("notes", "a"), 2, Some("two"))]))
+            .await?;
+        let before = observe(&store).await?;
+        drop(store);
+        let reopened = MemoryEventStore::open(dir.path())?;
+        assert_eq!(observe(&reopened).await?, before);
+        assert_eq!(reopened.last_seq(&alice).await?, Seq(2));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn open_reports_an_unusable_directory() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
