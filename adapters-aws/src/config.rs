@@ -299,7 +299,8 @@ pub struct AwsClients {
 impl AwsClients {
     /// Resolves region, credentials and endpoints (the SDK's chain, or the emulator's fixed ones).
     pub async fn load(config: AwsConfig) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // One HTTP client for every SDK client, built on first use (see `crate::http`).
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(crate::http::http_client());
         if let Some(emulator) = &config.emulator {
             loader = loader
                 .endpoint_url(&emulator.endpoint_url)

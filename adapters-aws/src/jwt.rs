@@ -19,6 +19,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::http::HttpConnector as _;
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::byte_stream::ByteStream;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
@@ -157,9 +160,6 @@ pub enum JwksSetupError {
     /// The static key set has no usable key.
     #[error("invalid static key set: {0}")]
     KeySet(#[from] KeySetError),
-    /// The HTTP client for a remote key set could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(String),
 }
 
 /// Verifies RS256 JWTs against a JSON Web Key Set; see the module documentation for the checks.
@@ -214,7 +214,8 @@ const VERIFIED_CAPACITY: usize = 4096;
 struct Remote {
     url: String,
     min_refresh_ms: u64,
-    http: reqwest::Client,
+    /// How long one fetch may take in all.
+    timeout: Duration,
     /// Serializes fetches (single flight) and remembers when the last one was tried.
     refresh: tokio::sync::Mutex<RefreshState>,
 }
@@ -239,8 +240,7 @@ impl<C: Clock> JwksVerifier<C> {
     /// Builds a verifier. A static key set is parsed now; a remote one is fetched on first use.
     ///
     /// # Errors
-    /// [`JwksSetupError`] when no token use is accepted, the static key set has no usable RS256
-    /// key, or the HTTP client cannot be built.
+    /// [`JwksSetupError`] when no token use is accepted or the static key set has no usable RS256 key.
     pub fn new(config: JwksConfig, clock: C) -> Result<Self, JwksSetupError> {
         if config.token_uses.is_empty() {
             return Err(JwksSetupError::NoTokenUse);
@@ -252,15 +252,10 @@ impl<C: Clock> JwksVerifier<C> {
                 min_refresh_interval,
                 timeout,
             } => {
-                let http = reqwest::Client::builder()
-                    .timeout(timeout)
-                    .connect_timeout(timeout)
-                    .build()
-                    .map_err(|e| JwksSetupError::HttpClient(error_chain(&e)))?;
                 let remote = Remote {
                     url,
                     min_refresh_ms: millis(min_refresh_interval),
-                    http,
+                    timeout,
                     refresh: tokio::sync::Mutex::new(RefreshState::default()),
                 };
                 (None, Some(remote))
@@ -452,33 +447,37 @@ impl<C: Clock> Inner<C> {
 }
 
 impl Remote {
+    /// Fetches and parses the key set, within the configured timeout.
     async fn fetch(&self) -> Result<KeyMap, String> {
         let url = &self.url;
-        let mut response = self
-            .http
-            .get(url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?;
+        match tokio::time::timeout(self.timeout, self.fetch_unbounded()).await {
+            Ok(result) => result.map_err(|e| format!("GET {url}: {e}")),
+            Err(_) => Err(format!("GET {url}: no answer within {:?}", self.timeout)),
+        }
+    }
+
+    /// The fetch itself, through the process's HTTP client (the one the SDK clients use, see
+    /// [`crate::http`]): its connect and read timeouts bound each step, [`Remote::fetch`] the whole.
+    async fn fetch_unbounded(&self) -> Result<KeyMap, String> {
+        let mut request = HttpRequest::get(self.url.as_str()).map_err(|e| error_chain(&e))?;
+        request.headers_mut().insert("accept", "application/json");
+        let connector = crate::http::connector(self.timeout, self.timeout);
+        let response = connector.call(request).await.map_err(|e| error_chain(&e))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("GET {url}: HTTP {status}"));
+            return Err(format!("HTTP {status}"));
         }
+        let mut stream = ByteStream::new(response.into_body());
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("GET {url}: {}", error_chain(&e)))?
-        {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| error_chain(&e))?;
             if body.len().saturating_add(chunk.len()) > MAX_JWKS_BYTES {
-                return Err(format!("GET {url}: key set larger than {MAX_JWKS_BYTES} bytes"));
+                return Err(format!("key set larger than {MAX_JWKS_BYTES} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
-        let document: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("GET {url}: key set is not JSON: {e}"))?;
-        KeyMap::parse(&document).map_err(|e| format!("GET {url}: {e}"))
+        let document: Value = serde_json::from_slice(&body).map_err(|e| format!("key set is not JSON: {e}"))?;
+        KeyMap::parse(&document).map_err(|e| e.to_string())
     }
 }
 
@@ -546,7 +545,7 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An error and its sources on one line: reqwest's own message hides the cause (refused, timed out, ...).
+/// An error and its sources on one line: an HTTP client's own message hides the cause (refused, timed out, ...).
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

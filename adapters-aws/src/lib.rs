@@ -4,12 +4,14 @@
 //! [`dynamo::DynamoStore`] (event store), [`cloudsearch::CloudSearchIndex`] (search index),
 //! [`sns::SnsPushGateway`] (push), [`s3::S3MediaStore`] (media), and [`jwt`] (identity).
 //! [`streams`] decodes DynamoDB Streams records and polls a stream for the indexer and push dispatcher.
-//! [`config`] reads the environment and builds the clients; no SDK type appears in a port signature.
+//! [`config`] reads the environment and builds the clients, which share the one HTTP client of [`http`];
+//! no SDK type appears in a port signature.
 
 pub mod cloudsearch;
 pub mod config;
 pub mod dynamo;
 pub mod error;
+pub mod http;
 pub mod jwt;
 pub mod s3;
 pub mod sns;
