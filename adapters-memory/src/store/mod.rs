@@ -69,6 +69,14 @@ impl Write {
     }
 }
 
+/// What a durable write waits for after its check.
+enum Next {
+    /// Its sync and application.
+    Wait(oneshot::Receiver<Result<Vec<StoredEvent>, AppendError>>),
+    /// The settling of every write checked before it (up to this ticket), then the conflict is answered.
+    Conflict(AppendError, u64),
+}
+
 /// A queued write and the caller waiting for it.
 #[derive(Debug)]
 struct Queued {
@@ -98,6 +106,8 @@ struct Shared {
     queued: Condvar,
     /// The number of events in the change feed, bumped after each commit.
     commits: watch::Sender<u64>,
+    /// Every write with a lower ticket is settled: applied, or failed.
+    settled: watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -229,6 +239,7 @@ impl MemoryEventStore {
             }),
             queued: Condvar::new(),
             commits,
+            settled: watch::channel(0).0,
         })
     }
 
@@ -285,22 +296,42 @@ impl MemoryEventStore {
         &self,
         check: impl FnOnce(&State, &Pending) -> Result<Write, AppendError>,
     ) -> Result<Vec<StoredEvent>, AppendError> {
-        let waiting = {
+        let next = {
             let mut guarded = self.guarded()?;
-            let write = check(&guarded.state, &guarded.pending)?;
-            if self.inner.writer.is_none() {
-                return Ok(self.apply_now(&mut guarded, write));
+            match check(&guarded.state, &guarded.pending) {
+                Ok(write) if self.inner.writer.is_none() => return Ok(self.apply_now(&mut guarded, write)),
+                Ok(write) => {
+                    let ticket = guarded.next_ticket;
+                    guarded.next_ticket += 1;
+                    let (owner, events, idempotency) = write.parts();
+                    guarded.pending.add(ticket, owner, events, idempotency);
+                    let (done, waiting) = oneshot::channel();
+                    guarded.queue.push(Queued { ticket, write, done });
+                    Next::Wait(waiting)
+                }
+                Err(
+                    conflict
+                    @ (AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. } | AppendError::KeyTaken),
+                ) if guarded.next_ticket > *self.inner.shared.settled.borrow() => {
+                    Next::Conflict(conflict, guarded.next_ticket)
+                }
+                Err(error) => return Err(error),
             }
-            let ticket = guarded.next_ticket;
-            guarded.next_ticket += 1;
-            let (owner, events, idempotency) = write.parts();
-            guarded.pending.add(ticket, owner, events, idempotency);
-            let (done, waiting) = oneshot::channel();
-            guarded.queue.push(Queued { ticket, write, done });
-            waiting
         };
-        self.inner.shared.queued.notify_one();
-        waiting.await.map_err(|_| writer_gone())?
+        match next {
+            Next::Wait(waiting) => {
+                self.inner.shared.queued.notify_one();
+                waiting.await.map_err(|_| writer_gone())?
+            }
+            Next::Conflict(conflict, target) => {
+                // The conflict may be with writes still waiting for their sync, which readers cannot see
+                // yet: a caller that re-read and retried at once would conflict again. Answering only once
+                // they are settled lets the retry read what it conflicted with.
+                let mut settled = self.inner.shared.settled.subscribe();
+                settled.wait_for(|t| *t >= target).await.map_err(|_| writer_gone())?;
+                Err(conflict)
+            }
+        }
     }
 
     /// How many checked writes wait for the writer thread to take them (tests only).
@@ -363,6 +394,7 @@ fn write_loop(shared: &Shared, mut log: EventLog) {
                 let Guarded {
                     state, pending, queue, ..
                 } = &mut *guarded;
+                let answers_last = group.last().map(|queued| queued.ticket);
                 let mut answers = Vec::with_capacity(group.len());
                 for Queued { ticket, write, done } in group {
                     let (owner, events, idempotency) = write.parts();
@@ -379,6 +411,9 @@ fn write_loop(shared: &Shared, mut log: EventLog) {
                     pending.clear();
                 }
                 shared.commits.send_replace(state.commit_count());
+                if let Some(last) = answers_last {
+                    shared.settled.send_replace(last + 1);
+                }
                 drop(guarded);
                 for (done, events) in answers {
                     // A caller that stopped waiting (its request was dropped) still has its write committed.
@@ -389,6 +424,7 @@ fn write_loop(shared: &Shared, mut log: EventLog) {
                 // Later writes were checked against these, so they fail with them.
                 let behind = std::mem::take(&mut guarded.queue);
                 guarded.pending.clear();
+                shared.settled.send_replace(guarded.next_ticket);
                 drop(guarded);
                 tracing::error!(%error, failed = group.len() + behind.len(), "event log write failed; failing every waiting write");
                 let message = format!("event log write failed: {error}");

@@ -99,10 +99,25 @@ fn too_large(why: String) -> AppendError {
     AppendError::TooLarge(why)
 }
 
+/// Counts the bytes written to it, so a size is measured without building the JSON.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The JSON size of a value, as the store would write it.
 fn json_len<T: serde::Serialize>(value: &T) -> Result<usize, AppendError> {
-    serde_json::to_vec(value)
-        .map(|bytes| bytes.len())
+    let mut count = ByteCount(0);
+    serde_json::to_writer(&mut count, value)
+        .map(|()| count.0)
         .map_err(|e| AppendError::Unavailable(Failure::permanent(format!("cannot serialize: {e}"))))
 }
 

@@ -731,17 +731,21 @@ mod durability {
             }));
         }
         eventually("every later write is queued", || store.queued() == 20).await?;
-        // A conflicting write is refused at once, against the queued ones.
-        assert!(matches!(
-            store
-                .append(batch(
-                    &user("u0"),
-                    0,
-                    vec![item_event(&key("notes", "b"), 1, Some("late"))]
-                ))
-                .await,
-            Err(AppendError::SeqMoved { current: Seq(2) })
-        ));
+        // A write conflicting with the queued ones is refused against them, but only once they are
+        // settled, so that a caller re-reading the stream to retry sees what it conflicted with.
+        let conflicting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let refused = store
+                    .append(batch(
+                        &user("u0"),
+                        0,
+                        vec![item_event(&key("notes", "b"), 1, Some("late"))],
+                    ))
+                    .await;
+                (refused, store.last_seq(&user("u0")).await)
+            })
+        };
         // Nothing unsynced is visible to readers or the change feed.
         assert_eq!(store.commit_position()?, 0);
         assert_eq!(*store.watch_commits().borrow(), 0);
@@ -750,7 +754,17 @@ mod durability {
             store.item_head(&user("u0"), &key("notes", "a")).await?,
             ItemHead::default()
         );
+        assert!(
+            !conflicting.is_finished(),
+            "the conflict is answered once the queued writes settle"
+        );
         faults.release();
+        let (refused, seen) = conflicting.await?;
+        assert!(
+            matches!(refused, Err(AppendError::SeqMoved { current: Seq(2) })),
+            "{refused:?}"
+        );
+        assert_eq!(seen?, Seq(2));
         first.await??;
         for writer in later {
             writer.await??;
