@@ -2,17 +2,35 @@
 //!
 //! `rookery serve` shows the record at `/v1/dev/pushes`; tests read it to check delivery, and disable
 //! endpoints or refuse tokens to play the provider's part.
+//!
+//! Opened on a directory ([`MemoryPushGateway::open`]), the gateway keeps its endpoints in
+//! [`ENDPOINTS_FILE`], rewritten whole after every change (a temporary file, fsynced, then renamed over
+//! the old one), so the endpoint handles devices were given before a restart still deliver after it.
+//! The record of sent pushes is a diagnostic and stays in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rookery_domain::{DeviceId, Platform, Timestamp, UserId};
 use rookery_ports::{Clock, Failure, PushError, PushGateway, PushOutcome};
+use serde::{Deserialize, Serialize};
 
 use crate::SystemClock;
 
 /// How many sent pushes are kept by default; older ones are forgotten first.
 pub const DEFAULT_SENT_CAPACITY: usize = 10_000;
+
+/// How many endpoints a gateway holds at most by default; registering a new token past it fails.
+///
+/// Endpoints are one per registered device (at most `max_devices` per user, and deleted with the
+/// device), so this bounds what the number of users does not: the file rewritten on every change.
+pub const DEFAULT_MAX_ENDPOINTS: usize = 100_000;
+
+/// The endpoints' file in the directory a gateway is opened on.
+pub const ENDPOINTS_FILE: &str = "push-endpoints.json";
 
 /// The longest token the gateway accepts, as SNS's limit for a platform token.
 const MAX_TOKEN_BYTES: usize = 4096;
@@ -49,7 +67,7 @@ impl SentPush {
 }
 
 /// A platform endpoint, as the gateway holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// Its handle (`ep-<n>`).
     pub id: String,
@@ -65,15 +83,118 @@ pub struct Endpoint {
     pub enabled: bool,
 }
 
+/// What [`ENDPOINTS_FILE`] holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    /// The number in the next new endpoint's handle, so that no handle is ever issued twice.
+    next_endpoint: u64,
+    endpoints: Vec<Endpoint>,
+}
+
+/// The endpoints and the handle counter: the part of the state that is saved, and restored when a save fails.
+#[derive(Debug, Clone, Default)]
+struct Endpoints {
+    by_id: BTreeMap<String, Endpoint>,
+    by_token: HashMap<(Platform, String), String>,
+    next: u64,
+}
+
+impl Endpoints {
+    fn from_saved(saved: Saved) -> Self {
+        let mut endpoints = Self {
+            next: saved.next_endpoint.max(1),
+            ..Self::default()
+        };
+        for endpoint in saved.endpoints {
+            endpoints
+                .by_token
+                .insert((endpoint.platform, endpoint.token.clone()), endpoint.id.clone());
+            endpoints.by_id.insert(endpoint.id.clone(), endpoint);
+        }
+        endpoints
+    }
+
+    fn to_saved(&self) -> Saved {
+        Saved {
+            next_endpoint: self.next,
+            endpoints: self.by_id.values().cloned().collect(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct State {
-    endpoints: BTreeMap<String, Endpoint>,
-    by_token: HashMap<(Platform, String), String>,
+    endpoints: Endpoints,
+    /// Where the endpoints are saved, if anywhere.
+    file: Option<PathBuf>,
+    max_endpoints: usize,
     rejected_tokens: HashSet<String>,
-    next_endpoint: u64,
     sent: VecDeque<SentPush>,
     sent_total: u64,
     capacity: usize,
+}
+
+impl State {
+    /// Runs `change` on the endpoints and saves them; when the save fails, the change is undone.
+    /// Nothing is saved when `change` answers an error.
+    fn change_endpoints<R>(
+        &mut self,
+        change: impl FnOnce(&mut Endpoints) -> Result<R, PushError>,
+    ) -> Result<R, PushError> {
+        let Some(file) = &self.file else {
+            return change(&mut self.endpoints);
+        };
+        let before = self.endpoints.clone();
+        let outcome = change(&mut self.endpoints)?;
+        if let Err(error) = save(file, &self.endpoints.to_saved()) {
+            self.endpoints = before;
+            return Err(PushError::Unavailable(Failure::transient(format!(
+                "saving push endpoints to {}: {error}",
+                file.display()
+            ))));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Writes `saved` to `path` atomically: a temporary file beside it, fsynced, renamed over it, and the
+/// directory fsynced so the rename survives a crash. Device tokens are private, so the file is owner-only.
+fn save(path: &Path, saved: &Saved) -> io::Result<()> {
+    let bytes = serde_json::to_vec(saved).map_err(io::Error::other)?;
+    let temporary = path.with_extension("json.tmp");
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temporary)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads the endpoints saved at `path`; no file is no endpoints.
+fn load(path: &Path) -> io::Result<Endpoints> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let saved: Saved = serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            Ok(Endpoints::from_saved(saved))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Endpoints {
+            next: 1,
+            ..Endpoints::default()
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// A [`PushGateway`] that records what it sends instead of sending it. Clones share the same gateway.
@@ -88,7 +209,8 @@ impl<C: Clock> std::fmt::Debug for MemoryPushGateway<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = f.debug_struct("MemoryPushGateway");
         if let Ok(state) = self.state.try_lock() {
-            out.field("endpoints", &state.endpoints.len())
+            out.field("endpoints", &state.endpoints.by_id.len())
+                .field("file", &state.file)
                 .field("sent", &state.sent_total);
         }
         out.field("clock", &self.clock).finish_non_exhaustive()
@@ -99,6 +221,17 @@ impl MemoryPushGateway<SystemClock> {
     /// A gateway timing pushes by the system clock.
     pub fn new() -> Self {
         Self::with_clock(SystemClock::new())
+    }
+}
+
+impl MemoryPushGateway<SystemClock> {
+    /// A gateway keeping its endpoints in [`ENDPOINTS_FILE`] under `dir` (which must exist), starting
+    /// with the endpoints saved there.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not hold endpoints.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_with_clock(dir, SystemClock::new())
     }
 }
 
@@ -115,18 +248,48 @@ fn poisoned() -> Failure {
 impl<C: Clock> MemoryPushGateway<C> {
     /// A gateway timing pushes by `clock`, keeping the last [`DEFAULT_SENT_CAPACITY`] pushes.
     pub fn with_clock(clock: C) -> Self {
+        Self::from_parts(
+            Endpoints {
+                next: 1,
+                ..Endpoints::default()
+            },
+            None,
+            clock,
+        )
+    }
+
+    /// [`MemoryPushGateway::open`] with another clock.
+    ///
+    /// # Errors
+    /// When the file cannot be read or does not hold endpoints.
+    pub fn open_with_clock(dir: &Path, clock: C) -> io::Result<Self> {
+        let file = dir.join(ENDPOINTS_FILE);
+        let endpoints = load(&file)?;
+        Ok(Self::from_parts(endpoints, Some(file), clock))
+    }
+
+    fn from_parts(endpoints: Endpoints, file: Option<PathBuf>, clock: C) -> Self {
         Self {
             state: Arc::new(Mutex::new(State {
-                endpoints: BTreeMap::new(),
-                by_token: HashMap::new(),
+                endpoints,
+                file,
+                max_endpoints: DEFAULT_MAX_ENDPOINTS,
                 rejected_tokens: HashSet::new(),
-                next_endpoint: 1,
                 sent: VecDeque::new(),
                 sent_total: 0,
                 capacity: DEFAULT_SENT_CAPACITY,
             })),
             clock,
         }
+    }
+
+    /// Holds at most `max` endpoints (at least one): registering a new token past that fails.
+    #[must_use]
+    pub fn with_max_endpoints(self, max: usize) -> Self {
+        if let Ok(mut state) = self.state.lock() {
+            state.max_endpoints = max.max(1);
+        }
+        self
     }
 
     /// Keeps only the last `capacity` sent pushes (at least one).
@@ -148,28 +311,35 @@ impl<C: Clock> MemoryPushGateway<C> {
     /// Returns how many endpoints were disabled.
     ///
     /// # Errors
-    /// A [`Failure`] when the gateway's lock was poisoned.
+    /// A [`Failure`] when the gateway's lock was poisoned or the endpoints could not be saved.
     pub fn disable_token(&self, token: &str) -> Result<usize, Failure> {
-        let mut state = self.state()?;
-        let mut disabled = 0;
-        for endpoint in state.endpoints.values_mut().filter(|e| e.token == token && e.enabled) {
-            endpoint.enabled = false;
-            disabled += 1;
-        }
-        Ok(disabled)
+        self.disable(|e| e.token == token)
     }
 
     /// Disables one endpoint. Returns false when there is no such endpoint.
     ///
     /// # Errors
-    /// A [`Failure`] when the gateway's lock was poisoned.
+    /// A [`Failure`] when the gateway's lock was poisoned or the endpoints could not be saved.
     pub fn disable_endpoint(&self, endpoint: &str) -> Result<bool, Failure> {
-        Ok(self
-            .state()?
-            .endpoints
-            .get_mut(endpoint)
-            .map(|e| e.enabled = false)
-            .is_some())
+        let exists = self.state()?.endpoints.by_id.contains_key(endpoint);
+        self.disable(|e| e.id == endpoint)?;
+        Ok(exists)
+    }
+
+    /// Disables the enabled endpoints `which` picks, and answers how many there were.
+    fn disable(&self, which: impl Fn(&Endpoint) -> bool) -> Result<usize, Failure> {
+        let changed = self.state()?.change_endpoints(|endpoints| {
+            let mut disabled = 0;
+            for endpoint in endpoints.by_id.values_mut().filter(|e| e.enabled && which(e)) {
+                endpoint.enabled = false;
+                disabled += 1;
+            }
+            Ok(disabled)
+        });
+        changed.map_err(|error| match error {
+            PushError::Unavailable(failure) => failure,
+            PushError::Rejected(why) => Failure::permanent(why),
+        })
     }
 
     /// Makes the gateway refuse `token` from now on, as a provider refuses a malformed token.
@@ -186,7 +356,7 @@ impl<C: Clock> MemoryPushGateway<C> {
     /// # Errors
     /// A [`Failure`] when the gateway's lock was poisoned.
     pub fn endpoint(&self, id: &str) -> Result<Option<Endpoint>, Failure> {
-        Ok(self.state()?.endpoints.get(id).cloned())
+        Ok(self.state()?.endpoints.by_id.get(id).cloned())
     }
 
     /// Every endpoint, by id.
@@ -194,7 +364,7 @@ impl<C: Clock> MemoryPushGateway<C> {
     /// # Errors
     /// A [`Failure`] when the gateway's lock was poisoned.
     pub fn endpoints(&self) -> Result<Vec<Endpoint>, Failure> {
-        Ok(self.state()?.endpoints.values().cloned().collect())
+        Ok(self.state()?.endpoints.by_id.values().cloned().collect())
     }
 
     /// The pushes kept, oldest first.
@@ -248,42 +418,50 @@ impl<C: Clock> PushGateway for MemoryPushGateway<C> {
                 platform.as_str()
             )));
         }
-        let token_key = (platform, token.to_owned());
-        // The same token gives the same endpoint; else the device's previous endpoint is reused for the new token.
-        let id = match state.by_token.get(&token_key).cloned() {
-            Some(id) => id,
-            None => match current.filter(|id| state.endpoints.contains_key(*id)) {
-                Some(id) => id.to_owned(),
-                None => {
-                    let id = format!("ep-{}", state.next_endpoint);
-                    state.next_endpoint += 1;
-                    id
-                }
-            },
-        };
-        if let Some(old) = state.endpoints.get(&id).map(|e| (e.platform, e.token.clone()))
-            && old != token_key
-        {
-            state.by_token.remove(&old);
-        }
-        state.by_token.insert(token_key, id.clone());
-        state.endpoints.insert(
-            id.clone(),
-            Endpoint {
-                id: id.clone(),
-                platform,
-                token: token.to_owned(),
-                owner: owner.clone(),
-                device_id: device_id.clone(),
-                enabled: true,
-            },
-        );
-        Ok(id)
+        let max = state.max_endpoints;
+        state.change_endpoints(|endpoints| {
+            let token_key = (platform, token.to_owned());
+            // The same token gives the same endpoint; else the device's previous endpoint is reused for the new token.
+            let id = match endpoints.by_token.get(&token_key).cloned() {
+                Some(id) => id,
+                None => match current.filter(|id| endpoints.by_id.contains_key(*id)) {
+                    Some(id) => id.to_owned(),
+                    None if endpoints.by_id.len() >= max => {
+                        return Err(PushError::Unavailable(Failure::permanent(format!(
+                            "the local push gateway holds its maximum of {max} endpoints"
+                        ))));
+                    }
+                    None => {
+                        let id = format!("ep-{}", endpoints.next);
+                        endpoints.next += 1;
+                        id
+                    }
+                },
+            };
+            if let Some(old) = endpoints.by_id.get(&id).map(|e| (e.platform, e.token.clone()))
+                && old != token_key
+            {
+                endpoints.by_token.remove(&old);
+            }
+            endpoints.by_token.insert(token_key, id.clone());
+            endpoints.by_id.insert(
+                id.clone(),
+                Endpoint {
+                    id: id.clone(),
+                    platform,
+                    token: token.to_owned(),
+                    owner: owner.clone(),
+                    device_id: device_id.clone(),
+                    enabled: true,
+                },
+            );
+            Ok(id)
+        })
     }
 
     async fn send(&self, endpoint: &str, platform: Platform, payload: &str) -> Result<PushOutcome, PushError> {
         let mut state = self.state()?;
-        let Some(target) = state.endpoints.get(endpoint).filter(|e| e.enabled).cloned() else {
+        let Some(target) = state.endpoints.by_id.get(endpoint).filter(|e| e.enabled).cloned() else {
             // Unknown and disabled endpoints are alike to the caller: do not push there again.
             return Ok(PushOutcome::EndpointDisabled);
         };
@@ -327,12 +505,18 @@ impl<C: Clock> PushGateway for MemoryPushGateway<C> {
         // An endpoint another device registered since is theirs now: it stays.
         let ours = state
             .endpoints
+            .by_id
             .get(endpoint)
             .is_some_and(|e| e.owner == *owner && e.device_id == *device_id);
-        if ours && let Some(gone) = state.endpoints.remove(endpoint) {
-            state.by_token.remove(&(gone.platform, gone.token));
+        if !ours {
+            return Ok(());
         }
-        Ok(())
+        state.change_endpoints(|endpoints| {
+            if let Some(gone) = endpoints.by_id.remove(endpoint) {
+                endpoints.by_token.remove(&(gone.platform, gone.token));
+            }
+            Ok(())
+        })
     }
 }
 
@@ -446,6 +630,86 @@ mod tests {
             Err(PushError::Rejected(_))
         ));
         assert!(push.sent()?.is_empty());
+        Ok(())
+    }
+
+    const FCM: &str = r#"{"notification":{"title":"a","body":"b"},"data":{"message_id":"m1"}}"#;
+
+    #[tokio::test]
+    async fn endpoints_outlive_a_reopen_of_the_same_directory() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let (alice, phone) = ids("alice");
+        let (bob, tablet) = ids("bob");
+        let (kept, disabled, deleted) = {
+            let push = MemoryPushGateway::open(dir.path())?;
+            let kept = push.register(&alice, &phone, Platform::Fcm, "tok-a", None).await?;
+            let disabled = push.register(&bob, &tablet, Platform::Fcm, "tok-b", None).await?;
+            let deleted = push.register(&bob, &phone, Platform::Apns, "tok-c", None).await?;
+            assert!(push.disable_endpoint(&disabled)?);
+            push.delete(&bob, &phone, &deleted).await?;
+            (kept, disabled, deleted)
+        };
+
+        let push = MemoryPushGateway::open(dir.path())?;
+        assert_eq!(push.send(&kept, Platform::Fcm, FCM).await?, PushOutcome::Delivered);
+        assert_eq!(push.sent_to(&alice)?[0].device_id, phone, "owner and device are kept");
+        assert_eq!(
+            push.send(&disabled, Platform::Fcm, FCM).await?,
+            PushOutcome::EndpointDisabled
+        );
+        assert_eq!(push.endpoint(&deleted)?, None);
+        // The same token still gives the same endpoint, and a new token a handle never issued before.
+        assert_eq!(push.register(&alice, &phone, Platform::Fcm, "tok-a", None).await?, kept);
+        let fresh = push.register(&alice, &phone, Platform::Apns, "tok-d", None).await?;
+        assert!(
+            ![&kept, &disabled, &deleted].contains(&&fresh),
+            "{fresh} was issued before"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_be_saved_fails_and_is_undone() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let push = MemoryPushGateway::open(dir.path())?;
+        let (alice, phone) = ids("alice");
+        let ep = push.register(&alice, &phone, Platform::Fcm, "tok-a", None).await?;
+        // A directory where the temporary file goes makes every save fail.
+        std::fs::create_dir(dir.path().join(ENDPOINTS_FILE).with_extension("json.tmp"))?;
+        assert!(matches!(
+            push.register(&alice, &phone, Platform::Fcm, "tok-b", Some(&ep)).await,
+            Err(PushError::Unavailable(_))
+        ));
+        assert_eq!(push.endpoint(&ep)?.map(|e| e.token), Some("tok-a".into()), "undone");
+        assert!(push.disable_endpoint(&ep).is_err());
+        assert_eq!(push.send(&ep, Platform::Fcm, FCM).await?, PushOutcome::Delivered);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_endpoints_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join(ENDPOINTS_FILE), b"{not json")?;
+        let refused = MemoryPushGateway::open(dir.path()).map(|_| ());
+        assert_eq!(refused.map_err(|e| e.kind()), Err(std::io::ErrorKind::InvalidData));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn new_tokens_past_the_maximum_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let push = MemoryPushGateway::new().with_max_endpoints(2);
+        let (alice, phone) = ids("alice");
+        let a = push.register(&alice, &phone, Platform::Fcm, "a", None).await?;
+        let b = push.register(&alice, &phone, Platform::Fcm, "b", None).await?;
+        assert!(matches!(
+            push.register(&alice, &phone, Platform::Fcm, "c", None).await,
+            Err(PushError::Unavailable(_))
+        ));
+        // Known tokens and a reused current endpoint still work; a delete makes room.
+        assert_eq!(push.register(&alice, &phone, Platform::Fcm, "a", None).await?, a);
+        assert_eq!(push.register(&alice, &phone, Platform::Fcm, "c", Some(&b)).await?, b);
+        push.delete(&alice, &phone, &a).await?;
+        push.register(&alice, &phone, Platform::Fcm, "d", None).await?;
         Ok(())
     }
 

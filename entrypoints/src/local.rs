@@ -20,7 +20,6 @@ use serde_json::Value;
 use crate::feed::{FeedDriver, FeedHandle};
 use crate::http::dev::{self, TokenIssuer};
 use crate::http::{Api, RateLimit, local_media};
-use crate::local_push::LocalPushGateway;
 use crate::server::{self, BindError, Serving};
 
 /// The adapters of the local server.
@@ -30,7 +29,7 @@ pub struct LocalPorts;
 impl Ports for LocalPorts {
     type Store = MemoryEventStore;
     type Search = MemorySearchIndex;
-    type Push = LocalPushGateway;
+    type Push = MemoryPushGateway;
     type Media = LocalMediaStore;
     type Clock = SystemClock;
     type Ids = UlidIds;
@@ -46,7 +45,8 @@ pub const MEDIA_DIR: &str = "media";
 pub struct LocalConfig {
     /// Where to listen; port 0 picks a free one.
     pub addr: SocketAddr,
-    /// Where the event log, the identity key and media live; `None` keeps everything in memory.
+    /// Where the event log, the identity key, the push endpoints and media live; `None` keeps everything
+    /// in memory.
     pub data_dir: Option<PathBuf>,
     /// The per-user rate limit.
     pub rate_limit: RateLimit,
@@ -90,9 +90,6 @@ pub enum StartError {
         /// Why, in words.
         reason: String,
     },
-    /// The push endpoints of registered devices could not be restored.
-    #[error("restoring push endpoints failed: {0}")]
-    Restore(String),
     /// The identity provider or verifier could not be set up.
     #[error("identity set-up failed: {0}")]
     Identity(String),
@@ -211,9 +208,11 @@ impl LocalServer {
             }
             None => LocalMediaStore::in_memory(&base_url, secret),
         };
-        let push = LocalPushGateway::restore(MemoryPushGateway::new(), &store)
-            .await
-            .map_err(|e| StartError::Restore(e.to_string()))?;
+        // The endpoints are saved beside the log, so devices registered before a restart still get pushes.
+        let push = match data_dir {
+            Some(dir) => MemoryPushGateway::open(dir).map_err(|e| data_dir_error(dir, e))?,
+            None => MemoryPushGateway::new(),
+        };
         let search = MemorySearchIndex::new();
         let clock = SystemClock::new();
         let max_media = config.app.limits.max_media_bytes;
@@ -249,7 +248,7 @@ impl LocalServer {
                 clock: clock.clone(),
             }))
             .merge_public(local_media::routes(media, clock, max_media))
-            .merge_authenticated(dev::authenticated_routes(push.recorder().clone()))
+            .merge_authenticated(dev::authenticated_routes(push))
             .into_router();
 
         let serving = Serving::spawn(listener, router);
