@@ -133,6 +133,28 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page in a read of up to `limit + 1` entries: the first `limit`, and when the read found more,
+    /// the cursor `cursor_of` makes from the last entry kept.
+    fn cut(mut read: Vec<T>, limit: usize, cursor_of: impl FnOnce(&T) -> Option<String>) -> Self {
+        let more = read.len() > limit;
+        read.truncate(limit);
+        let next_cursor = if more { read.last().and_then(cursor_of) } else { None };
+        Self {
+            entries: read,
+            next_cursor,
+        }
+    }
+
+    /// The same page with each entry turned into the one it shows, or dropped; the cursor is kept.
+    fn filter_map<U>(self, f: impl FnMut(T) -> Option<U>) -> Page<U> {
+        Page {
+            entries: self.entries.into_iter().filter_map(f).collect(),
+            next_cursor: self.next_cursor,
+        }
+    }
+}
+
 /// One page of the change feed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyncPage {
@@ -372,7 +394,8 @@ impl<P: Ports> App<P> {
         parse(self.ids.new_id()).map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
     }
 
-    fn expired_before(&self, now: Timestamp) -> Timestamp {
+    /// Idempotency records made before the instant this answers are forgotten at `now` (the configured TTL ago).
+    pub(crate) fn expired_before(&self, now: Timestamp) -> Timestamp {
         let ttl = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
         Timestamp::from_millis(now.as_millis().saturating_sub(ttl))
     }
@@ -681,19 +704,12 @@ impl<P: Ports> App<P> {
     ) -> Result<Page<Item>, AppError> {
         let limit = page_size(limit)?;
         let after = parse_id(cursor)?;
-        let mut items = self
+        let items = self
             .store
             .list_items(&caller.user, collection, after.as_ref(), limit + 1)
             .await
             .map_err(Failure::from)?;
-        let next_cursor = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|item| id_cursor(&item.id))
-        });
-        Ok(Page {
-            entries: items,
-            next_cursor: next_cursor.flatten(),
-        })
+        Ok(Page::cut(items, limit, |item| Some(id_cursor(&item.id))))
     }
 
     /// `GET /v1/items/{collection}/{id}/history`: every change, oldest first; works after a delete.
@@ -709,7 +725,7 @@ impl<P: Ports> App<P> {
     ) -> Result<Page<HistoryEvent>, AppError> {
         let limit = page_size(limit)?;
         let after = parse_version(cursor)?;
-        let mut events = self
+        let events = self
             .store
             .item_history(&caller.user, key, after, limit + 1)
             .await
@@ -717,15 +733,8 @@ impl<P: Ports> App<P> {
         if events.is_empty() && cursor.is_none() {
             return Err(AppError::NotFound);
         }
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        let entries: Vec<HistoryEvent> = events.iter().filter_map(history_event).collect();
-        let next_cursor = if has_more {
-            entries.last().map(|e| version_cursor(e.version))
-        } else {
-            None
-        };
-        Ok(Page { entries, next_cursor })
+        let page = Page::cut(events, limit, |e| history_event(e).map(|h| version_cursor(h.version)));
+        Ok(page.filter_map(|e| history_event(&e)))
     }
 
     /// `GET /v1/sync`: the caller's changes after `since`, oldest first.
@@ -882,26 +891,16 @@ impl<P: Ports> App<P> {
     ) -> Result<Page<Message>, AppError> {
         let limit = page_size(limit)?;
         let after = parse_seq(since)?;
-        let mut events = self
+        let events = self
             .store
             .read_messages(&caller.user, after, limit + 1)
             .await
             .map_err(Failure::from)?;
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        let next_cursor = if has_more {
-            events.last().map(|e| seq_cursor(e.seq))
-        } else {
-            None
-        };
-        let entries = events
-            .into_iter()
-            .filter_map(|e| match e.payload {
-                EventPayload::MessageReceived(message) => Some(message),
-                _ => None,
-            })
-            .collect();
-        Ok(Page { entries, next_cursor })
+        let page = Page::cut(events, limit, |e| Some(seq_cursor(e.seq)));
+        Ok(page.filter_map(|e| match e.payload {
+            EventPayload::MessageReceived(message) => Some(message),
+            _ => None,
+        }))
     }
 
     /// `PUT /v1/devices/{device_id}`: register, refresh or re-enable a device.

@@ -67,8 +67,7 @@ impl<P: Ports> PushDispatcher<P> {
         for device in devices.values().filter(|d| d.enabled) {
             let key = push_key(message, device);
             let now = self.app.clock().now();
-            let ttl = u64::try_from(self.app.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
-            let expired_before = rookery_domain::Timestamp::from_millis(now.as_millis().saturating_sub(ttl));
+            let expired_before = self.app.expired_before(now);
             if store
                 .idempotency(owner, &key)
                 .await?
