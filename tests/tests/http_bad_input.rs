@@ -1009,18 +1009,20 @@ async fn unicode_preconditions_keys_messages_and_media_at_their_limits() {
         found.body["found"] == 1,
         || found.text.clone(),
     );
-    // Percent-escapes that are not UTF-8 are decoded lossily (to U+FFFD), which is no word at all:
-    // an empty result is as acceptable as a 400, a server error is not.
-    let answer = raw(&app, raw_request(&alice, "GET", "/v1/search?q=%FF%FE", None)).await;
-    if answer.status.is_success() {
-        report.check(
-            "search text that is not UTF-8 finds nothing",
-            answer.body["found"] == 0,
-            || answer.text.clone(),
-        );
-    } else {
-        report.problem("search text that is not UTF-8", &answer, 400, "invalid_request");
+    // Percent-escapes that do not decode to UTF-8 are refused, never read as U+FFFD, in any parameter.
+    for target in [
+        "/v1/search?q=%FF%FE",
+        "/v1/search?q=caf%C3",
+        "/v1/search?q=rubber&collection=%80",
+        "/v1/search?%FF=rubber",
+        "/v1/items/notes?cursor=%FF",
+        "/v1/sync?since=%C0%AF",
+    ] {
+        let answer = raw(&app, raw_request(&alice, "GET", target, None)).await;
+        report.problem(&format!("{target}: not UTF-8"), &answer, 400, "invalid_request");
     }
+    let answer = raw(&app, raw_request(&alice, "GET", "/v1/search?q=caf%C3%A9+rubber", None)).await;
+    report.status("search text escaped as UTF-8, with + for a space", &answer, 200);
 
     // Preconditions: only one strong quoted version, or `If-None-Match: *`.
     let bad_if_match = [

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{CONTENT_TYPE, IF_MATCH, IF_NONE_MATCH};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, Method};
@@ -87,15 +87,21 @@ pub fn media_id(raw: String) -> Result<MediaId, Problem> {
 pub struct QueryParams(HashMap<String, String>);
 
 impl QueryParams {
-    /// Parses a query string (without the `?`).
+    /// Parses the query string of `uri` (`application/x-www-form-urlencoded`: `&`-separated pairs,
+    /// `+` for a space, percent-escaped bytes).
     ///
     /// # Errors
-    /// `400` when a parameter is given twice or the string cannot be decoded.
+    /// `400` when a parameter is given twice or a name or value does not decode to UTF-8 text.
     pub fn parse(uri: &axum::http::Uri) -> Result<Self, Problem> {
-        let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
-            .map_err(|_| Problem::invalid("the query string cannot be decoded"))?;
-        let mut map = HashMap::with_capacity(pairs.len());
-        for (name, value) in pairs {
+        let raw = uri.query().unwrap_or_default();
+        let mut map = HashMap::new();
+        for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (Some(name), Some(value)) = (form_decode(name), form_decode(value)) else {
+                return Err(Problem::invalid(
+                    "the query string holds an escape that does not decode to UTF-8 text",
+                ));
+            };
             if map.contains_key(&name) {
                 return Err(Problem::invalid(format!(
                     "query parameter `{name}` is given more than once"
@@ -133,6 +139,38 @@ impl QueryParams {
     pub fn limit(&self) -> Result<Option<u64>, Problem> {
         self.number("limit")
     }
+}
+
+/// Decodes one form-encoded name or value, refusing bytes that are not UTF-8 text (a lossy decoding
+/// would search for, or compare against, text the client never sent). A `%` not followed by two hex
+/// digits stands for itself, as browsers and `form_urlencoded` read it.
+fn form_decode(raw: &str) -> Option<String> {
+    let hex = |b: u8| char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)),
+            _ => None,
+        };
+        match (b, escaped) {
+            (_, Some((high, low))) => {
+                // Two hex digits make at most 0xFF: the byte cannot overflow.
+                decoded.push(high * 16 + low);
+                i += 3;
+            }
+            (b'+', None) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (other, None) => {
+                decoded.push(other);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
@@ -341,6 +379,26 @@ mod tests {
             map.append(name.clone(), HeaderValue::from_str(value).expect("header value"));
         }
         map
+    }
+
+    #[test]
+    fn query_strings_decode_strictly_to_utf8() {
+        let parse = |query: &str| {
+            let uri: axum::http::Uri = format!("/v1/search?{query}").parse().expect("a URI");
+            QueryParams::parse(&uri)
+        };
+        let params = parse("q=caf%C3%A9+au+lait&limit=5&&flag&pct=100%&odd=%zz").expect("decodes");
+        assert_eq!(params.get("q"), Some("café au lait"));
+        assert_eq!(params.get("limit"), Some("5"));
+        assert_eq!(params.get("flag"), Some(""));
+        assert_eq!(params.get("pct"), Some("100%"));
+        assert_eq!(params.get("odd"), Some("%zz"));
+        assert_eq!(parse("%71=x").expect("decodes").get("q"), Some("x"), "names decode too");
+        for bad in ["q=%FF%FE", "q=%C3", "%FF=x", "q=ok&cursor=%80"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("q=a&q=b").is_err(), "a name twice");
+        assert!(parse("").expect("empty").get("q").is_none());
     }
 
     #[test]
