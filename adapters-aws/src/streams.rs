@@ -17,8 +17,9 @@ use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use rookery_domain::StoredEvent;
-use rookery_ports::app::Ports;
-use rookery_ports::{BatchFailure, Failure, Indexer, PushDispatcher, SearchIndex};
+pub use rookery_ports::BatchHandler;
+pub use rookery_ports::batch::HandlerFn;
+use rookery_ports::{BatchFailure, Failure};
 
 use crate::dynamo::{KIND_EVENT, decode_event_json};
 use crate::error::sdk_failure;
@@ -131,41 +132,6 @@ pub fn decode_lambda_batch(records: &[EventRecord]) -> DecodedBatch {
         }
     }
     batch
-}
-
-/// Something that consumes batches of stored events from the change log (the indexer, the push dispatcher).
-pub trait BatchHandler: Send + Sync {
-    /// Handles `events`, in order.
-    ///
-    /// # Errors
-    /// [`BatchFailure`] naming the first event not handled; it and the rest are delivered again.
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send;
-}
-
-impl<I: SearchIndex> BatchHandler for Indexer<I> {
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
-        Indexer::handle(self, events)
-    }
-}
-
-impl<P: Ports> BatchHandler for PushDispatcher<P> {
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
-        PushDispatcher::handle(self, events)
-    }
-}
-
-/// A [`BatchHandler`] made of a closure that takes a batch by value.
-#[derive(Debug, Clone)]
-pub struct HandlerFn<F>(pub F);
-
-impl<F, Fut> BatchHandler for HandlerFn<F>
-where
-    F: Fn(Vec<StoredEvent>) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<(), BatchFailure>> + Send,
-{
-    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
-        (self.0)(events.to_vec())
-    }
 }
 
 /// Why a poll stopped early. The poller keeps its place: the next poll starts at the record that failed.
@@ -510,6 +476,15 @@ mod tests {
         .unwrap()
     }
 
+    /// The stream record of an event row's `INSERT`, carrying `event` as its `event` attribute.
+    fn event_insert(event: &str, sequence: &str) -> EventRecord {
+        lambda_record(
+            "INSERT",
+            serde_json::json!({"kind": {"S": "event"}, "event": {"S": event}}),
+            sequence,
+        )
+    }
+
     fn event_json(seq: u64) -> String {
         serde_json::json!({
             "event_id": format!("e{seq}"),
@@ -527,11 +502,7 @@ mod tests {
     #[test]
     fn lambda_batches_decode_event_inserts_and_ignore_bookkeeping() {
         let records = vec![
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(1)}}),
-                "100",
-            ),
+            event_insert(&event_json(1), "100"),
             lambda_record(
                 "INSERT",
                 serde_json::json!({"kind": {"S": "head"}, "last_seq": {"N": "1"}}),
@@ -542,11 +513,7 @@ mod tests {
                 serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(9)}}),
                 "102",
             ),
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(2)}}),
-                "103",
-            ),
+            event_insert(&event_json(2), "103"),
         ];
         let batch = decode_lambda_batch(&records);
         assert_eq!(batch.events.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2]);
@@ -563,21 +530,9 @@ mod tests {
     #[test]
     fn an_event_row_that_does_not_decode_stops_the_batch_and_is_reported() {
         let records = vec![
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(1)}}),
-                "100",
-            ),
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": "{not json"}}),
-                "101",
-            ),
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(3)}}),
-                "102",
-            ),
+            event_insert(&event_json(1), "100"),
+            event_insert("{not json", "101"),
+            event_insert(&event_json(3), "102"),
         ];
         let batch = decode_lambda_batch(&records);
         assert_eq!(batch.events.len(), 1, "events before the bad record are kept");

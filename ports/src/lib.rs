@@ -10,6 +10,7 @@
 //! Nothing here names a vendor, a transport or HTTP.
 
 pub mod app;
+pub mod batch;
 pub mod cursor;
 pub mod dispatcher;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod system;
 
 pub use app::{App, AppConfig, Caller, Idempotency, Ports};
+pub use batch::BatchHandler;
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};
 pub use identity::{AuthError, IdentityVerifier, Principal};
