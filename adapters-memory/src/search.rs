@@ -4,7 +4,7 @@
 //! so any order and repetition of changes gives the same index. An inverted index from word to items
 //! keeps a query from scanning every document.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rookery_domain::projection::{IndexChange, SearchDocument, words};
@@ -45,32 +45,63 @@ impl Document {
     }
 }
 
+/// Where an item's entry sits in [`State::slots`]; postings hold these instead of whole keys, so adding an
+/// item to a word's postings hashes a number instead of comparing owner, collection and id strings.
+type Slot = u32;
+
 #[derive(Debug, Default)]
 struct State {
-    entries: BTreeMap<DocKey, Entry>,
-    /// Word to the live documents holding it.
-    postings: HashMap<String, BTreeSet<DocKey>>,
+    /// Every item the index has seen, with its entry; an item keeps its slot forever (tombstones stay).
+    slots: Vec<(DocKey, Entry)>,
+    /// Which slot holds each item.
+    by_key: HashMap<DocKey, Slot>,
+    /// Word to the slots of the live documents holding it (search sorts its matches, so no order is kept).
+    postings: HashMap<String, HashSet<Slot>>,
 }
 
 impl State {
     fn apply(&mut self, change: &IndexChange) {
         let (owner, key) = change.target();
         let target = (owner.clone(), key.clone());
-        if self
-            .entries
-            .get(&target)
-            .is_some_and(|entry| entry.version >= change.version())
-        {
-            return;
-        }
+        let slot = match self.by_key.get(&target) {
+            Some(&slot) => {
+                if self
+                    .slots
+                    .get(slot as usize)
+                    .is_some_and(|(_, entry)| entry.version >= change.version())
+                {
+                    return;
+                }
+                slot
+            }
+            None => {
+                let Ok(slot) = Slot::try_from(self.slots.len()) else {
+                    // Four billion items is far beyond what a development server holds in memory.
+                    tracing::error!("the memory search index is full; the change is not indexed");
+                    return;
+                };
+                self.slots.push((
+                    target.clone(),
+                    Entry {
+                        version: Version::NONE,
+                        document: None,
+                    },
+                ));
+                self.by_key.insert(target, slot);
+                slot
+            }
+        };
         let document = match change {
             IndexChange::Upsert(doc) => Some(Document::new(doc)),
             IndexChange::Delete { .. } => None,
         };
-        if let Some(old) = self.entries.remove(&target).and_then(|entry| entry.document) {
+        let Some((_, entry)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if let Some(old) = entry.document.take() {
             for word in old.counts.keys() {
                 if let Some(set) = self.postings.get_mut(word) {
-                    set.remove(&target);
+                    set.remove(&slot);
                     if set.is_empty() {
                         self.postings.remove(word);
                     }
@@ -79,16 +110,20 @@ impl State {
         }
         if let Some(document) = &document {
             for word in document.counts.keys() {
-                self.postings.entry(word.clone()).or_default().insert(target.clone());
+                match self.postings.get_mut(word) {
+                    Some(set) => {
+                        set.insert(slot);
+                    }
+                    None => {
+                        self.postings.insert(word.clone(), HashSet::from([slot]));
+                    }
+                }
             }
         }
-        self.entries.insert(
-            target,
-            Entry {
-                version: change.version(),
-                document,
-            },
-        );
+        *entry = Entry {
+            version: change.version(),
+            document,
+        };
     }
 }
 
@@ -118,7 +153,7 @@ impl std::fmt::Debug for MemorySearchIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = f.debug_struct("MemorySearchIndex");
         if let Ok(state) = self.state.try_lock() {
-            out.field("entries", &state.entries.len())
+            out.field("entries", &state.slots.len())
                 .field("words", &state.postings.len());
         }
         out.finish_non_exhaustive()
@@ -159,7 +194,7 @@ impl MemorySearchIndex {
     /// # Errors
     /// [`SearchError::Unavailable`] when the index's lock was poisoned.
     pub fn len(&self) -> Result<usize, SearchError> {
-        Ok(self.state()?.entries.values().filter(|e| e.document.is_some()).count())
+        Ok(self.state()?.slots.iter().filter(|(_, e)| e.document.is_some()).count())
     }
 
     /// True when the index holds no live document.
@@ -176,9 +211,9 @@ impl MemorySearchIndex {
     /// # Errors
     /// [`SearchError::Unavailable`] when the index's lock was poisoned.
     pub fn snapshot(&self) -> Result<Vec<IndexedEntry>, SearchError> {
-        Ok(self
+        let mut entries: Vec<IndexedEntry> = self
             .state()?
-            .entries
+            .slots
             .iter()
             .map(|((owner, key), entry)| IndexedEntry {
                 owner: owner.clone(),
@@ -187,7 +222,9 @@ impl MemorySearchIndex {
                 visibility: entry.document.as_ref().map(|d| d.visibility),
                 item: entry.document.as_ref().map(|d| d.item.clone()),
             })
-            .collect())
+            .collect();
+        entries.sort_by(|a, b| (&a.owner, &a.key).cmp(&(&b.owner, &b.key)));
+        Ok(entries)
     }
 
     fn search(state: &State, query: &SearchQuery) -> Result<SearchPage, SearchError> {
@@ -199,7 +236,7 @@ impl MemorySearchIndex {
         let Some(rarest) = wanted
             .iter()
             .map(|w| state.postings.get(w))
-            .min_by_key(|set| set.map_or(0, BTreeSet::len))
+            .min_by_key(|set| set.map_or(0, HashSet::len))
             .flatten()
         else {
             return Ok(SearchPage {
@@ -210,8 +247,9 @@ impl MemorySearchIndex {
         };
         let mut matches: Vec<(f64, &DocKey, &Document)> = rarest
             .iter()
-            .filter_map(|target| {
-                let document = state.entries.get(target)?.document.as_ref()?;
+            .filter_map(|slot| {
+                let (target, entry) = state.slots.get(*slot as usize)?;
+                let document = entry.document.as_ref()?;
                 let in_scope = match query.scope {
                     Scope::Mine => target.0 == query.caller,
                     Scope::Public => document.visibility == Visibility::Public,
@@ -449,7 +487,7 @@ mod tests {
                 None => break,
             }
         }
-        let unique: BTreeSet<_> = seen.iter().collect();
+        let unique: std::collections::BTreeSet<_> = seen.iter().collect();
         assert_eq!((seen.len(), unique.len()), (25, 25));
         let mut in_collection = query("alice", &["tea"], Scope::Mine, 100, None);
         in_collection.collection = Some(CollectionName::parse("other").expect("collection"));
