@@ -16,7 +16,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, StatusCode};
 use rookery_tests::http::{Answer, EVENTUALLY, TestApp, TestUser, eventually, spawn_app};
 use serde_json::{Value, json};
 
@@ -56,6 +56,14 @@ impl Report {
         }
     }
 
+    /// Expects what `expect` says.
+    fn expect(&mut self, name: &str, answer: &Answer, expect: Expect) {
+        match expect {
+            Expect::Status(status) => self.status(name, answer, status),
+            Expect::Problem(status, code) => self.problem(name, answer, status, code),
+        }
+    }
+
     /// Records a failed condition.
     fn check(&mut self, name: &str, ok: bool, detail: impl FnOnce() -> String) {
         self.checked += 1;
@@ -76,6 +84,15 @@ impl Report {
         );
         assert!(self.checked >= at_least, "only {} checks ran", self.checked);
     }
+}
+
+/// What one request of a table must answer.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Exactly this (success) status.
+    Status(u16),
+    /// A problem document with this status and code.
+    Problem(u16, &'static str),
 }
 
 /// The first 300 characters of a body, for messages.
@@ -233,19 +250,34 @@ fn raw_request_as(user: &TestUser<'_>, method: &str, target: &str, content_type:
     request
 }
 
-/// An authenticated request with `body` sent as it is, declared as `content_type` (none when `None`).
-fn with_body(
+/// Sends an authenticated request with `body` as it is, declared as `content_type` (none when `None`).
+async fn send_body(
     user: &TestUser<'_>,
     method: Method,
     path: &str,
     content_type: Option<&str>,
     body: impl Into<reqwest::Body>,
-) -> RequestBuilder {
+) -> Answer {
     let request = user.request(method, path).body(body);
-    match content_type {
+    let request = match content_type {
         Some(content_type) => request.header(CONTENT_TYPE, content_type),
         None => request,
+    };
+    user.send(request).await
+}
+
+/// The JSON type a route takes: merge patch for `PATCH`, plain JSON otherwise.
+fn json_type(method: &Method) -> &'static str {
+    if *method == Method::PATCH {
+        "application/merge-patch+json"
+    } else {
+        "application/json"
     }
+}
+
+/// A header value from text the test knows to be valid.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).expect("a header value")
 }
 
 /// `data` nested `levels` objects deep (`data` itself is level 1).
@@ -294,6 +326,16 @@ fn body_routes() -> Vec<(&'static str, Method, &'static str, Value)> {
     ]
 }
 
+/// Alice, with her item `n1` at version 1 (the target of the write routes).
+async fn alice_with_a_note(app: &TestApp) -> TestUser<'_> {
+    let alice = app.user("alice").await;
+    alice
+        .put("/v1/items/notes/n1", &json!({"data": {"text": "first"}}))
+        .await
+        .expect_status(201);
+    alice
+}
+
 /// `GET /healthz` is `200 {"status": "ok"}`, and Alice can still write and read.
 async fn still_healthy(app: &TestApp, alice: &TestUser<'_>, report: &mut Report) {
     let health = Answer::read(app.anonymous(Method::GET, "/healthz").send().await.expect("sent")).await;
@@ -312,11 +354,7 @@ async fn still_healthy(app: &TestApp, alice: &TestUser<'_>, report: &mut Report)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_content_types_sizes_and_depths_are_client_errors() {
     let app = spawn_app().await;
-    let alice = app.user("alice").await;
-    alice
-        .put("/v1/items/notes/n1", &json!({"data": {"text": "first"}}))
-        .await
-        .expect_status(201);
+    let alice = alice_with_a_note(&app).await;
     let mut report = Report::default();
 
     // Malformed and truncated JSON, on every route that takes a body.
@@ -349,20 +387,8 @@ async fn malformed_bodies_content_types_sizes_and_depths_are_client_errors() {
     }
     for (route, method, path, _) in body_routes() {
         for (name, body) in &malformed {
-            let content_type = if method == Method::PATCH {
-                "application/merge-patch+json"
-            } else {
-                "application/json"
-            };
-            let answer = alice
-                .send(with_body(
-                    &alice,
-                    method.clone(),
-                    path,
-                    Some(content_type),
-                    body.clone(),
-                ))
-                .await;
+            let content_type = json_type(&method);
+            let answer = send_body(&alice, method.clone(), path, Some(content_type), body.clone()).await;
             report.problem(&format!("{route}, {name}"), &answer, 400, "invalid_request");
         }
     }
@@ -381,9 +407,7 @@ async fn malformed_bodies_content_types_sizes_and_depths_are_client_errors() {
     ];
     for (route, method, path, body) in body_routes() {
         for content_type in wrong_types {
-            let answer = alice
-                .send(with_body(&alice, method.clone(), path, content_type, body.to_string()))
-                .await;
+            let answer = send_body(&alice, method.clone(), path, content_type, body.to_string()).await;
             report.problem(
                 &format!("{route} as {content_type:?}"),
                 &answer,
@@ -392,48 +416,41 @@ async fn malformed_bodies_content_types_sizes_and_depths_are_client_errors() {
             );
         }
     }
-    // A multipart body proper, as a browser form would send it.
+    // A multipart body proper, as a browser form would send it; merge patch is for PATCH only, and
+    // PATCH also takes plain JSON.
     let multipart = "--xyz\r\nContent-Disposition: form-data; name=\"data\"\r\n\r\n{}\r\n--xyz--\r\n";
-    let answer = alice
-        .send(with_body(
-            &alice,
+    let unsupported = Expect::Problem(415, "unsupported_media_type");
+    for (name, method, content_type, body, expect) in [
+        (
+            "multipart form",
             Method::PUT,
-            "/v1/items/notes/n1",
-            Some("multipart/form-data; boundary=xyz"),
+            "multipart/form-data; boundary=xyz",
             multipart,
-        ))
-        .await;
-    report.problem("multipart form", &answer, 415, "unsupported_media_type");
-    // Merge patch is for PATCH only; PATCH also takes plain JSON.
-    let answer = alice
-        .send(with_body(
-            &alice,
+            unsupported,
+        ),
+        (
+            "PUT as merge patch",
             Method::PUT,
-            "/v1/items/notes/n1",
-            Some("application/merge-patch+json"),
+            "application/merge-patch+json",
             r#"{"data": {}}"#,
-        ))
-        .await;
-    report.problem("PUT as merge patch", &answer, 415, "unsupported_media_type");
-    let answer = alice
-        .send(with_body(
-            &alice,
+            unsupported,
+        ),
+        (
+            "PATCH as application/json",
             Method::PATCH,
-            "/v1/items/notes/n1",
-            Some("application/json; charset=utf-8"),
+            "application/json; charset=utf-8",
             r#"{"data": {"plain": "json"}}"#,
-        ))
-        .await;
-    report.status("PATCH as application/json", &answer, 200);
+            Expect::Status(200),
+        ),
+    ] {
+        let answer = send_body(&alice, method, "/v1/items/notes/n1", Some(content_type), body).await;
+        report.expect(name, &answer, expect);
+    }
 
     // Over the 1 MiB body limit, declared or streamed.
     let over_body = format!("{{\"data\": {{\"blob\": \"{}\"}}}}", "x".repeat(1024 * 1024));
     for (route, method, path, _) in body_routes() {
-        let content_type = if method == Method::PATCH {
-            "application/merge-patch+json"
-        } else {
-            "application/json"
-        };
+        let content_type = json_type(&method);
         // Sent raw: an HTTP client may report the server's early answer as a failed write.
         let request = raw_request_as(&alice, method.as_str(), path, content_type, Some(over_body.as_bytes()));
         let answer = raw(&app, request).await;
@@ -482,92 +499,59 @@ async fn malformed_bodies_content_types_sizes_and_depths_are_client_errors() {
     report.problem("message data over 256 KiB", &answer, 413, "payload_too_large");
 
     // Depth: 32 levels of data are accepted, 33 are 400; arrays count like objects.
-    let answer = alice
-        .send(with_body(
-            &alice,
+    let too_deep = Expect::Problem(400, "invalid_request");
+    for (name, method, path, body, expect) in [
+        (
+            "data 32 levels deep",
             Method::PUT,
             "/v1/items/notes/deep32",
-            Some("application/json"),
             format!("{{\"data\": {}}}", nested_objects(32)),
-        ))
-        .await;
-    report.status("data 32 levels deep", &answer, 201);
-    let answer = alice
-        .send(with_body(
-            &alice,
+            Expect::Status(201),
+        ),
+        (
+            "data 33 levels deep",
             Method::PUT,
             "/v1/items/notes/deep33",
-            Some("application/json"),
             format!("{{\"data\": {}}}", nested_objects(33)),
-        ))
-        .await;
-    report.problem("data 33 levels deep", &answer, 400, "invalid_request");
-    let arrays = format!("{{\"data\": {{\"a\": {}1{}}}}}", "[".repeat(32), "]".repeat(32));
-    let answer = alice
-        .send(with_body(
-            &alice,
+            too_deep,
+        ),
+        (
+            "arrays 33 levels deep",
             Method::PUT,
             "/v1/items/notes/deep33a",
-            Some("application/json"),
-            arrays,
-        ))
-        .await;
-    report.problem("arrays 33 levels deep", &answer, 400, "invalid_request");
-    let answer = alice
-        .send(with_body(
-            &alice,
+            format!("{{\"data\": {{\"a\": {}1{}}}}}", "[".repeat(32), "]".repeat(32)),
+            too_deep,
+        ),
+        (
+            "a patch making data 33 deep",
             Method::PATCH,
             "/v1/items/notes/deep32",
-            Some("application/merge-patch+json"),
             format!("{{\"data\": {{\"b\": {}}}}}", nested_objects(32)),
-        ))
-        .await;
-    report.problem("a patch making data 33 deep", &answer, 400, "invalid_request");
-    let answer = alice
-        .send(with_body(
-            &alice,
+            too_deep,
+        ),
+        (
+            "message data 33 deep",
             Method::POST,
             "/v1/messages",
-            Some("application/json"),
             format!("{{\"to\": \"bob\", \"text\": \"x\", \"data\": {}}}", nested_objects(33)),
-        ))
-        .await;
-    report.problem("message data 33 deep", &answer, 400, "invalid_request");
+            too_deep,
+        ),
+    ] {
+        let content_type = json_type(&method);
+        let answer = send_body(&alice, method, path, Some(content_type), body).await;
+        report.expect(name, &answer, expect);
+    }
     // Hostile depth: far beyond any recursion limit, in every body route.
     let brackets = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let objects = format!("{}1{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
     for (route, method, path, _) in body_routes() {
-        let content_type = if method == Method::PATCH {
-            "application/merge-patch+json"
-        } else {
-            "application/json"
-        };
+        let content_type = json_type(&method);
         for (shape, deep) in [("brackets", &brackets), ("objects", &objects)] {
-            let answer = alice
-                .send(with_body(
-                    &alice,
-                    method.clone(),
-                    path,
-                    Some(content_type),
-                    deep.clone(),
-                ))
-                .await;
-            report.problem(
-                &format!("{route}, 100,000 deep {shape}"),
-                &answer,
-                400,
-                "invalid_request",
-            );
-            let wrapped = format!("{{\"data\": {deep}}}");
-            let answer = alice
-                .send(with_body(&alice, method.clone(), path, Some(content_type), wrapped))
-                .await;
-            report.problem(
-                &format!("{route}, data 100,000 deep {shape}"),
-                &answer,
-                400,
-                "invalid_request",
-            );
+            for (whole, body) in [("the body", deep.clone()), ("data", format!("{{\"data\": {deep}}}"))] {
+                let answer = send_body(&alice, method.clone(), path, Some(content_type), body).await;
+                let name = format!("{route}, {whole} 100,000 deep {shape}");
+                report.problem(&name, &answer, 400, "invalid_request");
+            }
         }
     }
 
@@ -902,11 +886,7 @@ async fn bad_ids_cursors_and_limits_are_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unicode_preconditions_keys_messages_and_media_at_their_limits() {
     let app = spawn_app().await;
-    let alice = app.user("alice").await;
-    alice
-        .put("/v1/items/notes/n1", &json!({"data": {"text": "first"}}))
-        .await
-        .expect_status(201);
+    let alice = alice_with_a_note(&app).await;
     let mut report = Report::default();
 
     // Lone surrogates cannot be text: refused. A proper escaped pair is an ordinary character.
@@ -917,26 +897,17 @@ async fn unicode_preconditions_keys_messages_and_media_at_their_limits() {
         ("reversed pair", r#"{"data": {"s": "\ude00\ud83d"}}"#),
         ("lone surrogate in a key", r#"{"data": {"\ud800": 1}}"#),
     ] {
-        let answer = alice
-            .send(with_body(
-                &alice,
-                Method::PUT,
-                "/v1/items/notes/u",
-                Some("application/json"),
-                body,
-            ))
-            .await;
+        let answer = send_body(&alice, Method::PUT, "/v1/items/notes/u", Some("application/json"), body).await;
         report.problem(name, &answer, 400, "invalid_request");
     }
-    let answer = alice
-        .send(with_body(
-            &alice,
-            Method::PUT,
-            "/v1/items/notes/pair",
-            Some("application/json"),
-            r#"{"data": {"s": "\ud83d\ude00"}}"#,
-        ))
-        .await;
+    let answer = send_body(
+        &alice,
+        Method::PUT,
+        "/v1/items/notes/pair",
+        Some("application/json"),
+        r#"{"data": {"s": "\ud83d\ude00"}}"#,
+    )
+    .await;
     report.status("an escaped surrogate pair", &answer, 201);
     report.check(
         "the pair reads back as one emoji",
@@ -1060,52 +1031,61 @@ async fn unicode_preconditions_keys_messages_and_media_at_their_limits() {
             Some(json!({"version": 1})),
         ),
     ];
-    for (name, method, path, body) in &writes {
-        for value in bad_if_match {
-            let mut request = alice.request(method.clone(), path).header("if-match", value);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let answer = alice.send(request).await;
-            report.problem(
-                &format!("{name} with If-Match {value}"),
-                &answer,
-                400,
-                "invalid_request",
-            );
-        }
-        for value in ["\"1\"", "W/\"1\"", "1", ""] {
-            let mut request = alice.request(method.clone(), path).header("if-none-match", value);
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let answer = alice.send(request).await;
-            report.problem(
-                &format!("{name} with If-None-Match {value:?}"),
-                &answer,
-                400,
-                "invalid_request",
-            );
-        }
-        let mut request = alice
-            .request(method.clone(), path)
-            .header("if-match", "\"1\"")
-            .header("if-none-match", "*");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let answer = alice.send(request).await;
-        report.problem(
-            &format!("{name} with both preconditions"),
-            &answer,
-            400,
-            "invalid_request",
-        );
+    // Both preconditions at once, and the bad values of each.
+    let mut bad_headers: Vec<(String, Vec<(&str, HeaderValue)>)> = vec![(
+        "both preconditions".into(),
+        vec![
+            ("if-match", HeaderValue::from_static("\"1\"")),
+            ("if-none-match", HeaderValue::from_static("*")),
+        ],
+    )];
+    for value in bad_if_match {
+        bad_headers.push((format!("If-Match {value}"), vec![("if-match", header_value(value))]));
     }
-    // None of that changed the item; a correct precondition still works.
+    for value in ["\"1\"", "W/\"1\"", "1", ""] {
+        bad_headers.push((
+            format!("If-None-Match {value:?}"),
+            vec![("if-none-match", header_value(value))],
+        ));
+    }
+    // Idempotency keys: 1 to 128 visible ASCII characters, sent once.
+    bad_headers.extend(
+        [
+            ("a key empty", header_value("")),
+            ("a key of 129 characters", header_value(&"k".repeat(129))),
+            (
+                "a non-ASCII key",
+                HeaderValue::from_bytes("clé-é".as_bytes()).expect("a header value"),
+            ),
+            ("a key with a space inside", header_value("a b")),
+            ("a key with a tab inside", header_value("a\tb")),
+        ]
+        .map(|(name, key)| (name.to_owned(), vec![("idempotency-key", key)])),
+    );
+    bad_headers.push((
+        "two keys".into(),
+        vec![
+            ("idempotency-key", header_value("k1")),
+            ("idempotency-key", header_value("k2")),
+        ],
+    ));
+    for (name, method, path, body) in &writes {
+        for (refused, headers) in &bad_headers {
+            let mut request = alice.request(method.clone(), path);
+            for (header, value) in headers {
+                request = request.header(*header, value.clone());
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let answer = alice.send(request).await;
+            report.problem(&format!("{name} with {refused}"), &answer, 400, "invalid_request");
+        }
+    }
+    // None of those writes changed the item; a correct precondition still works.
     let current = alice.get("/v1/items/notes/n1").await;
     report.check(
-        "bad preconditions changed nothing",
+        "bad preconditions and keys changed nothing",
         current.body["version"] == 1,
         || current.text.clone(),
     );
@@ -1119,46 +1099,6 @@ async fn unicode_preconditions_keys_messages_and_media_at_their_limits() {
         .await;
     report.status("a correct If-Match", &answer, 200);
 
-    // Idempotency keys: 1 to 128 visible ASCII characters, sent once.
-    let bad_keys: Vec<(&str, HeaderValue)> = vec![
-        ("empty", HeaderValue::from_static("")),
-        (
-            "129 characters",
-            HeaderValue::from_str(&"k".repeat(129)).expect("a header value"),
-        ),
-        (
-            "non-ASCII",
-            HeaderValue::from_bytes("clé-é".as_bytes()).expect("a header value"),
-        ),
-        ("a space inside", HeaderValue::from_static("a b")),
-        ("a tab inside", HeaderValue::from_static("a\tb")),
-    ];
-    for (name, method, path, body) in &writes {
-        for (key_name, key) in &bad_keys {
-            let mut request = alice
-                .request(method.clone(), path)
-                .header("idempotency-key", key.clone());
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let answer = alice.send(request).await;
-            report.problem(
-                &format!("{name} with a key {key_name}"),
-                &answer,
-                400,
-                "invalid_request",
-            );
-        }
-        let mut request = alice
-            .request(method.clone(), path)
-            .header("idempotency-key", "k1")
-            .header("idempotency-key", "k2");
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let answer = alice.send(request).await;
-        report.problem(&format!("{name} with two keys"), &answer, 400, "invalid_request");
-    }
     for (name, path, body) in [
         ("send message", "/v1/messages", json!({"to": "bob", "text": "x"})),
         (
