@@ -21,6 +21,11 @@ use axum::routing::get;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
+/// The same allocator as the `rookery` binary, so the bare server is compared on equal terms (this also
+/// serves the load generator, which runs in this process too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Users the connections are spread over (connection `c` acts as user `c % USERS`).
