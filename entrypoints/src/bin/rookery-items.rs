@@ -5,14 +5,18 @@
 
 use std::process::ExitCode;
 
+use rookery_entrypoints::Api;
+use rookery_entrypoints::http::{item_routes, openapi_routes};
 use rookery_entrypoints::lambda::compose::{Aws, ComposeError, api_config};
 use rookery_entrypoints::lambda::{ApiHandler, Function, logging, runtime, startup};
-use rookery_entrypoints::router;
 
 async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
-    let router = router(aws.app()?, aws.verifier()?, config);
+    // Only this function's routes, so that the binary holds no code of the others (decision 0004).
+    let router = Api::with_routes(aws.app()?, aws.verifier()?, config, item_routes())
+        .merge_public(openapi_routes())
+        .into_router();
     Ok(ApiHandler::new(router, Function::Items))
 }
 

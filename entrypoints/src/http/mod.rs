@@ -65,17 +65,32 @@ pub struct Api<P: Ports, V: IdentityVerifier> {
     app: Arc<App<P>>,
     gate: Arc<Gate<V>>,
     config: ApiConfig,
+    /// The contract's authenticated routes this router serves.
+    routes: Router<Arc<App<P>>>,
     public: Router,
     authenticated: Router,
 }
 
 impl<P: Ports, V: IdentityVerifier> Api<P, V> {
-    /// The API over `app`, verifying tokens with `verifier`.
+    /// The whole API over `app` (every route of the contract and `/openapi.json`), verifying tokens
+    /// with `verifier`.
     pub fn new(app: App<P>, verifier: V, config: ApiConfig) -> Self {
+        let routes = item_routes::<P>()
+            .merge(search_routes::<P>())
+            .merge(message_routes::<P>());
+        Self::with_routes(app, verifier, config, routes).merge_public(openapi_routes())
+    }
+
+    /// The API over `app` with only `routes` of the contract (one of [`item_routes`], [`search_routes`]
+    /// and [`message_routes`], or several merged), and no `/openapi.json` unless merged in with
+    /// [`openapi_routes`]. A Lambda function is built this way, so that its binary holds the code of its
+    /// own routes only: a handler that is never routed is never compiled in.
+    pub fn with_routes(app: App<P>, verifier: V, config: ApiConfig, routes: Router<Arc<App<P>>>) -> Self {
         Self {
             app: Arc::new(app),
             gate: Gate::new(verifier, RateLimiter::new(config.rate_limit)),
             config,
+            routes,
             public: Router::new(),
             authenticated: Router::new(),
         }
@@ -103,7 +118,8 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
     /// The finished router.
     pub fn into_router(self) -> Router {
         let limit = self.config.body_limit;
-        let authenticated = api_routes::<P>()
+        let authenticated = self
+            .routes
             .with_state(self.app)
             .merge(self.authenticated)
             .route_layer(from_fn_with_state(self.gate, auth::authenticate::<V>))
@@ -112,7 +128,6 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
             .layer(from_fn_with_state(self.config.request_timeout, request_id::deadline));
         Router::new()
             .route("/healthz", get(routes::healthz))
-            .route("/openapi.json", get(openapi::serve))
             .merge(authenticated)
             .merge(self.public)
             .fallback(|| async { Problem::not_found() })
@@ -120,13 +135,18 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
     }
 }
 
-/// The router with only the contract's routes (no development or local media routes), as the Lambda functions use it.
+/// The router with only the contract's routes (no development or local media routes).
 pub fn router<P: Ports, V: IdentityVerifier>(app: App<P>, verifier: V, config: ApiConfig) -> Router {
     Api::new(app, verifier, config).into_router()
 }
 
-/// Every authenticated route of the contract, before the gate and state are attached.
-fn api_routes<P: Ports>() -> Router<Arc<App<P>>> {
+/// `GET /openapi.json`, which needs no token.
+pub fn openapi_routes() -> Router {
+    Router::new().route("/openapi.json", get(openapi::serve))
+}
+
+/// Function 1's authenticated routes: items, users' public items, sync, devices and media.
+pub fn item_routes<P: Ports>() -> Router<Arc<App<P>>> {
     Router::new()
         .route(
             "/v1/items/{collection}/{id}",
@@ -143,11 +163,6 @@ fn api_routes<P: Ports>() -> Router<Arc<App<P>>> {
             get(items::get_public_item::<P>),
         )
         .route("/v1/sync", get(routes::sync::<P>))
-        .route("/v1/search", get(routes::search::<P>))
-        .route(
-            "/v1/messages",
-            post(routes::send_message::<P>).get(routes::messages::<P>),
-        )
         .route("/v1/devices", get(routes::devices::<P>))
         .route(
             "/v1/devices/{device_id}",
@@ -155,4 +170,17 @@ fn api_routes<P: Ports>() -> Router<Arc<App<P>>> {
         )
         .route("/v1/media", post(routes::create_media::<P>))
         .route("/v1/media/{id}", get(routes::get_media::<P>))
+}
+
+/// Function 3's authenticated route: search.
+pub fn search_routes<P: Ports>() -> Router<Arc<App<P>>> {
+    Router::new().route("/v1/search", get(routes::search::<P>))
+}
+
+/// Function 4's authenticated routes: sending and reading messages.
+pub fn message_routes<P: Ports>() -> Router<Arc<App<P>>> {
+    Router::new().route(
+        "/v1/messages",
+        post(routes::send_message::<P>).get(routes::messages::<P>),
+    )
 }
