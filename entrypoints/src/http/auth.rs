@@ -16,7 +16,7 @@ use rookery_ports::{AuthError, Caller, IdentityVerifier};
 
 use super::problem::{Problem, auth_problem};
 use super::rate_limit::RateLimiter;
-use super::request_id::RequestId;
+use super::request_id::{AnsweredUser, RequestId};
 
 /// What guards the authenticated routes: the token verifier and the rate limiter.
 #[derive(Debug)]
@@ -77,11 +77,14 @@ pub async fn authenticate<V: IdentityVerifier>(
     }
     let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
     tracing::Span::current().record("user", principal.user.as_str());
+    let user = AnsweredUser(principal.user.as_str().to_owned());
     parts.extensions.insert(Caller {
         user: principal.user,
         request_id,
     });
-    next.run(Request::from_parts(parts, body)).await
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    response.extensions_mut().insert(user);
+    response
 }
 
 /// The verified caller of an authenticated route.

@@ -130,7 +130,7 @@ impl Problem {
 
     /// `500 internal`, after logging `cause` under the current request id.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "request failed");
+        tracing::error!(request_id = %super::request_id::current(), error = %cause, "request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             Code::Internal,
@@ -140,7 +140,11 @@ impl Problem {
 
     /// `503 internal` with `Retry-After: 1`, after logging `cause` under the current request id.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
-        tracing::warn!(error = %cause, "request failed on a dependency that may recover");
+        tracing::warn!(
+            request_id = %super::request_id::current(),
+            error = %cause,
+            "request failed on a dependency that may recover"
+        );
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal,

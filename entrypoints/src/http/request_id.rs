@@ -57,7 +57,17 @@ pub async fn deadline(State(timeout): State<Duration>, request: Request, next: N
     }
 }
 
-/// The outermost middleware: request id, span, problem documents, access log.
+/// The verified user of a request, put on its response by the token gate for the access log line.
+#[derive(Debug, Clone)]
+pub struct AnsweredUser(pub String);
+
+/// The outermost middleware: request id, problem documents, access log.
+///
+/// Every request gets one `info` line, `answered`, naming its request id, method, path, user (once the
+/// token is verified), status and time. Lines logged while the request runs say its request id themselves
+/// where they matter (failures, see [`Problem::internal`]); the `request` span that gives every line inside
+/// it the request's context is at `debug` level (`RUST_LOG=debug`), because creating and formatting a span
+/// for every request cost a fifth of the API's throughput under load (docs/PERFORMANCE.md).
 pub async fn edge(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -68,7 +78,7 @@ pub async fn edge(mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", request_id = %id, %method, %path, user = tracing::field::Empty);
+    let span = tracing::debug_span!("request", request_id = %id, %method, %path, user = tracing::field::Empty);
     let started = Instant::now();
     let response = CURRENT
         .scope(id.clone(), async move {
@@ -83,7 +93,9 @@ pub async fn edge(mut request: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| tracing::info!(status, elapsed_ms, "answered"));
+    let user = response.extensions_mut().remove::<AnsweredUser>();
+    let user = user.as_ref().map_or("", |u| u.0.as_str());
+    span.in_scope(|| tracing::info!(request_id = %id, %method, %path, user, status, elapsed_ms, "answered"));
     response
 }
 
@@ -109,6 +121,7 @@ fn ensure_problem(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => "the request body is over the size limit".to_owned(),
         s if s.is_server_error() => {
             tracing::error!(
+                request_id = %current(),
                 status = s.as_u16(),
                 "a layer answered a server error without a problem document"
             );
