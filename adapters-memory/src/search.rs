@@ -47,7 +47,7 @@ impl Document {
 
 /// Where an item's entry sits in [`State::slots`]; postings hold these instead of whole keys, so adding an
 /// item to a word's postings hashes a number instead of comparing owner, collection and id strings.
-type Slot = u32;
+type Slot = usize;
 
 #[derive(Debug, Default)]
 struct State {
@@ -67,7 +67,7 @@ impl State {
             Some(&slot) => {
                 if self
                     .slots
-                    .get(slot as usize)
+                    .get(slot)
                     .is_some_and(|(_, entry)| entry.version >= change.version())
                 {
                     return;
@@ -75,11 +75,7 @@ impl State {
                 slot
             }
             None => {
-                let Ok(slot) = Slot::try_from(self.slots.len()) else {
-                    // Four billion items is far beyond what a development server holds in memory.
-                    tracing::error!("the memory search index is full; the change is not indexed");
-                    return;
-                };
+                let slot = self.slots.len();
                 self.slots.push((
                     target.clone(),
                     Entry {
@@ -95,7 +91,7 @@ impl State {
             IndexChange::Upsert(doc) => Some(Document::new(doc)),
             IndexChange::Delete { .. } => None,
         };
-        let Some((_, entry)) = self.slots.get_mut(slot as usize) else {
+        let Some((_, entry)) = self.slots.get_mut(slot) else {
             return;
         };
         if let Some(old) = entry.document.take() {
@@ -248,7 +244,7 @@ impl MemorySearchIndex {
         let mut matches: Vec<(f64, &DocKey, &Document)> = rarest
             .iter()
             .filter_map(|slot| {
-                let (target, entry) = state.slots.get(*slot as usize)?;
+                let (target, entry) = state.slots.get(*slot)?;
                 let document = entry.document.as_ref()?;
                 let in_scope = match query.scope {
                     Scope::Mine => target.0 == query.caller,
