@@ -8,8 +8,9 @@
 
 use std::fmt;
 
+use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::error::SdkError;
 use rookery_domain::Platform;
@@ -289,6 +290,46 @@ fn cloudfront_from(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<Str
     }
 }
 
+/// What the environment already says of the region and credentials the SDK would otherwise find
+/// through its default chains.
+///
+/// Both chains look at the environment first and stop there when it answers: `AWS_REGION` for the
+/// region, `AWS_ACCESS_KEY_ID` with `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`) for the
+/// credentials, which is where the Lambda runtime puts the function's role. Building a chain still
+/// builds every later link of it (the profile files' providers, web identity with an STS client of
+/// its own, the container provider, and an IMDS client for each of region and credentials), which
+/// costs a function instance part of its cold start and is never used. Naming the environment's
+/// answers directly gives the same region and the same credentials (still read, and refreshed, by
+/// the SDK's own environment provider) without building the rest. When the environment does not
+/// answer (SnapStart, ECS, a workstation profile), the chains are built as before.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct EnvironmentIdentity {
+    /// `AWS_REGION`, when set.
+    region: Option<String>,
+    /// Whether `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are both set.
+    credentials: bool,
+}
+
+impl EnvironmentIdentity {
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        Self {
+            region: set("AWS_REGION"),
+            credentials: set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some(),
+        }
+    }
+
+    fn apply(self, mut loader: ConfigLoader) -> ConfigLoader {
+        if let Some(region) = self.region {
+            loader = loader.region(Region::new(region));
+        }
+        if self.credentials {
+            loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+        }
+        loader
+    }
+}
+
 /// SDK clients built from one [`AwsConfig`], and the adapters made from them.
 #[derive(Debug, Clone)]
 pub struct AwsClients {
@@ -307,6 +348,8 @@ impl AwsClients {
                 .region(Region::new("us-east-1"))
                 .credentials_provider(Credentials::new("testing", "testing", None, None, "rookery-emulator"))
                 .retry_config(RetryConfig::disabled());
+        } else {
+            loader = EnvironmentIdentity::from_vars(|name| std::env::var(name).ok()).apply(loader);
         }
         let sdk = loader.load().await;
         Self { config, sdk }
@@ -541,6 +584,40 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in {text}");
         }
         assert_eq!(error.problems.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn the_environment_names_the_identity_only_when_it_holds_all_of_it() {
+        let lambda = EnvironmentIdentity::from_vars(vars(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ]));
+        assert_eq!(
+            lambda,
+            EnvironmentIdentity {
+                region: Some("eu-west-1".into()),
+                credentials: true
+            }
+        );
+        // A key id without its secret, or blank values, are left to the SDK's chains to judge.
+        let partial =
+            EnvironmentIdentity::from_vars(vars(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")]));
+        assert_eq!(partial, EnvironmentIdentity::default());
+    }
+
+    #[tokio::test]
+    async fn the_region_from_the_environment_is_the_clients_region() {
+        let identity = EnvironmentIdentity {
+            region: Some("ap-southeast-2".into()),
+            credentials: false,
+        };
+        let sdk = identity
+            .apply(aws_config::defaults(BehaviorVersion::latest()))
+            .load()
+            .await;
+        assert_eq!(sdk.region().map(ToString::to_string).as_deref(), Some("ap-southeast-2"));
     }
 
     #[test]
