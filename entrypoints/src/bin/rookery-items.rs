@@ -14,7 +14,7 @@ async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
     // Only this function's routes, so that the binary holds no code of the others (decision 0004).
-    let router = Api::with_routes(aws.app()?, aws.verifier()?, config, item_routes())
+    let router = Api::with_routes(aws.items_app()?, aws.verifier()?, config, item_routes())
         .merge_public(openapi_routes())
         .into_router();
     Ok(ApiHandler::new(router, Function::Items))

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     let composed: Result<_, ComposeError> = async {
         let aws = Aws::from_env().await?;
         let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
-        let app = aws.app()?;
+        let app = aws.messages_app();
         // Only this function's routes, so that the binary holds no code of the others (decision 0004).
         let router = Api::with_routes(app.clone(), aws.verifier()?, config, message_routes()).into_router();
         let api = ApiHandler::new(router, Function::Messages);

@@ -14,7 +14,7 @@ async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
     // Only this function's route, so that the binary holds no code of the others (decision 0004).
-    let router = Api::with_routes(aws.app()?, aws.verifier()?, config, search_routes()).into_router();
+    let router = Api::with_routes(aws.search_app()?, aws.verifier()?, config, search_routes()).into_router();
     Ok(ApiHandler::new(router, Function::Search))
 }
 

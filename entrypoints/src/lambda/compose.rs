@@ -5,7 +5,8 @@
 //! the `ROOKERY_*` variables read by [`AwsConfig::from_env`] (listed in `docs/DEPLOY.md`). Building the
 //! clients makes no network call: credentials are resolved and connections opened on first use, so an
 //! invocation that needs no AWS service (a health check, a request refused for its token, an empty
-//! batch) needs no AWS at all. Each function builds only the adapters it uses.
+//! batch) needs no AWS at all. Each function builds only the adapters its routes use; its other ports
+//! are [`Unwired`].
 
 use rookery_adapters_aws::cloudsearch::CloudSearchIndex;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
@@ -14,19 +15,49 @@ use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySou
 use rookery_adapters_aws::s3::S3MediaStore;
 use rookery_adapters_aws::sns::SnsPushGateway;
 use rookery_adapters_memory::{SystemClock, UlidIds};
-use rookery_ports::{App, AppConfig, Failure, Indexer, Ports, PushDispatcher};
+use rookery_ports::{App, AppConfig, Failure, Indexer, Ports};
 
+use super::unwired::Unwired;
 use crate::http::{ApiConfig, RateLimit};
 
-/// The adapters of an AWS deployment.
+/// Function 1's adapters (items, sync, devices, media): everything but the search index, which only
+/// function 3 queries.
 #[derive(Debug, Clone, Copy)]
-pub struct AwsPorts;
+pub struct ItemsPorts;
 
-impl Ports for AwsPorts {
+impl Ports for ItemsPorts {
     type Store = DynamoStore;
-    type Search = CloudSearchIndex;
+    type Search = Unwired;
     type Push = SnsPushGateway;
     type Media = S3MediaStore;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// Function 3's adapters (search): the search index, and the event store beside it; no push
+/// gateway and no media store.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchPorts;
+
+impl Ports for SearchPorts {
+    type Store = DynamoStore;
+    type Search = CloudSearchIndex;
+    type Push = Unwired;
+    type Media = Unwired;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// Function 4's adapters (messages, and their push delivery): the event store and the push gateway;
+/// no search index and no media store.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagesPorts;
+
+impl Ports for MessagesPorts {
+    type Store = DynamoStore;
+    type Search = Unwired;
+    type Push = SnsPushGateway;
+    type Media = Unwired;
     type Clock = SystemClock;
     type Ids = UlidIds;
 }
@@ -101,14 +132,14 @@ impl Aws {
         self.clients.search_index().ok_or(ComposeError::NoSearchIndex)
     }
 
-    /// The application service over every AWS adapter.
+    /// Function 1's service: DynamoDB, SNS and S3 (with CloudFront when configured); no search index.
     ///
     /// # Errors
-    /// [`ComposeError`] when the search index or media store is not configured right.
-    pub fn app(&self) -> Result<App<AwsPorts>, ComposeError> {
+    /// [`ComposeError::Media`] when the CloudFront key cannot be read.
+    pub fn items_app(&self) -> Result<App<ItemsPorts>, ComposeError> {
         Ok(App::new(
             self.clients.event_store(),
-            self.search_index()?,
+            Unwired::new("rookery-items"),
             self.clients.push_gateway(),
             self.clients.media_store().map_err(ComposeError::Media)?,
             SystemClock::new(),
@@ -117,20 +148,44 @@ impl Aws {
         ))
     }
 
+    /// Function 3's service: CloudSearch and DynamoDB; no push gateway, no media store.
+    ///
+    /// # Errors
+    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
+    pub fn search_app(&self) -> Result<App<SearchPorts>, ComposeError> {
+        let unwired = Unwired::new("rookery-search");
+        Ok(App::new(
+            self.clients.event_store(),
+            self.search_index()?,
+            unwired,
+            unwired,
+            SystemClock::new(),
+            UlidIds::new(),
+            AppConfig::default(),
+        ))
+    }
+
+    /// Function 4's service, for its routes and its push delivery: DynamoDB and SNS; no search index,
+    /// no media store.
+    pub fn messages_app(&self) -> App<MessagesPorts> {
+        let unwired = Unwired::new("rookery-messages");
+        App::new(
+            self.clients.event_store(),
+            unwired,
+            self.clients.push_gateway(),
+            unwired,
+            SystemClock::new(),
+            UlidIds::new(),
+            AppConfig::default(),
+        )
+    }
+
     /// Function 2's use case: the indexer over CloudSearch.
     ///
     /// # Errors
     /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
     pub fn indexer(&self) -> Result<Indexer<CloudSearchIndex>, ComposeError> {
         Ok(Indexer::new(self.search_index()?))
-    }
-
-    /// Function 4's stream use case: the push dispatcher over the service.
-    ///
-    /// # Errors
-    /// As [`Aws::app`].
-    pub fn push_dispatcher(&self) -> Result<PushDispatcher<AwsPorts>, ComposeError> {
-        Ok(PushDispatcher::new(self.app()?))
     }
 
     /// The verifier of the configured Cognito user pool's tokens (ID and access tokens of its app client).

@@ -1,0 +1,241 @@
+//! Each Lambda function is composed with only the ports its routes use (`lambda::compose`): the others
+//! are `Unwired`, which fails every call. These tests serve every route of each function, through the
+//! router its binary builds, over the memory adapters with the same ports unwired as on AWS, and check
+//! that no request reaches an unwired port (it would answer 5xx).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
+use rookery_adapters_memory::identity::DevIdentityProvider;
+use rookery_adapters_memory::{
+    LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds,
+};
+use rookery_domain::{Timestamp, UserId};
+use rookery_entrypoints::http::{item_routes, message_routes, openapi_routes, search_routes};
+use rookery_entrypoints::lambda::unwired::Unwired;
+use rookery_entrypoints::{Api, ApiConfig};
+use rookery_ports::{App, AppConfig, Ports, PushDispatcher};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Function 1 as composed on AWS: no search index.
+#[derive(Debug)]
+struct ItemsPorts;
+
+impl Ports for ItemsPorts {
+    type Store = MemoryEventStore;
+    type Search = Unwired;
+    type Push = MemoryPushGateway;
+    type Media = LocalMediaStore;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// Function 3 as composed on AWS: no push gateway, no media store.
+#[derive(Debug)]
+struct SearchPorts;
+
+impl Ports for SearchPorts {
+    type Store = MemoryEventStore;
+    type Search = MemorySearchIndex;
+    type Push = Unwired;
+    type Media = Unwired;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+/// Function 4 as composed on AWS: no search index, no media store.
+#[derive(Debug)]
+struct MessagesPorts;
+
+impl Ports for MessagesPorts {
+    type Store = MemoryEventStore;
+    type Search = Unwired;
+    type Push = MemoryPushGateway;
+    type Media = Unwired;
+    type Clock = SystemClock;
+    type Ids = UlidIds;
+}
+
+fn identity() -> &'static DevIdentityProvider {
+    static IDENTITY: OnceLock<DevIdentityProvider> = OnceLock::new();
+    IDENTITY.get_or_init(|| DevIdentityProvider::ephemeral().unwrap())
+}
+
+fn verifier() -> JwksVerifier<SystemClock> {
+    let provider = identity().verifier_config();
+    JwksVerifier::new(
+        JwksConfig::new(provider.issuer, provider.audience, KeySource::Static(provider.jwks)),
+        SystemClock::new(),
+    )
+    .unwrap()
+}
+
+fn token(user: &str) -> String {
+    let now = Timestamp::from_millis(u64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap());
+    identity()
+        .issue(&UserId::parse(user).unwrap(), now, Duration::from_secs(3600))
+        .unwrap()
+        .0
+}
+
+/// A service over `store` with the given index, gateway and media store (the rest as in every function).
+fn app<P>(store: &MemoryEventStore, search: P::Search, push: P::Push, media: P::Media) -> App<P>
+where
+    P: Ports<Store = MemoryEventStore, Clock = SystemClock, Ids = UlidIds>,
+{
+    App::new(
+        store.clone(),
+        search,
+        push,
+        media,
+        SystemClock::new(),
+        UlidIds::new(),
+        AppConfig::default(),
+    )
+}
+
+/// Sends one request as `user` and returns its status and JSON body, failing on any 5xx.
+async fn call(router: &Router, user: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header("authorization", format!("Bearer {}", token(user)));
+    let body = match body {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    assert!(
+        !status.is_server_error(),
+        "{method} {path} reached a port this function does not wire: {status} {json}"
+    );
+    (status, json)
+}
+
+#[tokio::test]
+async fn every_items_route_is_served_without_a_search_index() {
+    let store = MemoryEventStore::in_memory();
+    let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec());
+    let items: App<ItemsPorts> = app(&store, Unwired::new("rookery-items"), MemoryPushGateway::new(), media);
+    let router = Api::with_routes(items, verifier(), ApiConfig::default(), item_routes())
+        .merge_public(openapi_routes())
+        .into_router();
+    let item = "/v1/items/notes/n1";
+    let data = json!({"data": {"text": "packing list"}, "visibility": "public"});
+    assert_eq!(
+        call(&router, "u-ann", Method::PUT, item, Some(data)).await.0,
+        StatusCode::CREATED
+    );
+    let patch = json!({"data": {"text": "packing list, updated"}});
+    assert_eq!(
+        call(&router, "u-ann", Method::PATCH, item, Some(patch)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(call(&router, "u-ann", Method::GET, item, None).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&router, "u-ann", Method::GET, "/v1/items/notes", None).await.0,
+        StatusCode::OK
+    );
+    let history = call(&router, "u-ann", Method::GET, "/v1/items/notes/n1/history", None).await;
+    assert_eq!(history.1["events"].as_array().map(Vec::len), Some(2), "{}", history.1);
+    let public = call(&router, "u-bob", Method::GET, "/v1/users/u-ann/items/notes/n1", None).await;
+    assert_eq!(public.0, StatusCode::OK);
+    assert_eq!(
+        call(&router, "u-ann", Method::DELETE, item, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let restore = json!({"version": 1});
+    let restored = call(
+        &router,
+        "u-ann",
+        Method::POST,
+        "/v1/items/notes/n1/restore",
+        Some(restore),
+    )
+    .await;
+    assert_eq!(restored.0, StatusCode::OK);
+    let sync = call(&router, "u-ann", Method::GET, "/v1/sync", None).await;
+    assert_eq!(sync.1["changes"].as_array().map(Vec::len), Some(4), "{}", sync.1);
+
+    let device = json!({"platform": "apns", "token": "a".repeat(64)});
+    let registered = call(&router, "u-ann", Method::PUT, "/v1/devices/phone", Some(device)).await;
+    assert_eq!(registered.0, StatusCode::OK, "{}", registered.1);
+    assert_eq!(
+        call(&router, "u-ann", Method::GET, "/v1/devices", None).await.0,
+        StatusCode::OK
+    );
+    let removed = call(&router, "u-ann", Method::DELETE, "/v1/devices/phone", None).await;
+    assert_eq!(removed.0, StatusCode::NO_CONTENT);
+
+    let upload = json!({"content_type": "image/png", "size": 1234});
+    let (status, created) = call(&router, "u-ann", Method::POST, "/v1/media", Some(upload)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let media_path = format!("/v1/media/{}", created["id"].as_str().unwrap());
+    assert_eq!(
+        call(&router, "u-ann", Method::GET, &media_path, None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&router, "u-ann", Method::GET, "/openapi.json", None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_search_route_is_served_without_push_or_media() {
+    let store = MemoryEventStore::in_memory();
+    let unwired = Unwired::new("rookery-search");
+    let search: App<SearchPorts> = app(&store, MemorySearchIndex::new(), unwired, unwired);
+    let router = Api::with_routes(search, verifier(), ApiConfig::default(), search_routes()).into_router();
+    let (status, found) = call(&router, "u-ann", Method::GET, "/v1/search?q=packing", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found["found"], 0, "{found}");
+}
+
+#[tokio::test]
+async fn messages_are_sent_read_and_pushed_without_search_or_media() {
+    let store = MemoryEventStore::in_memory();
+    let push = MemoryPushGateway::new();
+    let unwired = Unwired::new("rookery-messages");
+    let messages: App<MessagesPorts> = app(&store, unwired, push.clone(), unwired);
+    // The recipient's device, registered through function 1 (which shares the store).
+    let items: App<ItemsPorts> = app(
+        &store,
+        Unwired::new("rookery-items"),
+        push.clone(),
+        LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec()),
+    );
+    let items = Api::with_routes(items, verifier(), ApiConfig::default(), item_routes()).into_router();
+    let device = json!({"platform": "fcm", "token": "fcm-token-of-bob"});
+    call(&items, "u-bob", Method::PUT, "/v1/devices/tablet", Some(device)).await;
+
+    let router = Api::with_routes(messages.clone(), verifier(), ApiConfig::default(), message_routes()).into_router();
+    let message = json!({"to": "u-bob", "text": "dinner at eight?"});
+    let (status, accepted) = call(&router, "u-ann", Method::POST, "/v1/messages", Some(message)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let (_, inbox) = call(&router, "u-bob", Method::GET, "/v1/messages", None).await;
+    assert_eq!(inbox["messages"].as_array().map(Vec::len), Some(1), "{inbox}");
+
+    // The stream side of the same function delivers it.
+    let (events, _) = store.changes_after(0, 100).unwrap();
+    PushDispatcher::new(messages).handle(&events).await.unwrap();
+    let bob = UserId::parse("u-bob").unwrap();
+    assert_eq!(push.sent_to(&bob).unwrap().len(), 1, "one push to the one device");
+}
