@@ -7,7 +7,8 @@
 //! check that none was called, which shows that start-up composes the clients without touching AWS.
 //!
 //! Each test prints the time from process start to the first response; `ROOKERY_SMOKE_RUNS=N` runs
-//! each function N times and prints the median (the figures of `docs/PERFORMANCE.md`).
+//! each function N times, each run followed by one of the bare echo function, and prints both medians
+//! and their ratio (the figures of `docs/PERFORMANCE.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
 
@@ -277,7 +278,32 @@ fn runs() -> usize {
         .unwrap_or(1)
 }
 
+/// One run of the bare echo function, checked: the baseline of the other functions' timings.
+async fn echo_once() -> Duration {
+    let event = json!({"hello": "world", "n": 1});
+    let run = run_once(env!("CARGO_BIN_EXE_rookery-echo"), event.clone(), |addr| {
+        offline_env("rookery-echo", addr)
+    })
+    .await;
+    assert_eq!(response_of(&run.answer), &event, "the echo answers its event");
+    run.elapsed
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn millis(time: Duration) -> String {
+    format!("{:.1}", time.as_secs_f64() * 1e3)
+}
+
 /// Runs `exe` as many times as asked, checks every answer with `check`, and prints the timings.
+///
+/// With more than one run, each run is followed by one of the bare echo function, and the line also
+/// gives the echo's median over those runs and the ratio of the two medians: a baseline measured
+/// interleaved with the function, so that a machine that gets busier or quieter during the test moves
+/// both alike.
 async fn smoke(
     name: &str,
     exe: &str,
@@ -285,8 +311,10 @@ async fn smoke(
     env: impl Fn(SocketAddr) -> Vec<(&'static str, String)>,
     check: impl Fn(&Answer),
 ) {
+    let runs = runs();
     let mut times = Vec::new();
-    for _ in 0..runs() {
+    let mut baseline = Vec::new();
+    for _ in 0..runs {
         let run = run_once(exe, event.clone(), &env).await;
         check(&run.answer);
         assert!(
@@ -296,16 +324,27 @@ async fn smoke(
         );
         assert!(run.elapsed < DEADLINE, "{name} took {:?}", run.elapsed);
         times.push(run.elapsed);
+        if runs > 1 {
+            baseline.push(echo_once().await);
+        }
     }
-    times.sort();
-    let median = times[times.len() / 2];
-    let all: Vec<String> = times.iter().map(|t| format!("{:.1}", t.as_secs_f64() * 1e3)).collect();
-    println!(
-        "smoke {name}: start to first response median {:.1} ms over {} run(s) [{}]",
-        median.as_secs_f64() * 1e3,
+    let all: Vec<String> = times.iter().copied().map(millis).collect();
+    let function = median(&mut times);
+    let mut line = format!(
+        "smoke {name}: start to first response median {} ms over {} run(s) [{}]",
+        millis(function),
         times.len(),
         all.join(", ")
     );
+    if !baseline.is_empty() {
+        let echo = median(&mut baseline);
+        line.push_str(&format!(
+            "; bare echo interleaved median {} ms; ratio {:.2}",
+            millis(echo),
+            function.as_secs_f64() / echo.as_secs_f64()
+        ));
+    }
+    println!("{line}");
 }
 
 fn response_of(answer: &Answer) -> &Value {
