@@ -7,7 +7,7 @@
 //! check that none was called, which shows that start-up composes the clients without touching AWS.
 //!
 //! Each test prints the time from process start to the first response; `ROOKERY_SMOKE_RUNS=N` runs
-//! each function N times, each run followed by one of the bare echo function, and prints both medians
+//! each function N times, each run paired with one of the bare echo function, and prints both medians
 //! and their ratio (the figures of `docs/PERFORMANCE.md`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
@@ -300,10 +300,10 @@ fn millis(time: Duration) -> String {
 
 /// Runs `exe` as many times as asked, checks every answer with `check`, and prints the timings.
 ///
-/// With more than one run, each run is followed by one of the bare echo function, and the line also
-/// gives the echo's median over those runs and the ratio of the two medians: a baseline measured
-/// interleaved with the function, so that a machine that gets busier or quieter during the test moves
-/// both alike.
+/// With more than one run, each run is paired with one of the bare echo function (before it on every
+/// other run, after it on the rest), and the line also gives the echo's median over those runs and the
+/// ratio of the two medians: a baseline measured interleaved with the function, so that a machine that
+/// gets busier or quieter during the test moves both alike.
 async fn smoke(
     name: &str,
     exe: &str,
@@ -314,7 +314,11 @@ async fn smoke(
     let runs = runs();
     let mut times = Vec::new();
     let mut baseline = Vec::new();
-    for _ in 0..runs {
+    for i in 0..runs {
+        // The echo runs before the function on every other run, so that neither always follows the other.
+        if runs > 1 && i % 2 == 1 {
+            baseline.push(echo_once().await);
+        }
         let run = run_once(exe, event.clone(), &env).await;
         check(&run.answer);
         assert!(
@@ -324,7 +328,7 @@ async fn smoke(
         );
         assert!(run.elapsed < DEADLINE, "{name} took {:?}", run.elapsed);
         times.push(run.elapsed);
-        if runs > 1 {
+        if runs > 1 && i % 2 == 0 {
             baseline.push(echo_once().await);
         }
     }
