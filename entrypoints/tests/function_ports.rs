@@ -1,7 +1,7 @@
 //! Each Lambda function is composed with only the ports its routes use (`lambda::compose`): the others
 //! are `Unwired`, which fails every call. These tests serve every route of each function, through the
-//! router its binary builds, over the memory adapters with the same ports unwired as on AWS, and check
-//! that no request reaches an unwired port (it would answer 5xx).
+//! router its binary builds, over the same port sets with the memory adapters in the wired places, and
+//! check that no request reaches an unwired port (it would answer 5xx).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
 
@@ -18,50 +18,17 @@ use rookery_adapters_memory::{
 };
 use rookery_domain::{Timestamp, UserId};
 use rookery_entrypoints::http::{item_routes, message_routes, openapi_routes, search_routes};
+use rookery_entrypoints::lambda::compose;
 use rookery_entrypoints::lambda::unwired::Unwired;
 use rookery_entrypoints::{Api, ApiConfig};
 use rookery_ports::{App, AppConfig, Ports, PushDispatcher};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-/// Function 1 as composed on AWS: no search index.
-#[derive(Debug)]
-struct ItemsPorts;
-
-impl Ports for ItemsPorts {
-    type Store = MemoryEventStore;
-    type Search = Unwired;
-    type Push = MemoryPushGateway;
-    type Media = LocalMediaStore;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
-
-/// Function 3 as composed on AWS: no push gateway, no media store.
-#[derive(Debug)]
-struct SearchPorts;
-
-impl Ports for SearchPorts {
-    type Store = MemoryEventStore;
-    type Search = MemorySearchIndex;
-    type Push = Unwired;
-    type Media = Unwired;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
-
-/// Function 4 as composed on AWS: no search index, no media store.
-#[derive(Debug)]
-struct MessagesPorts;
-
-impl Ports for MessagesPorts {
-    type Store = MemoryEventStore;
-    type Search = Unwired;
-    type Push = MemoryPushGateway;
-    type Media = Unwired;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
+/// The three functions' port sets as `lambda::compose` defines them, over the memory adapters.
+type ItemsPorts = compose::ItemsPorts<MemoryEventStore, MemoryPushGateway, LocalMediaStore>;
+type SearchPorts = compose::SearchPorts<MemoryEventStore, MemorySearchIndex>;
+type MessagesPorts = compose::MessagesPorts<MemoryEventStore, MemoryPushGateway>;
 
 fn identity() -> &'static DevIdentityProvider {
     static IDENTITY: OnceLock<DevIdentityProvider> = OnceLock::new();

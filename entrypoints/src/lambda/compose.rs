@@ -8,6 +8,8 @@
 //! batch) needs no AWS at all. Each function builds only the adapters its routes use; its other ports
 //! are [`Unwired`].
 
+use std::marker::PhantomData;
+
 use rookery_adapters_aws::cloudsearch::CloudSearchIndex;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
 use rookery_adapters_aws::dynamo::DynamoStore;
@@ -15,48 +17,50 @@ use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySou
 use rookery_adapters_aws::s3::S3MediaStore;
 use rookery_adapters_aws::sns::SnsPushGateway;
 use rookery_adapters_memory::{SystemClock, UlidIds};
-use rookery_ports::{App, AppConfig, Failure, Indexer, Ports};
+use rookery_ports::{App, AppConfig, EventStore, Failure, Indexer, MediaStore, Ports, PushGateway, SearchIndex};
 
 use super::unwired::Unwired;
 use crate::http::{ApiConfig, RateLimit};
 
-/// Function 1's adapters (items, sync, devices, media): everything but the search index, which only
-/// function 3 queries.
-#[derive(Debug, Clone, Copy)]
-pub struct ItemsPorts;
+/// Function 1's ports (items, sync, devices, media): every one but the search index, which only
+/// function 3 queries. The parameters are the store, push gateway and media store; the defaults are
+/// the AWS adapters (DynamoDB, SNS, S3), and the tests put the memory adapters in their place
+/// (`entrypoints/tests/function_ports.rs`), so both wire the same ports.
+#[derive(Debug)]
+pub struct ItemsPorts<S = DynamoStore, P = SnsPushGateway, M = S3MediaStore>(PhantomData<(S, P, M)>);
 
-impl Ports for ItemsPorts {
-    type Store = DynamoStore;
+impl<S: EventStore, P: PushGateway, M: MediaStore> Ports for ItemsPorts<S, P, M> {
+    type Store = S;
     type Search = Unwired;
-    type Push = SnsPushGateway;
-    type Media = S3MediaStore;
+    type Push = P;
+    type Media = M;
     type Clock = SystemClock;
     type Ids = UlidIds;
 }
 
-/// Function 3's adapters (search): the search index, and the event store beside it; no push
-/// gateway and no media store.
-#[derive(Debug, Clone, Copy)]
-pub struct SearchPorts;
+/// Function 3's ports (search): the search index, and the event store beside it; no push gateway and
+/// no media store. The defaults are DynamoDB and CloudSearch.
+#[derive(Debug)]
+pub struct SearchPorts<S = DynamoStore, I = CloudSearchIndex>(PhantomData<(S, I)>);
 
-impl Ports for SearchPorts {
-    type Store = DynamoStore;
-    type Search = CloudSearchIndex;
+impl<S: EventStore, I: SearchIndex> Ports for SearchPorts<S, I> {
+    type Store = S;
+    type Search = I;
     type Push = Unwired;
     type Media = Unwired;
     type Clock = SystemClock;
     type Ids = UlidIds;
 }
 
-/// Function 4's adapters (messages, and their push delivery): the event store and the push gateway;
-/// no search index and no media store.
-#[derive(Debug, Clone, Copy)]
-pub struct MessagesPorts;
+/// Function 4's ports (messages, and their push delivery): the event store and the push gateway; no
+/// search index and no media store. The defaults are DynamoDB and SNS.
+#[derive(Debug)]
+pub struct MessagesPorts<S = DynamoStore, P = SnsPushGateway>(PhantomData<(S, P)>);
 
-impl Ports for MessagesPorts {
-    type Store = DynamoStore;
+impl<S: EventStore, P: PushGateway> Ports for MessagesPorts<S, P> {
+    type Store = S;
     type Search = Unwired;
-    type Push = SnsPushGateway;
+    type Push = P;
     type Media = Unwired;
     type Clock = SystemClock;
     type Ids = UlidIds;
