@@ -13,15 +13,13 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
 use rookery_adapters_memory::identity::DevIdentityProvider;
-use rookery_adapters_memory::{
-    LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds,
-};
+use rookery_adapters_memory::{LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock};
 use rookery_domain::{Timestamp, UserId};
 use rookery_entrypoints::http::{item_routes, message_routes, openapi_routes, search_routes};
 use rookery_entrypoints::lambda::compose;
 use rookery_entrypoints::lambda::unwired::Unwired;
 use rookery_entrypoints::{Api, ApiConfig};
-use rookery_ports::{App, AppConfig, Ports, PushDispatcher};
+use rookery_ports::{App, PushDispatcher};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -50,22 +48,6 @@ fn token(user: &str) -> String {
         .issue(&UserId::parse(user).unwrap(), now, Duration::from_secs(3600))
         .unwrap()
         .0
-}
-
-/// A service over `store` with the given index, gateway and media store (the rest as in every function).
-fn app<P>(store: &MemoryEventStore, search: P::Search, push: P::Push, media: P::Media) -> App<P>
-where
-    P: Ports<Store = MemoryEventStore, Clock = SystemClock, Ids = UlidIds>,
-{
-    App::new(
-        store.clone(),
-        search,
-        push,
-        media,
-        SystemClock::new(),
-        UlidIds::new(),
-        AppConfig::default(),
-    )
 }
 
 /// Sends one request as `user` and returns its status and JSON body, failing on any 5xx.
@@ -100,7 +82,12 @@ async fn call(router: &Router, user: &str, method: Method, path: &str, body: Opt
 async fn every_items_route_is_served_without_a_search_index() {
     let store = MemoryEventStore::in_memory();
     let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec());
-    let items: App<ItemsPorts> = app(&store, Unwired::new("rookery-items"), MemoryPushGateway::new(), media);
+    let items: App<ItemsPorts> = compose::service(
+        store.clone(),
+        Unwired::new("rookery-items"),
+        MemoryPushGateway::new(),
+        media,
+    );
     let router = Api::with_routes(items, verifier(), ApiConfig::default(), item_routes())
         .merge_public(openapi_routes())
         .into_router();
@@ -169,7 +156,7 @@ async fn every_items_route_is_served_without_a_search_index() {
 async fn the_search_route_is_served_without_push_or_media() {
     let store = MemoryEventStore::in_memory();
     let unwired = Unwired::new("rookery-search");
-    let search: App<SearchPorts> = app(&store, MemorySearchIndex::new(), unwired, unwired);
+    let search: App<SearchPorts> = compose::service(store.clone(), MemorySearchIndex::new(), unwired, unwired);
     let router = Api::with_routes(search, verifier(), ApiConfig::default(), search_routes()).into_router();
     let (status, found) = call(&router, "u-ann", Method::GET, "/v1/search?q=packing", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -181,10 +168,10 @@ async fn messages_are_sent_read_and_pushed_without_search_or_media() {
     let store = MemoryEventStore::in_memory();
     let push = MemoryPushGateway::new();
     let unwired = Unwired::new("rookery-messages");
-    let messages: App<MessagesPorts> = app(&store, unwired, push.clone(), unwired);
+    let messages: App<MessagesPorts> = compose::service(store.clone(), unwired, push.clone(), unwired);
     // The recipient's device, registered through function 1 (which shares the store).
-    let items: App<ItemsPorts> = app(
-        &store,
+    let items: App<ItemsPorts> = compose::service(
+        store.clone(),
         Unwired::new("rookery-items"),
         push.clone(),
         LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec()),

@@ -66,6 +66,23 @@ impl<S: EventStore, P: PushGateway> Ports for MessagesPorts<S, P> {
     type Ids = UlidIds;
 }
 
+/// A function's service over its four adapters, with the clock, ids and configuration every function
+/// uses (on AWS and in the tests alike).
+pub fn service<P>(store: P::Store, search: P::Search, push: P::Push, media: P::Media) -> App<P>
+where
+    P: Ports<Clock = SystemClock, Ids = UlidIds>,
+{
+    App::new(
+        store,
+        search,
+        push,
+        media,
+        SystemClock::new(),
+        UlidIds::new(),
+        AppConfig::default(),
+    )
+}
+
 /// The token verifier of an AWS deployment: the Cognito user pool's key set.
 pub type CognitoVerifier = JwksVerifier<SystemClock>;
 
@@ -141,14 +158,12 @@ impl Aws {
     /// # Errors
     /// [`ComposeError::Media`] when the CloudFront key cannot be read.
     pub fn items_app(&self) -> Result<App<ItemsPorts>, ComposeError> {
-        Ok(App::new(
+        let media = self.clients.media_store().map_err(ComposeError::Media)?;
+        Ok(service(
             self.clients.event_store(),
             Unwired::new("rookery-items"),
             self.clients.push_gateway(),
-            self.clients.media_store().map_err(ComposeError::Media)?,
-            SystemClock::new(),
-            UlidIds::new(),
-            AppConfig::default(),
+            media,
         ))
     }
 
@@ -158,14 +173,11 @@ impl Aws {
     /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
     pub fn search_app(&self) -> Result<App<SearchPorts>, ComposeError> {
         let unwired = Unwired::new("rookery-search");
-        Ok(App::new(
+        Ok(service(
             self.clients.event_store(),
             self.search_index()?,
             unwired,
             unwired,
-            SystemClock::new(),
-            UlidIds::new(),
-            AppConfig::default(),
         ))
     }
 
@@ -173,14 +185,11 @@ impl Aws {
     /// no media store.
     pub fn messages_app(&self) -> App<MessagesPorts> {
         let unwired = Unwired::new("rookery-messages");
-        App::new(
+        service(
             self.clients.event_store(),
             unwired,
             self.clients.push_gateway(),
             unwired,
-            SystemClock::new(),
-            UlidIds::new(),
-            AppConfig::default(),
         )
     }
 
