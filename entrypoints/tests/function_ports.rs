@@ -5,16 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
-use rookery_adapters_memory::identity::DevIdentityProvider;
-use rookery_adapters_memory::{LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock};
-use rookery_domain::{Timestamp, UserId};
+use rookery_adapters_memory::{LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex};
+use rookery_domain::UserId;
 use rookery_entrypoints::http::{item_routes, message_routes, openapi_routes, search_routes};
 use rookery_entrypoints::lambda::compose;
 use rookery_entrypoints::lambda::unwired::Unwired;
@@ -23,32 +18,13 @@ use rookery_ports::{App, PushDispatcher};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+mod common;
+use common::{token, verifier};
+
 /// The three functions' port sets as `lambda::compose` defines them, over the memory adapters.
 type ItemsPorts = compose::ItemsPorts<MemoryEventStore, MemoryPushGateway, LocalMediaStore>;
 type SearchPorts = compose::SearchPorts<MemoryEventStore, MemorySearchIndex>;
 type MessagesPorts = compose::MessagesPorts<MemoryEventStore, MemoryPushGateway>;
-
-fn identity() -> &'static DevIdentityProvider {
-    static IDENTITY: OnceLock<DevIdentityProvider> = OnceLock::new();
-    IDENTITY.get_or_init(|| DevIdentityProvider::ephemeral().unwrap())
-}
-
-fn verifier() -> JwksVerifier<SystemClock> {
-    let provider = identity().verifier_config();
-    JwksVerifier::new(
-        JwksConfig::new(provider.issuer, provider.audience, KeySource::Static(provider.jwks)),
-        SystemClock::new(),
-    )
-    .unwrap()
-}
-
-fn token(user: &str) -> String {
-    let now = Timestamp::from_millis(u64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap());
-    identity()
-        .issue(&UserId::parse(user).unwrap(), now, Duration::from_secs(3600))
-        .unwrap()
-        .0
-}
 
 /// Sends one request as `user` and returns its status and JSON body, failing on any 5xx.
 async fn call(router: &Router, user: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {

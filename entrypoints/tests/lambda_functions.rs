@@ -8,20 +8,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
 
+mod common;
+
 mod harness {
     //! Memory adapters composed like the AWS ones, development tokens, fixtures and stream batches.
 
     use std::path::PathBuf;
-    use std::sync::OnceLock;
-    use std::time::Duration;
 
     use base64::Engine;
-    use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
-    use rookery_adapters_memory::identity::DevIdentityProvider;
+    use rookery_adapters_aws::jwt::JwksVerifier;
     use rookery_adapters_memory::{
         Faults, Faulty, LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds,
     };
-    use rookery_domain::{StoredEvent, Timestamp, UserId};
+    use rookery_domain::StoredEvent;
     use rookery_entrypoints::lambda::stream::decode_lambda_record;
     use rookery_entrypoints::lambda::{ApiHandler, Function, MessagesHandler, RecordDecoder, StreamConsumer};
     use rookery_entrypoints::{ApiConfig, router};
@@ -39,12 +38,6 @@ mod harness {
         type Media = LocalMediaStore;
         type Clock = SystemClock;
         type Ids = UlidIds;
-    }
-
-    /// One RSA key per test binary: generating one takes a while.
-    fn identity() -> &'static DevIdentityProvider {
-        static IDENTITY: OnceLock<DevIdentityProvider> = OnceLock::new();
-        IDENTITY.get_or_init(|| DevIdentityProvider::ephemeral().unwrap())
     }
 
     /// What one deployment of the four functions shares: the store, index and push gateway.
@@ -74,12 +67,7 @@ mod harness {
                 UlidIds::new(),
                 AppConfig::default(),
             );
-            let provider = identity().verifier_config();
-            let verifier = JwksVerifier::new(
-                JwksConfig::new(provider.issuer, provider.audience, KeySource::Static(provider.jwks)),
-                SystemClock::new(),
-            )
-            .unwrap();
+            let verifier = crate::common::verifier();
             Self {
                 app,
                 store,
@@ -92,12 +80,7 @@ mod harness {
         }
 
         pub(crate) fn token(&self, user: &str) -> String {
-            let now =
-                Timestamp::from_millis(u64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap());
-            identity()
-                .issue(&UserId::parse(user).unwrap(), now, Duration::from_secs(3600))
-                .unwrap()
-                .0
+            crate::common::token(user)
         }
 
         /// The handler a function's binary builds, over this deployment's adapters.
