@@ -70,6 +70,8 @@ pub struct RookeryProcess {
     child: Child,
     addr: SocketAddr,
     output: Arc<Mutex<String>>,
+    /// The threads reading its stdout and stderr; they end when it exits and the pipes close.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Collects everything `source` writes into `sink`, line by line, sending the address line to `found`.
@@ -81,14 +83,15 @@ fn collect(
     std::thread::spawn(move || {
         for line in BufReader::new(source).lines() {
             let Ok(line) = line else { break };
+            // Into the sink first, so that whoever is told of the address also finds its line there.
+            if let Ok(mut sink) = sink.lock() {
+                sink.push_str(&line);
+                sink.push('\n');
+            }
             if let Some(found) = &found
                 && let Some(rest) = line.split("rookery listening on http://").nth(1)
             {
                 let _ = found.send(rest.trim().to_owned());
-            }
-            if let Ok(mut sink) = sink.lock() {
-                sink.push_str(&line);
-                sink.push('\n');
             }
         }
     })
@@ -123,7 +126,12 @@ impl RookeryProcess {
         loop {
             if let Ok(text) = address.recv_timeout(Duration::from_millis(50)) {
                 let addr = text.parse().map_err(|e| format!("bad address {text:?}: {e}"))?;
-                return Ok(Self { child, addr, output });
+                return Ok(Self {
+                    child,
+                    addr,
+                    output,
+                    readers,
+                });
             }
             let exited = child.try_wait().map_err(|e| e.to_string())?;
             if exited.is_some() || Instant::now() >= deadline {
@@ -176,6 +184,25 @@ impl RookeryProcess {
         self.output.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Its output once it contains `text`, which it may print after its address: logs reach stderr
+    /// through a background writer, and each pipe is read by its own thread.
+    ///
+    /// # Errors
+    /// The output so far when `text` has not appeared within `timeout`.
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if output.contains(text) {
+                return Ok(output);
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("no {text:?} within {timeout:?} in:\n{output}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends `signal` (`TERM`, `INT`, `KILL`) and waits up to `timeout` for the process to exit.
     ///
     /// # Errors
@@ -192,6 +219,7 @@ impl RookeryProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                self.read_to_end();
                 return Ok(status);
             }
             if Instant::now() >= deadline {
@@ -212,7 +240,17 @@ impl RookeryProcess {
     /// When it cannot be killed.
     pub fn kill(&mut self) -> Result<(), String> {
         self.child.kill().map_err(|e| e.to_string())?;
-        self.child.wait().map(|_| ()).map_err(|e| e.to_string())
+        self.child.wait().map_err(|e| e.to_string())?;
+        self.read_to_end();
+        Ok(())
+    }
+
+    /// Waits for the readers of an exited process, so that [`output`](Self::output) holds everything
+    /// it printed, its last lines included.
+    fn read_to_end(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
     }
 }
 
