@@ -5,11 +5,12 @@
 //! implementation MUST do, error by error; the contract suites in `tests/` check exactly that,
 //! against the memory adapters and the AWS ones alike.
 //!
-//! The use cases are [`App`] (the application service behind every route of the HTTP API),
-//! [`Indexer`] (stored events to search index) and [`PushDispatcher`] (message events to pushes).
-//! Nothing here names a vendor, a transport or HTTP.
+//! The use cases are the services of [`service`] (one per capability of the HTTP API, each generic
+//! over only the ports it uses, sharing one write path), and the consumers of the change log:
+//! [`Indexer`] (stored events to search index) and [`PushDispatcher`] (message events to pushes),
+//! which every transport feeds through [`batch::deliver`]. Nothing here names a vendor, a transport
+//! or HTTP.
 
-pub mod app;
 pub mod batch;
 pub mod cursor;
 pub mod dispatcher;
@@ -19,10 +20,10 @@ pub mod indexer;
 pub mod media;
 pub mod push;
 pub mod search;
+pub mod service;
 pub mod store;
 pub mod system;
 
-pub use app::{App, AppConfig, Caller, Idempotency, Ports};
 pub use batch::BatchHandler;
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};
@@ -31,5 +32,9 @@ pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
 pub use search::{Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
+pub use service::{
+    Caller, DeviceService, Idempotency, ItemService, MediaService, MessageService, SearchService, ServiceConfig,
+    SyncService, Writer,
+};
 pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, StoreError};
 pub use system::{Clock, IdSource};

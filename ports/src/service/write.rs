@@ -1,0 +1,210 @@
+//! The one write path every service shares: replay an idempotent repeat, plan against the current
+//! state, append atomically with the seq and versions the plan was based on, and plan again (a bounded
+//! number of times) when another writer got there first.
+//!
+//! A client's own precondition is re-checked on every attempt, so a moved version under `If-Match`
+//! becomes a conflict carrying the events the client missed, while a moved seq is simply retried.
+
+use std::future::Future;
+
+use rookery_domain::{EventId, EventMeta, EventPayload, ItemKey, NewEvent, Seq, Timestamp, UserId, Version};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{Caller, Idempotency, ServiceConfig};
+use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite};
+use crate::{AppError, Clock, EventStore, Failure, IdSource};
+
+/// The outcome of a write that answers with no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
+
+/// What a write attempt decided: the events to append where, under which expectations, and the answer.
+#[derive(Debug)]
+pub(crate) struct Planned<T> {
+    pub(crate) owner: UserId,
+    pub(crate) expected_seq: Seq,
+    pub(crate) item_versions: Vec<(ItemKey, Version)>,
+    pub(crate) payloads: Vec<EventPayload>,
+    pub(crate) outcome: T,
+}
+
+impl<T> Planned<T> {
+    /// A plan that appends `payloads` to `owner`'s stream after `expected_seq`, guarding no item.
+    pub(crate) fn append(owner: &UserId, expected_seq: Seq, payloads: Vec<EventPayload>, outcome: T) -> Self {
+        Self {
+            owner: owner.clone(),
+            expected_seq,
+            item_versions: Vec::new(),
+            payloads,
+            outcome,
+        }
+    }
+
+    /// The same plan with another outcome.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T, &[EventPayload]) -> U) -> Planned<U> {
+        let outcome = f(self.outcome, &self.payloads);
+        Planned {
+            owner: self.owner,
+            expected_seq: self.expected_seq,
+            item_versions: self.item_versions,
+            payloads: self.payloads,
+            outcome,
+        }
+    }
+}
+
+/// The shared write path over the event store, the clock and the id source.
+#[derive(Debug, Clone)]
+pub struct Writer<S, C, I> {
+    store: S,
+    clock: C,
+    ids: I,
+    config: ServiceConfig,
+}
+
+impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
+    /// The write path over these adapters.
+    pub fn new(store: S, clock: C, ids: I, config: ServiceConfig) -> Self {
+        Self {
+            store,
+            clock,
+            ids,
+            config,
+        }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// A fresh id, parsed as the id type it will be.
+    pub(crate) fn fresh_id<T>(&self, parse: fn(String) -> Result<T, rookery_domain::IdError>) -> Result<T, AppError> {
+        parse(self.ids.new_id()).map_err(|e| AppError::Unavailable(Failure::permanent(format!("id source: {e}"))))
+    }
+
+    /// Idempotency records made before the instant this answers are forgotten at `now` (the configured TTL ago).
+    pub fn expired_before(&self, now: Timestamp) -> Timestamp {
+        let ttl = u64::try_from(self.config.idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        Timestamp::from_millis(now.as_millis().saturating_sub(ttl))
+    }
+
+    /// The recorded outcome of an earlier request with the same key, if it is still remembered.
+    async fn replay<T: DeserializeOwned>(&self, user: &UserId, idem: &Idempotency) -> Result<Option<T>, AppError> {
+        let Some(record) = self.store.idempotency(user, &idem.key).await.map_err(Failure::from)? else {
+            return Ok(None);
+        };
+        if record.recorded_at < self.expired_before(self.clock.now()) {
+            return Ok(None);
+        }
+        if record.fingerprint != idem.fingerprint {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        serde_json::from_value(record.outcome)
+            .map(Some)
+            .map_err(|e| AppError::Unavailable(Failure::permanent(format!("recorded outcome unreadable: {e}"))))
+    }
+
+    /// Runs one write: replays a repeat, else plans and appends, retrying while others move the stream.
+    pub(crate) async fn write<T, F, Fut>(
+        &self,
+        caller: &Caller,
+        idem: Option<&Idempotency>,
+        mut plan: F,
+    ) -> Result<T, AppError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Timestamp) -> Fut,
+        Fut: Future<Output = Result<Planned<T>, AppError>>,
+    {
+        if let Some(idem) = idem
+            && let Some(outcome) = self.replay(&caller.user, idem).await?
+        {
+            return Ok(outcome);
+        }
+        for attempt in 1..=self.config.max_write_attempts {
+            let now = self.clock.now();
+            let planned = plan(now).await?;
+            if planned.payloads.is_empty() && idem.is_none() {
+                return Ok(planned.outcome);
+            }
+            let (batch, outcome) = self.batch(caller, idem, now, planned)?;
+            match self.store.append(batch).await {
+                Ok(_) => return Ok(outcome),
+                Err(AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. }) => {
+                    tracing::debug!(attempt, "stream moved during write; retrying");
+                }
+                Err(AppendError::KeyTaken) => {
+                    if let Some(idem) = idem
+                        && let Some(outcome) = self.replay(&caller.user, idem).await?
+                    {
+                        return Ok(outcome);
+                    }
+                }
+                Err(AppendError::TooLarge(why)) => return Err(AppError::TooLarge(why)),
+                Err(AppendError::Unavailable(failure)) => return Err(failure.into()),
+            }
+        }
+        Err(AppError::Unavailable(Failure::transient(
+            "too many concurrent writes to this stream; try again",
+        )))
+    }
+
+    /// The append a plan makes: its events with fresh ids and the caller's metadata, and the
+    /// idempotency record of its outcome.
+    fn batch<T: Serialize>(
+        &self,
+        caller: &Caller,
+        idem: Option<&Idempotency>,
+        now: Timestamp,
+        planned: Planned<T>,
+    ) -> Result<(AppendBatch, T), AppError> {
+        let meta = EventMeta {
+            request_id: caller.request_id.clone(),
+            idempotency_key: idem.map(|i| i.key.clone()),
+            actor: Some(caller.user.clone()),
+        };
+        let mut events = Vec::with_capacity(planned.payloads.len());
+        for payload in planned.payloads {
+            events.push(NewEvent {
+                event_id: self.fresh_id(EventId::parse)?,
+                at: now,
+                payload,
+                meta: meta.clone(),
+            });
+        }
+        let idempotency = match idem {
+            Some(idem) => Some(IdempotencyWrite {
+                owner: caller.user.clone(),
+                record: IdempotencyRecord {
+                    key: idem.key.clone(),
+                    fingerprint: idem.fingerprint.clone(),
+                    outcome: serde_json::to_value(&planned.outcome)
+                        .map_err(|e| AppError::Unavailable(Failure::permanent(e.to_string())))?,
+                    recorded_at: now,
+                },
+                expired_before: self.expired_before(now),
+            }),
+            None => None,
+        };
+        let batch = AppendBatch {
+            owner: planned.owner,
+            expected_seq: planned.expected_seq,
+            item_versions: planned.item_versions,
+            events,
+            idempotency,
+        };
+        Ok((batch, planned.outcome))
+    }
+}
