@@ -1,18 +1,19 @@
-//! The in-process change feed driver: what DynamoDB Streams and two Lambda functions do on AWS, done
-//! by one background task for `rookery serve`.
+//! The in-process change feed: what DynamoDB Streams and the event source mappings do on AWS, done by
+//! one background task per consumer for `rookery serve`.
 //!
-//! The task waits for commits on [`MemoryEventStore::watch_commits`], reads the feed in batches with
-//! [`MemoryEventStore::changes_after`], and hands each batch to the [`Indexer`] and (when given) the
-//! [`PushDispatcher`]. A consumer that stops at a record ([`BatchFailure`]) gets the batch again from that
-//! record, after a capped exponential backoff, so nothing is skipped and nothing is lost; a consumer that
-//! already handled a record is not given it again. The task only moves its position past a batch once
-//! both consumers handled all of it.
+//! Each consumer (the indexer, the push dispatcher, and whatever follows the log next) has its own
+//! task and its own position, as each Lambda function has its own event source mapping on AWS, so a
+//! consumer that keeps failing holds back only itself. A task waits for commits on
+//! [`MemoryEventStore::watch_commits`], reads the feed in batches with [`MemoryEventStore::changes_after`]
+//! and hands each batch to its [`BatchHandler`]. A handler that stops at a record ([`BatchFailure`]) gets
+//! the batch again from that record, after a capped exponential backoff, so nothing is skipped and
+//! nothing is lost; a record it already handled is not given to it again.
 
 use std::time::Duration;
 
 use rookery_adapters_memory::MemoryEventStore;
-use rookery_domain::{EventPayload, StoredEvent, Timestamp};
-use rookery_ports::{BatchFailure, Clock, Indexer, Ports, PushDispatcher, SearchIndex};
+use rookery_domain::StoredEvent;
+use rookery_ports::{BatchFailure, BatchHandler};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -50,45 +51,24 @@ impl Backoff {
     }
 }
 
-/// The push side of the driver: the dispatcher and how old a message may be and still be pushed.
+/// Drives one consumer of the change log from the memory store's change feed.
 #[derive(Debug)]
-struct Pushes<P: Ports> {
-    dispatcher: PushDispatcher<P>,
-    clock: P::Clock,
-    max_age: Duration,
-}
-
-/// Drives the indexer and the push dispatcher from the memory store's change feed.
-#[derive(Debug)]
-pub struct FeedDriver<I: SearchIndex, P: Ports> {
+pub struct FeedDriver<H> {
+    consumer: &'static str,
     store: MemoryEventStore,
-    indexer: Indexer<I>,
-    pushes: Option<Pushes<P>>,
+    handler: H,
     start: u64,
 }
 
-impl<I: SearchIndex, P: Ports> FeedDriver<I, P> {
-    /// A driver feeding `indexer` from `store`, from the beginning of the feed.
-    pub fn new(store: MemoryEventStore, indexer: Indexer<I>) -> Self {
+impl<H: BatchHandler + 'static> FeedDriver<H> {
+    /// A driver feeding `handler` (named `consumer` in the logs) from `store`, from the beginning of the feed.
+    pub fn new(consumer: &'static str, store: MemoryEventStore, handler: H) -> Self {
         Self {
+            consumer,
             store,
-            indexer,
-            pushes: None,
+            handler,
             start: 0,
         }
-    }
-
-    /// Also hands message events to `dispatcher`, except messages committed more than `max_age` ago
-    /// (by `clock`): when the feed is replayed from the start after a restart, messages whose push records
-    /// have expired would otherwise be pushed a second time, days late.
-    #[must_use]
-    pub fn with_dispatcher(mut self, dispatcher: PushDispatcher<P>, clock: P::Clock, max_age: Duration) -> Self {
-        self.pushes = Some(Pushes {
-            dispatcher,
-            clock,
-            max_age,
-        });
-        self
     }
 
     /// Starts from feed position `position` instead of the beginning.
@@ -110,7 +90,8 @@ impl<I: SearchIndex, P: Ports> FeedDriver<I, P> {
         let mut commits = self.store.watch_commits();
         let mut position = self.start;
         let mut backoff = Backoff::new();
-        tracing::debug!(position, "feed driver started");
+        let consumer = self.consumer;
+        tracing::debug!(consumer, position, "feed consumer started");
         loop {
             // Mark the current commit count as seen before reading, so a commit that lands while
             // this batch is handled wakes the wait below instead of being missed.
@@ -118,7 +99,7 @@ impl<I: SearchIndex, P: Ports> FeedDriver<I, P> {
             let (events, next) = match self.store.changes_after(position, BATCH_SIZE) {
                 Ok(read) => read,
                 Err(error) => {
-                    tracing::error!(%error, position, "reading the change feed failed; retrying");
+                    tracing::error!(consumer, %error, position, "reading the change feed failed; retrying");
                     if pause(&mut stopped, backoff.step()).await {
                         break;
                     }
@@ -140,50 +121,24 @@ impl<I: SearchIndex, P: Ports> FeedDriver<I, P> {
             // Let the requests queued on this worker run before the next batch.
             tokio::task::yield_now().await;
         }
-        tracing::debug!(position, "feed driver stopped");
+        tracing::debug!(consumer, position, "feed consumer stopped");
     }
 
-    /// Hands one batch to every consumer until each has handled all of it; false when stopped first.
+    /// Hands one batch to the consumer until it has handled all of it; false when stopped first.
     async fn deliver(
         &self,
         events: &[StoredEvent],
         stopped: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
     ) -> bool {
-        let mut indexed = 0;
-        while indexed < events.len() {
-            match self.indexer.handle(&events[indexed..]).await {
-                Ok(()) => indexed = events.len(),
+        let mut handled = 0;
+        while handled < events.len() {
+            match self.handler.handle(&events[handled..]).await {
+                Ok(()) => handled = events.len(),
                 Err(failure) => {
-                    indexed += report("indexer", &failure);
+                    handled += report(self.consumer, &failure);
                     if pause(stopped, backoff.step()).await {
                         return false;
-                    }
-                }
-            }
-        }
-        if let Some(pushes) = &self.pushes {
-            let oldest = Timestamp::from_millis(
-                pushes
-                    .clock
-                    .now()
-                    .as_millis()
-                    .saturating_sub(u64::try_from(pushes.max_age.as_millis()).unwrap_or(u64::MAX)),
-            );
-            let messages: Vec<StoredEvent> = events
-                .iter()
-                .filter(|e| matches!(e.payload, EventPayload::MessageReceived(_)) && e.at >= oldest)
-                .cloned()
-                .collect();
-            let mut pushed = 0;
-            while pushed < messages.len() {
-                match pushes.dispatcher.handle(&messages[pushed..]).await {
-                    Ok(()) => pushed = messages.len(),
-                    Err(failure) => {
-                        pushed += report("push dispatcher", &failure);
-                        if pause(stopped, backoff.step()).await {
-                            return false;
-                        }
                     }
                 }
             }
@@ -210,7 +165,7 @@ async fn pause(stopped: &mut watch::Receiver<bool>, wait: Duration) -> bool {
     }
 }
 
-/// A running feed driver.
+/// A running feed consumer.
 #[derive(Debug)]
 pub struct FeedHandle {
     stop: watch::Sender<bool>,
@@ -219,7 +174,7 @@ pub struct FeedHandle {
 }
 
 impl FeedHandle {
-    /// The feed position every consumer has handled everything before.
+    /// The feed position the consumer has handled everything before.
     pub fn position(&self) -> u64 {
         *self.position.borrow()
     }

@@ -12,10 +12,9 @@ pub mod feed;
 pub mod http;
 pub mod lambda;
 pub mod local;
-pub mod local_push;
 pub mod reindex;
 mod server;
 pub mod telemetry;
 
 pub use http::{Api, ApiConfig, router};
-pub use local::{LocalConfig, LocalPorts, LocalServer, StartError};
+pub use local::{LocalConfig, LocalServer, LocalServices, StartError};

@@ -14,26 +14,17 @@ use rookery_adapters_memory::{
     LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds, generate_secret,
 };
 use rookery_domain::{Timestamp, UserId};
-use rookery_ports::{App, AppConfig, Clock, Indexer, Ports, PushDispatcher};
+use rookery_ports::{Clock, Indexer, PushDispatcher, ServiceConfig};
 use serde_json::Value;
 
 use crate::feed::{FeedDriver, FeedHandle};
 use crate::http::dev::{self, TokenIssuer};
-use crate::http::{Api, RateLimit, local_media};
+use crate::http::{Api, RateLimit, Services, local_media, openapi_routes};
 use crate::server::{self, BindError, Serving};
 
-/// The adapters of the local server.
-#[derive(Debug, Clone, Copy)]
-pub struct LocalPorts;
-
-impl Ports for LocalPorts {
-    type Store = MemoryEventStore;
-    type Search = MemorySearchIndex;
-    type Push = MemoryPushGateway;
-    type Media = LocalMediaStore;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
+/// The services of the local server, over the memory adapters.
+pub type LocalServices =
+    Services<MemoryEventStore, SystemClock, UlidIds, MemorySearchIndex, MemoryPushGateway, LocalMediaStore>;
 
 /// The media signing secret's file in the data directory.
 pub const MEDIA_SECRET_FILE: &str = "media.secret";
@@ -52,8 +43,8 @@ pub struct LocalConfig {
     pub rate_limit: RateLimit,
     /// How long a request may run.
     pub request_timeout: Duration,
-    /// The service's tunables.
-    pub app: AppConfig,
+    /// The services' tunables.
+    pub service: ServiceConfig,
 }
 
 impl Default for LocalConfig {
@@ -63,7 +54,7 @@ impl Default for LocalConfig {
             data_dir: None,
             rate_limit: RateLimit::default(),
             request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
-            app: AppConfig::default(),
+            service: ServiceConfig::default(),
         }
     }
 }
@@ -156,9 +147,10 @@ fn media_secret(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
 #[derive(Debug)]
 pub struct LocalServer {
     addr: SocketAddr,
-    app: App<LocalPorts>,
+    services: LocalServices,
     serving: Serving,
-    feed: FeedHandle,
+    indexing: FeedHandle,
+    pushing: FeedHandle,
 }
 
 impl LocalServer {
@@ -215,25 +207,32 @@ impl LocalServer {
         };
         let search = MemorySearchIndex::new();
         let clock = SystemClock::new();
-        let max_media = config.app.limits.max_media_bytes;
-        let idempotency_ttl = config.app.idempotency_ttl;
-        let app = App::<LocalPorts>::new(
+        let max_media = config.service.limits.max_media_bytes;
+        let remember_for = config.service.idempotency_ttl;
+        let services = Services::new(
             store.clone(),
+            clock.clone(),
+            UlidIds::new(),
             search.clone(),
             push.clone(),
             media.clone(),
-            clock.clone(),
-            UlidIds::new(),
-            config.app.clone(),
+            config.service.clone(),
         );
 
-        // The search index lives in memory: rebuild it from the whole feed before answering searches.
+        // Each consumer follows the feed on its own. The search index lives in memory: it is rebuilt
+        // from the whole feed before searches are answered.
         let rebuilding = Instant::now();
-        let feed = FeedDriver::<MemorySearchIndex, LocalPorts>::new(store.clone(), Indexer::new(search))
-            .with_dispatcher(PushDispatcher::new(app.clone()), clock.clone(), idempotency_ttl)
-            .spawn();
+        let indexing = FeedDriver::new("indexer", store.clone(), Indexer::new(search)).spawn();
+        let dispatcher = PushDispatcher::new(
+            store.clone(),
+            push.clone(),
+            clock.clone(),
+            services.devices.clone(),
+            remember_for,
+        );
+        let pushing = FeedDriver::new("push dispatcher", store.clone(), dispatcher).spawn();
         if replayed > 0 {
-            feed.caught_up_to(replayed).await;
+            indexing.caught_up_to(replayed).await;
             tracing::info!(
                 events = replayed,
                 elapsed_ms = rebuilding.elapsed().as_millis() as u64,
@@ -242,7 +241,9 @@ impl LocalServer {
         }
 
         let api_config = server::api_config(config.rate_limit, config.request_timeout);
-        let router = Api::new(app.clone(), verifier, api_config)
+        let router = Api::new(verifier, api_config)
+            .merge_authenticated(services.routes())
+            .merge_public(openapi_routes())
             .merge_public(dev::public_routes(DevTokens {
                 provider,
                 clock: clock.clone(),
@@ -255,9 +256,10 @@ impl LocalServer {
         tracing::info!(%addr, "rookery listening on http://{addr}");
         Ok(Self {
             addr,
-            app,
+            services,
             serving,
-            feed,
+            indexing,
+            pushing,
         })
     }
 
@@ -266,14 +268,14 @@ impl LocalServer {
         self.addr
     }
 
-    /// The application service (for tests that look behind the API).
-    pub fn app(&self) -> &App<LocalPorts> {
-        &self.app
+    /// The services (for tests that look behind the API).
+    pub fn services(&self) -> &LocalServices {
+        &self.services
     }
 
-    /// The feed position the indexer and push dispatcher have handled everything before.
+    /// The feed position the indexer and the push dispatcher have both handled everything before.
     pub fn feed_position(&self) -> u64 {
-        self.feed.position()
+        self.indexing.position().min(self.pushing.position())
     }
 
     /// Stops accepting connections, lets in-flight requests finish, then stops the feed driver.
@@ -282,7 +284,8 @@ impl LocalServer {
     /// The server's I/O error, if it failed while serving.
     pub async fn shutdown(self) -> io::Result<()> {
         let served = self.serving.stop().await;
-        self.feed.stop().await;
+        self.indexing.stop().await;
+        self.pushing.stop().await;
         served
     }
 
@@ -293,7 +296,8 @@ impl LocalServer {
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
         // Whether the signal came or the server failed, the feed stops after the server has.
         let served = self.serving.run_until(signal).await;
-        self.feed.stop().await;
+        self.indexing.stop().await;
+        self.pushing.stop().await;
         served
     }
 }

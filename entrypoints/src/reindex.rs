@@ -10,7 +10,6 @@ use rookery_adapters_memory::{IndexedEntry, MemoryEventStore, MemorySearchIndex}
 use rookery_ports::{Failure, Indexer};
 
 use crate::feed::FeedDriver;
-use crate::local::LocalPorts;
 
 /// What a reindex found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +72,7 @@ pub async fn run(data_dir: Option<&Path>, mut progress: impl FnMut(u64, u64)) ->
         .await?;
 
     let live = MemorySearchIndex::new();
-    let driver = FeedDriver::<MemorySearchIndex, LocalPorts>::new(store, Indexer::new(live.clone())).spawn();
+    let driver = FeedDriver::new("indexer", store, Indexer::new(live.clone())).spawn();
     let caught_up = driver.caught_up_to(total).await;
     driver.stop().await;
     if !caught_up {

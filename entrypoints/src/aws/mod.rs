@@ -13,7 +13,7 @@ pub mod serve;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError};
 
 pub use bootstrap::{BootstrapError, platform_variable, render_report, run_bootstrap};
-pub use serve::{AwsServeConfig, AwsServePorts, AwsServer, AwsStartError, ServeOptions};
+pub use serve::{AwsServeConfig, AwsServer, AwsStartError, ServeOptions};
 
 /// The problem reported when the AWS SDK finds no region.
 pub const NO_REGION: &str = "no AWS region: set AWS_REGION (or use a profile that has one)";

@@ -12,41 +12,22 @@
 //! An in-process index starts empty, so it is first rebuilt from the table.
 
 use std::io;
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rookery_adapters_aws::S3MediaStore;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
 use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource, cognito_issuer};
 use rookery_adapters_aws::streams::{BatchHandler, StreamPoller};
-use rookery_adapters_aws::{DynamoStore, S3MediaStore, SnsPushGateway};
 use rookery_adapters_memory::{MemorySearchIndex, SystemClock, UlidIds};
-use rookery_domain::{EventPayload, Platform, StoredEvent, Timestamp};
-use rookery_ports::{App, AppConfig, BatchFailure, Clock, Failure, Indexer, Ports, PushDispatcher, SearchIndex};
+use rookery_domain::Platform;
+use rookery_ports::{Failure, Indexer, PushDispatcher, SearchIndex, ServiceConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{NO_REGION, config_from_vars};
-use crate::http::RateLimit;
+use crate::http::{RateLimit, Services};
 use crate::server::{self, BindError, Serving};
-
-/// The adapters of `serve --backend aws`, with the search index `S` (in memory or CloudSearch).
-pub struct AwsServePorts<S>(PhantomData<fn() -> S>);
-
-impl<S> std::fmt::Debug for AwsServePorts<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AwsServePorts")
-    }
-}
-
-impl<S: SearchIndex> Ports for AwsServePorts<S> {
-    type Store = DynamoStore;
-    type Search = S;
-    type Push = SnsPushGateway;
-    type Media = S3MediaStore;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
 
 /// How long a stream poller waits after finding nothing new, by default.
 ///
@@ -63,8 +44,8 @@ pub struct ServeOptions {
     pub rate_limit: RateLimit,
     /// How long a request may run.
     pub request_timeout: Duration,
-    /// The service's tunables.
-    pub app: AppConfig,
+    /// The services' tunables.
+    pub service: ServiceConfig,
     /// How long a stream poller waits after a poll that found nothing (or failed).
     pub poll_interval: Duration,
 }
@@ -75,7 +56,7 @@ impl Default for ServeOptions {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             rate_limit: RateLimit::default(),
             request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
-            app: AppConfig::default(),
+            service: ServiceConfig::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
         }
     }
@@ -198,44 +179,6 @@ fn verifier(config: &AwsConfig, region: &str) -> Result<JwksVerifier<SystemClock
         SystemClock::new(),
     )
     .map_err(|e| AwsStartError::Identity(e.to_string()))
-}
-
-/// The push dispatcher as a stream consumer: only message events, and only those recent enough.
-///
-/// A poller starts at the stream's oldest record, so after a restart it sees messages again; those
-/// younger than the idempotency window are deduplicated by the dispatcher, and older ones (whose push
-/// records may have expired) are skipped here instead of being pushed a second time, late.
-#[derive(Debug)]
-struct RecentPushes<P: Ports> {
-    dispatcher: PushDispatcher<P>,
-    clock: P::Clock,
-    max_age: Duration,
-}
-
-impl<P: Ports> BatchHandler for RecentPushes<P> {
-    async fn handle(&self, events: &[StoredEvent]) -> Result<(), BatchFailure> {
-        let max_age = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
-        let oldest = Timestamp::from_millis(self.clock.now().as_millis().saturating_sub(max_age));
-        let (positions, messages) = recent_messages(events, oldest);
-        if messages.is_empty() {
-            return Ok(());
-        }
-        self.dispatcher.handle(&messages).await.map_err(|failure| BatchFailure {
-            index: positions.get(failure.index).copied().unwrap_or(0),
-            failure: failure.failure,
-        })
-    }
-}
-
-/// The `message.received` events of `events` at or after `oldest`, each with its index in `events`
-/// (so a failure is reported where the poller must resume).
-fn recent_messages(events: &[StoredEvent], oldest: Timestamp) -> (Vec<usize>, Vec<StoredEvent>) {
-    events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| matches!(e.payload, EventPayload::MessageReceived(_)) && e.at >= oldest)
-        .map(|(i, e)| (i, e.clone()))
-        .unzip()
 }
 
 /// The stream pollers running in the background.
@@ -396,14 +339,15 @@ async fn launch<S: SearchIndex>(
     let clients = &parts.clients;
     let store = clients.event_store();
     let clock = SystemClock::new();
-    let app = App::<AwsServePorts<S>>::new(
+    let push = clients.push_gateway();
+    let services = Services::new(
         store.clone(),
-        search.clone(),
-        clients.push_gateway(),
-        parts.media,
         clock.clone(),
         UlidIds::new(),
-        options.app.clone(),
+        search.clone(),
+        push.clone(),
+        parts.media,
+        options.service.clone(),
     );
     let indexer = Indexer::new(search);
     if rebuild {
@@ -421,16 +365,18 @@ async fn launch<S: SearchIndex>(
 
     let mut pollers = Pollers::new();
     pollers.spawn("indexer", parts.indexer_poller, indexer, options.poll_interval);
-    let pushes = RecentPushes {
-        dispatcher: PushDispatcher::new(app.clone()),
+    let dispatcher = PushDispatcher::new(
+        store,
+        push,
         clock,
-        max_age: options.app.idempotency_ttl,
-    };
-    pollers.spawn("push dispatcher", parts.push_poller, pushes, options.poll_interval);
+        services.devices.clone(),
+        options.service.idempotency_ttl,
+    );
+    pollers.spawn("push dispatcher", parts.push_poller, dispatcher, options.poll_interval);
 
     let api_config = server::api_config(options.rate_limit, options.request_timeout);
     // Only the contract's routes: on AWS users sign in with Cognito, and media goes to S3 directly.
-    let router = crate::http::router(app, parts.verifier, api_config);
+    let router = crate::http::router(&services, parts.verifier, api_config);
     let serving = Serving::spawn(listener, router);
     tracing::info!(%addr, backend = "aws", "rookery listening on http://{addr}");
     Ok(AwsServer { addr, serving, pollers })
@@ -440,43 +386,7 @@ async fn launch<S: SearchIndex>(
 mod tests {
     use std::collections::HashMap;
 
-    use serde_json::json;
-
     use super::*;
-
-    fn event(seq: u64, at: &str, message: bool) -> StoredEvent {
-        let (kind, payload) = if message {
-            (
-                "message.received",
-                json!({"id": format!("m{seq}"), "from": "bob", "to": "alice", "text": "hi", "sent_at": at}),
-            )
-        } else {
-            ("device.changed", json!({"change": "removed", "device_id": "phone"}))
-        };
-        serde_json::from_value(json!({
-            "event_id": format!("e{seq}"), "owner": "alice", "seq": seq, "schema": 1, "at": at,
-            "type": kind, "payload": payload, "meta": {}
-        }))
-        .expect("a valid stored event")
-    }
-
-    #[test]
-    fn only_recent_messages_go_to_the_dispatcher_with_their_place_in_the_batch() {
-        let events = [
-            event(1, "2026-11-20T10:00:00.000Z", true),
-            event(2, "2026-11-25T10:00:00.000Z", false),
-            event(3, "2026-11-25T10:00:01.000Z", true),
-            event(4, "2026-11-25T10:00:02.000Z", true),
-        ];
-        let oldest = events[1].at;
-        let (positions, messages) = recent_messages(&events, oldest);
-        assert_eq!(
-            positions,
-            vec![2, 3],
-            "the old message and the device event are left out"
-        );
-        assert_eq!(messages.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![3, 4]);
-    }
 
     #[test]
     fn serve_needs_the_cognito_pool_client_and_a_region() {

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use rookery_entrypoints::Api;
-use rookery_entrypoints::http::{item_routes, openapi_routes};
+use rookery_entrypoints::http::openapi_routes;
 use rookery_entrypoints::lambda::compose::{Aws, ComposeError, api_config};
 use rookery_entrypoints::lambda::{ApiHandler, Function, logging, runtime, startup};
 
@@ -14,7 +14,8 @@ async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
     // Only this function's routes, so that the binary holds no code of the others (decision 0004).
-    let router = Api::with_routes(aws.items_app()?, aws.verifier()?, config, item_routes())
+    let router = Api::new(aws.verifier()?, config)
+        .merge_authenticated(aws.items_function()?)
         .merge_public(openapi_routes())
         .into_router();
     Ok(ApiHandler::new(router, Function::Items))

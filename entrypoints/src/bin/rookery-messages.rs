@@ -10,11 +10,9 @@
 use std::process::ExitCode;
 
 use rookery_entrypoints::Api;
-use rookery_entrypoints::http::message_routes;
 use rookery_entrypoints::lambda::compose::{Aws, ComposeError, api_config};
 use rookery_entrypoints::lambda::stream::decode_lambda_record;
 use rookery_entrypoints::lambda::{ApiHandler, Function, MessagesHandler, StreamConsumer, logging, runtime, startup};
-use rookery_ports::PushDispatcher;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -22,11 +20,13 @@ async fn main() -> ExitCode {
     let composed: Result<_, ComposeError> = async {
         let aws = Aws::from_env().await?;
         let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
-        let app = aws.messages_app();
         // Only this function's routes, so that the binary holds no code of the others (decision 0004).
-        let router = Api::with_routes(app.clone(), aws.verifier()?, config, message_routes()).into_router();
+        let (routes, dispatcher) = aws.messages_function();
+        let router = Api::new(aws.verifier()?, config)
+            .merge_authenticated(routes)
+            .into_router();
         let api = ApiHandler::new(router, Function::Messages);
-        let stream = StreamConsumer::new(decode_lambda_record, PushDispatcher::new(app));
+        let stream = StreamConsumer::new(decode_lambda_record, dispatcher);
         Ok(MessagesHandler::new(api, stream))
     }
     .await;

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use rookery_entrypoints::Api;
-use rookery_entrypoints::http::search_routes;
 use rookery_entrypoints::lambda::compose::{Aws, ComposeError, api_config};
 use rookery_entrypoints::lambda::{ApiHandler, Function, logging, runtime, startup};
 
@@ -14,7 +13,9 @@ async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
     // Only this function's route, so that the binary holds no code of the others (decision 0004).
-    let router = Api::with_routes(aws.search_app()?, aws.verifier()?, config, search_routes()).into_router();
+    let router = Api::new(aws.verifier()?, config)
+        .merge_authenticated(aws.search_function()?)
+        .into_router();
     Ok(ApiHandler::new(router, Function::Search))
 }
 

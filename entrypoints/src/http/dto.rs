@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rookery_domain::projection::{FeedChange, HistoryEvent, MessageEvent};
 use rookery_domain::{Item, Message, Platform, Visibility};
 use rookery_ports::SearchHit;
-use rookery_ports::app::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
+use rookery_ports::service::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;

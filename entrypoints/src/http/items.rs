@@ -1,6 +1,6 @@
 //! Item routes (Lambda function 1): create, replace, patch, read, time travel, delete, list, history, restore.
 //!
-//! Each handler parses the request, calls one [`App`] method and maps the outcome; the rules live in
+//! Each handler parses the request, calls one [`ItemService`] method and maps the outcome; the rules live in
 //! the domain and the use case. Statuses derive only from the outcome (e.g. `created` → `201`), so an
 //! idempotent replay answers exactly what the first request did.
 
@@ -12,7 +12,7 @@ use axum::http::header::{ETAG, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rookery_domain::{Item, Version};
-use rookery_ports::{App, Ports};
+use rookery_ports::{Clock, EventStore, IdSource, ItemService};
 use serde_json::Value;
 
 use super::auth::Authed;
@@ -48,8 +48,8 @@ fn item_response(status: StatusCode, item: Item) -> Response {
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn put_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn put_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     Preconditions(precondition): Preconditions,
@@ -94,8 +94,8 @@ pub(crate) async fn put_item<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn patch_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn patch_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     Preconditions(precondition): Preconditions,
@@ -123,8 +123,8 @@ pub(crate) async fn patch_item<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn get_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn get_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     query: QueryParams,
@@ -155,8 +155,8 @@ pub(crate) async fn get_item<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn delete_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn delete_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     Preconditions(precondition): Preconditions,
@@ -177,8 +177,8 @@ pub(crate) async fn delete_item<P: Ports>(
     responses((status = 200, description = "A page of items", body = ItemPageDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn list_items<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn list_items<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath(collection): ApiPath<String>,
     query: QueryParams,
@@ -204,8 +204,8 @@ pub(crate) async fn list_items<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn history<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn history<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     query: QueryParams,
@@ -230,8 +230,8 @@ pub(crate) async fn history<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn restore_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn restore_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((collection, id)): ApiPath<(String, String)>,
     Preconditions(precondition): Preconditions,
@@ -257,8 +257,8 @@ pub(crate) async fn restore_item<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn get_public_item<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn get_public_item<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<ItemService<S, C, I>>>,
     Authed(caller): Authed,
     ApiPath((owner, collection, id)): ApiPath<(String, String, String)>,
 ) -> Result<Response, Problem> {

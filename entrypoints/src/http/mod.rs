@@ -1,14 +1,15 @@
-//! The HTTP API of `API.md`: one axum router, generic over the adapters and the identity verifier.
+//! The HTTP API of `API.md`: route sets over the services of `rookery_ports::service`, behind one edge.
 //!
-//! The same router serves `rookery serve` (memory adapters, development identity provider) and the
-//! Lambda functions behind API Gateway (AWS adapters, Cognito). [`Api`] builds it; deployments add their
-//! own routes (development tokens, local media URLs) with [`Api::merge_public`] and
-//! [`Api::merge_authenticated`] so that they get the same edge: request ids, problem documents,
-//! deadline, authentication and rate limiting.
+//! The same handlers serve `rookery serve` (memory adapters, development identity provider) and the
+//! Lambda functions behind API Gateway (AWS adapters, Cognito). [`Api`] builds the router from the
+//! route sets a deployment serves; deployments add their own routes (development tokens, local media
+//! URLs) with [`Api::merge_public`] and [`Api::merge_authenticated`] so that they get the same edge:
+//! request ids, problem documents, deadline, authentication and rate limiting.
 
 pub mod auth;
 pub mod dev;
 pub mod dto;
+pub mod edge;
 pub mod extract;
 mod items;
 pub mod local_media;
@@ -25,7 +26,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
-use rookery_ports::{App, IdentityVerifier, Ports};
+use rookery_ports::{
+    Clock, DeviceService, EventStore, IdSource, IdentityVerifier, ItemService, MediaService, MediaStore,
+    MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+};
 use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::{Authed, Gate};
@@ -59,46 +63,29 @@ impl Default for ApiConfig {
     }
 }
 
-/// Builds the router: the API's routes plus whatever a deployment adds.
+/// Builds the router: the contract's route sets a deployment serves, plus whatever it adds, behind one
+/// edge (request ids, problem documents, deadline, authentication and rate limiting).
+///
+/// Each route set ([`item_routes`], [`sync_routes`], [`device_routes`], [`media_routes`],
+/// [`search_routes`], [`message_routes`]) holds only the service its handlers call, so a Lambda function
+/// composes only the services of the routes it serves, and its binary holds no other handler's code.
 #[derive(Debug)]
-pub struct Api<P: Ports, V: IdentityVerifier> {
-    app: Arc<App<P>>,
+pub struct Api<V: IdentityVerifier> {
     gate: Arc<Gate<V>>,
     config: ApiConfig,
-    /// The contract's authenticated routes this router serves.
-    routes: Router<Arc<App<P>>>,
     public: Router,
     authenticated: Router,
 }
 
-impl<P: Ports, V: IdentityVerifier> Api<P, V> {
-    /// The whole API over `app` (every route of the contract and `/openapi.json`), verifying tokens
-    /// with `verifier`.
-    pub fn new(app: App<P>, verifier: V, config: ApiConfig) -> Self {
-        let routes = item_routes::<P>()
-            .merge(search_routes::<P>())
-            .merge(message_routes::<P>());
-        Self::with_routes(app, verifier, config, routes).merge_public(openapi_routes())
-    }
-
-    /// The API over `app` with only `routes` of the contract (one of [`item_routes`], [`search_routes`]
-    /// and [`message_routes`], or several merged), and no `/openapi.json` unless merged in with
-    /// [`openapi_routes`]. A Lambda function is built this way, so that its binary holds the code of its
-    /// own routes only: a handler that is never routed is never compiled in.
-    pub fn with_routes(app: App<P>, verifier: V, config: ApiConfig, routes: Router<Arc<App<P>>>) -> Self {
+impl<V: IdentityVerifier> Api<V> {
+    /// An API with no routes yet, verifying tokens with `verifier`.
+    pub fn new(verifier: V, config: ApiConfig) -> Self {
         Self {
-            app: Arc::new(app),
             gate: Gate::new(verifier, RateLimiter::new(config.rate_limit)),
             config,
-            routes,
             public: Router::new(),
             authenticated: Router::new(),
         }
-    }
-
-    /// The application service the routes call.
-    pub fn app(&self) -> &Arc<App<P>> {
-        &self.app
     }
 
     /// Adds routes that need no token (they bring their own body limits).
@@ -108,7 +95,8 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
         self
     }
 
-    /// Adds routes behind the bearer-token gate; handlers read the caller with [`Authed`].
+    /// Adds routes behind the bearer-token gate, with the API's body limit and deadline; handlers read
+    /// the caller with [`Authed`].
     #[must_use]
     pub fn merge_authenticated(mut self, routes: Router) -> Self {
         self.authenticated = self.authenticated.merge(routes);
@@ -119,25 +107,86 @@ impl<P: Ports, V: IdentityVerifier> Api<P, V> {
     pub fn into_router(self) -> Router {
         let limit = self.config.body_limit;
         let authenticated = self
-            .routes
-            .with_state(self.app)
-            .merge(self.authenticated)
+            .authenticated
             .route_layer(from_fn_with_state(self.gate, auth::authenticate::<V>))
             .layer(DefaultBodyLimit::max(limit))
             .layer(RequestBodyLimitLayer::new(limit))
-            .layer(from_fn_with_state(self.config.request_timeout, request_id::deadline));
+            .layer(from_fn_with_state(self.config.request_timeout, edge::deadline));
         Router::new()
             .route("/healthz", get(routes::healthz))
             .merge(authenticated)
             .merge(self.public)
             .fallback(|| async { Problem::not_found() })
-            .layer(axum::middleware::from_fn(request_id::edge))
+            .layer(axum::middleware::from_fn(edge::edge))
     }
 }
 
-/// The router with only the contract's routes (no development or local media routes).
-pub fn router<P: Ports, V: IdentityVerifier>(app: App<P>, verifier: V, config: ApiConfig) -> Router {
-    Api::new(app, verifier, config).into_router()
+/// Every service of the contract, for a deployment that serves all of it (`rookery serve`, tests).
+#[derive(Debug, Clone)]
+pub struct Services<S, C, I, X, P, M> {
+    /// Items, history and restore.
+    pub items: ItemService<S, C, I>,
+    /// The change feed.
+    pub sync: SyncService<S>,
+    /// Search.
+    pub search: SearchService<X>,
+    /// Messages.
+    pub messages: MessageService<S, C, I>,
+    /// Devices.
+    pub devices: DeviceService<S, C, I, P>,
+    /// Media.
+    pub media: MediaService<S, C, I, M>,
+}
+
+impl<S, C, I, X, P, M> Services<S, C, I, X, P, M>
+where
+    S: EventStore,
+    C: Clock,
+    I: IdSource,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+{
+    /// Every service over one set of adapters and one configuration.
+    pub fn new(store: S, clock: C, ids: I, index: X, push: P, media: M, config: ServiceConfig) -> Self {
+        let max_query_chars = config.limits.max_query_chars;
+        let writer = Writer::new(store.clone(), clock, ids, config);
+        Self {
+            items: ItemService::new(writer.clone()),
+            sync: SyncService::new(store),
+            search: SearchService::new(index, max_query_chars),
+            messages: MessageService::new(writer.clone()),
+            devices: DeviceService::new(writer.clone(), push),
+            media: MediaService::new(writer, media),
+        }
+    }
+
+    /// Every authenticated route of the contract.
+    pub fn routes(&self) -> Router {
+        item_routes(self.items.clone())
+            .merge(sync_routes(self.sync.clone()))
+            .merge(device_routes(self.devices.clone()))
+            .merge(media_routes(self.media.clone()))
+            .merge(search_routes(self.search.clone()))
+            .merge(message_routes(self.messages.clone()))
+    }
+}
+
+/// The router with every route of the contract and `/openapi.json` (no development or local media routes).
+pub fn router<S, C, I, X, P, M, V>(services: &Services<S, C, I, X, P, M>, verifier: V, config: ApiConfig) -> Router
+where
+    S: EventStore,
+    C: Clock,
+    I: IdSource,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+    V: IdentityVerifier,
+{
+    Api::new(verifier, config)
+        .merge_authenticated(services.routes())
+        .merge_public(openapi_routes())
+        .into_router()
 }
 
 /// `GET /openapi.json`, which needs no token.
@@ -145,42 +194,70 @@ pub fn openapi_routes() -> Router {
     Router::new().route("/openapi.json", get(openapi::serve))
 }
 
-/// Function 1's authenticated routes: items, users' public items, sync, devices and media.
-pub fn item_routes<P: Ports>() -> Router<Arc<App<P>>> {
+/// The item routes (Lambda function 1): items, history, restore and users' public items.
+pub fn item_routes<S: EventStore, C: Clock, I: IdSource>(items: ItemService<S, C, I>) -> Router {
     Router::new()
         .route(
             "/v1/items/{collection}/{id}",
-            put(items::put_item::<P>)
-                .patch(items::patch_item::<P>)
-                .get(items::get_item::<P>)
-                .delete(items::delete_item::<P>),
+            put(items::put_item::<S, C, I>)
+                .patch(items::patch_item::<S, C, I>)
+                .get(items::get_item::<S, C, I>)
+                .delete(items::delete_item::<S, C, I>),
         )
-        .route("/v1/items/{collection}", get(items::list_items::<P>))
-        .route("/v1/items/{collection}/{id}/history", get(items::history::<P>))
-        .route("/v1/items/{collection}/{id}/restore", post(items::restore_item::<P>))
+        .route("/v1/items/{collection}", get(items::list_items::<S, C, I>))
+        .route("/v1/items/{collection}/{id}/history", get(items::history::<S, C, I>))
+        .route(
+            "/v1/items/{collection}/{id}/restore",
+            post(items::restore_item::<S, C, I>),
+        )
         .route(
             "/v1/users/{owner}/items/{collection}/{id}",
-            get(items::get_public_item::<P>),
+            get(items::get_public_item::<S, C, I>),
         )
-        .route("/v1/sync", get(routes::sync::<P>))
-        .route("/v1/devices", get(routes::devices::<P>))
+        .with_state(Arc::new(items))
+}
+
+/// The sync route (Lambda function 1).
+pub fn sync_routes<S: EventStore>(sync: SyncService<S>) -> Router {
+    Router::new()
+        .route("/v1/sync", get(routes::sync::<S>))
+        .with_state(Arc::new(sync))
+}
+
+/// The device routes (Lambda function 1).
+pub fn device_routes<S: EventStore, C: Clock, I: IdSource, P: PushGateway>(
+    devices: DeviceService<S, C, I, P>,
+) -> Router {
+    Router::new()
+        .route("/v1/devices", get(routes::devices::<S, C, I, P>))
         .route(
             "/v1/devices/{device_id}",
-            put(routes::register_device::<P>).delete(routes::remove_device::<P>),
+            put(routes::register_device::<S, C, I, P>).delete(routes::remove_device::<S, C, I, P>),
         )
-        .route("/v1/media", post(routes::create_media::<P>))
-        .route("/v1/media/{id}", get(routes::get_media::<P>))
+        .with_state(Arc::new(devices))
 }
 
-/// Function 3's authenticated route: search.
-pub fn search_routes<P: Ports>() -> Router<Arc<App<P>>> {
-    Router::new().route("/v1/search", get(routes::search::<P>))
+/// The media routes (Lambda function 1).
+pub fn media_routes<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(media: MediaService<S, C, I, M>) -> Router {
+    Router::new()
+        .route("/v1/media", post(routes::create_media::<S, C, I, M>))
+        .route("/v1/media/{id}", get(routes::get_media::<S, C, I, M>))
+        .with_state(Arc::new(media))
 }
 
-/// Function 4's authenticated routes: sending and reading messages.
-pub fn message_routes<P: Ports>() -> Router<Arc<App<P>>> {
-    Router::new().route(
-        "/v1/messages",
-        post(routes::send_message::<P>).get(routes::messages::<P>),
-    )
+/// The search route (Lambda function 3).
+pub fn search_routes<X: SearchIndex>(search: SearchService<X>) -> Router {
+    Router::new()
+        .route("/v1/search", get(routes::search::<X>))
+        .with_state(Arc::new(search))
+}
+
+/// The message routes (Lambda function 4): sending and reading messages.
+pub fn message_routes<S: EventStore, C: Clock, I: IdSource>(messages: MessageService<S, C, I>) -> Router {
+    Router::new()
+        .route(
+            "/v1/messages",
+            post(routes::send_message::<S, C, I>).get(routes::messages::<S, C, I>),
+        )
+        .with_state(Arc::new(messages))
 }

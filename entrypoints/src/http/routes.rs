@@ -1,7 +1,7 @@
 //! The routes besides items: sync, search (Lambda function 3), messages and devices (function 4), media,
 //! and the unauthenticated operations routes.
 //!
-//! As with items, each handler parses, calls one [`App`] method and maps the answer.
+//! As with items, each handler parses, calls one service method and maps the answer.
 
 use std::sync::Arc;
 
@@ -9,8 +9,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use rookery_ports::app::SearchRequest;
-use rookery_ports::{App, Ports, Scope};
+use rookery_ports::service::SearchRequest;
+use rookery_ports::{
+    Clock, DeviceService, EventStore, IdSource, MediaService, MediaStore, MessageService, PushGateway, Scope,
+    SearchIndex, SearchService, SyncService,
+};
 
 use super::auth::Authed;
 use super::dto::{
@@ -29,8 +32,8 @@ use super::problem::Problem;
     responses((status = 200, description = "A page of changes", body = SyncPageDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn sync<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn sync<S: EventStore>(
+    State(app): State<Arc<SyncService<S>>>,
     Authed(caller): Authed,
     query: QueryParams,
 ) -> Result<Json<SyncPageDto>, Problem> {
@@ -60,8 +63,8 @@ fn scope(raw: Option<&str>) -> Result<Scope, Problem> {
     responses((status = 200, description = "Matches, best first", body = SearchResultsDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn search<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn search<X: SearchIndex>(
+    State(app): State<Arc<SearchService<X>>>,
     Authed(caller): Authed,
     query: QueryParams,
 ) -> Result<Json<SearchResultsDto>, Problem> {
@@ -95,8 +98,8 @@ pub(crate) async fn search<P: Ports>(
     responses((status = 202, description = "Accepted", body = MessageAcceptedDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn send_message<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn send_message<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<MessageService<S, C, I>>>,
     Authed(caller): Authed,
     idem: IdempotencyKey,
     body: JsonBody<SendMessageBody>,
@@ -117,8 +120,8 @@ pub(crate) async fn send_message<P: Ports>(
     responses((status = 200, description = "A page of messages", body = MessagePageDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn messages<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn messages<S: EventStore, C: Clock, I: IdSource>(
+    State(app): State<Arc<MessageService<S, C, I>>>,
     Authed(caller): Authed,
     query: QueryParams,
 ) -> Result<Json<MessagePageDto>, Problem> {
@@ -137,8 +140,8 @@ pub(crate) async fn messages<P: Ports>(
     responses((status = 200, description = "Registered", body = DeviceDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn register_device<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn register_device<S: EventStore, C: Clock, I: IdSource, P: PushGateway>(
+    State(app): State<Arc<DeviceService<S, C, I, P>>>,
     Authed(caller): Authed,
     ApiPath(device_id): ApiPath<String>,
     idem: IdempotencyKey,
@@ -159,8 +162,8 @@ pub(crate) async fn register_device<P: Ports>(
     responses((status = 200, description = "The devices", body = DevicesDto)),
     security(("bearer" = []))
 )]
-pub(crate) async fn devices<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn devices<S: EventStore, C: Clock, I: IdSource, P: PushGateway>(
+    State(app): State<Arc<DeviceService<S, C, I, P>>>,
     Authed(caller): Authed,
 ) -> Result<Json<DevicesDto>, Problem> {
     let devices = app.devices(&caller).await?;
@@ -179,8 +182,8 @@ pub(crate) async fn devices<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn remove_device<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn remove_device<S: EventStore, C: Clock, I: IdSource, P: PushGateway>(
+    State(app): State<Arc<DeviceService<S, C, I, P>>>,
     Authed(caller): Authed,
     ApiPath(device_id): ApiPath<String>,
     idem: IdempotencyKey,
@@ -202,8 +205,8 @@ pub(crate) async fn remove_device<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn create_media<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn create_media<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
+    State(app): State<Arc<MediaService<S, C, I, M>>>,
     Authed(caller): Authed,
     idem: IdempotencyKey,
     body: JsonBody<MediaBody>,
@@ -224,8 +227,8 @@ pub(crate) async fn create_media<P: Ports>(
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn get_media<P: Ports>(
-    State(app): State<Arc<App<P>>>,
+pub(crate) async fn get_media<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
+    State(app): State<Arc<MediaService<S, C, I, M>>>,
     Authed(caller): Authed,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MediaDto>, Problem> {

@@ -5,82 +5,60 @@
 //! the `ROOKERY_*` variables read by [`AwsConfig::from_env`] (listed in `docs/DEPLOY.md`). Building the
 //! clients makes no network call: credentials are resolved and connections opened on first use, so an
 //! invocation that needs no AWS service (a health check, a request refused for its token, an empty
-//! batch) needs no AWS at all. Each function builds only the adapters its routes use; its other ports
-//! are [`Unwired`].
+//! batch) needs no AWS at all. Each function builds only the services its routes call, and so only
+//! the adapters those services use (decision 0004).
 
-use std::marker::PhantomData;
-
+use axum::Router;
 use rookery_adapters_aws::cloudsearch::CloudSearchIndex;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
-use rookery_adapters_aws::dynamo::DynamoStore;
 use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySource, cognito_issuer};
-use rookery_adapters_aws::s3::S3MediaStore;
-use rookery_adapters_aws::sns::SnsPushGateway;
 use rookery_adapters_memory::{SystemClock, UlidIds};
-use rookery_ports::{App, AppConfig, EventStore, Failure, Indexer, MediaStore, Ports, PushGateway, SearchIndex};
+use rookery_ports::{
+    DeviceService, EventStore, Failure, Indexer, ItemService, MediaService, MediaStore, MessageService, PushDispatcher,
+    PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+};
 
-use super::unwired::Unwired;
-use crate::http::{ApiConfig, RateLimit};
+use crate::http::{
+    ApiConfig, RateLimit, device_routes, item_routes, media_routes, message_routes, search_routes, sync_routes,
+};
 
-/// Function 1's ports (items, sync, devices, media): every one but the search index, which only
-/// function 3 queries. The parameters are the store, push gateway and media store; the defaults are
-/// the AWS adapters (DynamoDB, SNS, S3), and the tests put the memory adapters in their place
-/// (`entrypoints/tests/function_ports.rs`), so both wire the same ports.
-#[derive(Debug)]
-pub struct ItemsPorts<S = DynamoStore, P = SnsPushGateway, M = S3MediaStore>(PhantomData<(S, P, M)>);
-
-impl<S: EventStore, P: PushGateway, M: MediaStore> Ports for ItemsPorts<S, P, M> {
-    type Store = S;
-    type Search = Unwired;
-    type Push = P;
-    type Media = M;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
+/// The write path every function that writes shares: the clock, ids and configuration of a deployment.
+fn writer<S: EventStore>(store: S) -> Writer<S, SystemClock, UlidIds> {
+    Writer::new(store, SystemClock::new(), UlidIds::new(), ServiceConfig::default())
 }
 
-/// Function 3's ports (search): the search index, and the event store beside it; no push gateway and
-/// no media store. The defaults are DynamoDB and CloudSearch.
-#[derive(Debug)]
-pub struct SearchPorts<S = DynamoStore, I = CloudSearchIndex>(PhantomData<(S, I)>);
-
-impl<S: EventStore, I: SearchIndex> Ports for SearchPorts<S, I> {
-    type Store = S;
-    type Search = I;
-    type Push = Unwired;
-    type Media = Unwired;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
+/// Function 1's authenticated routes (items, users' public items, sync, devices, media) over the event
+/// store, the push gateway (device registration) and the media store. On AWS these are DynamoDB, SNS and
+/// S3; the tests put the memory adapters in their place (`entrypoints/tests/function_ports.rs`), so
+/// both compose the function the same way.
+pub fn items_function<S: EventStore, P: PushGateway, M: MediaStore>(store: S, push: P, media: M) -> Router {
+    let writer = writer(store.clone());
+    item_routes(ItemService::new(writer.clone()))
+        .merge(sync_routes(SyncService::new(store)))
+        .merge(device_routes(DeviceService::new(writer.clone(), push)))
+        .merge(media_routes(MediaService::new(writer, media)))
 }
 
-/// Function 4's ports (messages, and their push delivery): the event store and the push gateway; no
-/// search index and no media store. The defaults are DynamoDB and SNS.
-#[derive(Debug)]
-pub struct MessagesPorts<S = DynamoStore, P = SnsPushGateway>(PhantomData<(S, P)>);
-
-impl<S: EventStore, P: PushGateway> Ports for MessagesPorts<S, P> {
-    type Store = S;
-    type Search = Unwired;
-    type Push = P;
-    type Media = Unwired;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
+/// Function 3's authenticated route (search) over the search index: it needs nothing else.
+pub fn search_function<X: SearchIndex>(index: X) -> Router {
+    search_routes(SearchService::new(
+        index,
+        ServiceConfig::default().limits.max_query_chars,
+    ))
 }
 
-/// A function's service over its four adapters, with the clock, ids and configuration every function
-/// uses (on AWS and in the tests alike).
-pub fn service<P>(store: P::Store, search: P::Search, push: P::Push, media: P::Media) -> App<P>
-where
-    P: Ports<Clock = SystemClock, Ids = UlidIds>,
-{
-    App::new(
-        store,
-        search,
-        push,
-        media,
-        SystemClock::new(),
-        UlidIds::new(),
-        AppConfig::default(),
-    )
+/// Function 4's authenticated routes (messages) over the event store, and its stream consumer: the push
+/// dispatcher over the store and the push gateway.
+pub fn messages_function<S: EventStore, P: PushGateway>(
+    store: S,
+    push: P,
+) -> (Router, PushDispatcher<S, SystemClock, UlidIds, P>) {
+    let writer = writer(store.clone());
+    let remember_for = writer.config().idempotency_ttl;
+    let routes = message_routes(MessageService::new(writer.clone()));
+    let devices = DeviceService::new(writer, push.clone());
+    let dispatcher = PushDispatcher::new(store, push, SystemClock::new(), devices, remember_for);
+    (routes, dispatcher)
 }
 
 /// The token verifier of an AWS deployment: the Cognito user pool's key set.
@@ -153,44 +131,35 @@ impl Aws {
         self.clients.search_index().ok_or(ComposeError::NoSearchIndex)
     }
 
-    /// Function 1's service: DynamoDB, SNS and S3 (with CloudFront when configured); no search index.
+    /// Function 1's routes: DynamoDB, SNS and S3 (with CloudFront when configured); no search index.
     ///
     /// # Errors
     /// [`ComposeError::Media`] when the CloudFront key cannot be read.
-    pub fn items_app(&self) -> Result<App<ItemsPorts>, ComposeError> {
+    pub fn items_function(&self) -> Result<Router, ComposeError> {
         let media = self.clients.media_store().map_err(ComposeError::Media)?;
-        Ok(service(
+        Ok(items_function(
             self.clients.event_store(),
-            Unwired::new("rookery-items"),
             self.clients.push_gateway(),
             media,
         ))
     }
 
-    /// Function 3's service: CloudSearch and DynamoDB; no push gateway, no media store.
+    /// Function 3's route: CloudSearch only.
     ///
     /// # Errors
     /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
-    pub fn search_app(&self) -> Result<App<SearchPorts>, ComposeError> {
-        let unwired = Unwired::new("rookery-search");
-        Ok(service(
-            self.clients.event_store(),
-            self.search_index()?,
-            unwired,
-            unwired,
-        ))
+    pub fn search_function(&self) -> Result<Router, ComposeError> {
+        Ok(search_function(self.search_index()?))
     }
 
-    /// Function 4's service, for its routes and its push delivery: DynamoDB and SNS; no search index,
-    /// no media store.
-    pub fn messages_app(&self) -> App<MessagesPorts> {
-        let unwired = Unwired::new("rookery-messages");
-        service(
-            self.clients.event_store(),
-            unwired,
-            self.clients.push_gateway(),
-            unwired,
-        )
+    /// Function 4's routes and push dispatcher: DynamoDB and SNS; no search index, no media store.
+    pub fn messages_function(
+        &self,
+    ) -> (
+        Router,
+        PushDispatcher<rookery_adapters_aws::DynamoStore, SystemClock, UlidIds, rookery_adapters_aws::SnsPushGateway>,
+    ) {
+        messages_function(self.clients.event_store(), self.clients.push_gateway())
     }
 
     /// Function 2's use case: the indexer over CloudSearch.

@@ -13,7 +13,6 @@ pub mod logging;
 pub mod runtime;
 pub mod startup;
 pub mod stream;
-pub mod unwired;
 
 pub use api::{ApiHandler, Function};
 pub use invocation::{Invocation, InvocationError, MessagesHandler};

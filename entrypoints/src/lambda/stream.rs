@@ -3,10 +3,9 @@
 //! Functions 2 (indexer) and 4 (push dispatcher) receive batches of stream records from an event
 //! source mapping configured with `ReportBatchItemFailures`. Lambda then restarts the batch from the
 //! lowest sequence number the function names, so the answer must name the FIRST record that was not
-//! handled, and nothing after it may be treated as done. This module maps a batch to that answer:
-//! records are decoded in order, the decoded events go to the use case in one call, and a failure of
-//! either step is reported at the record it happened to. A record that cannot be decoded is a failure
-//! at that record, never skipped: skipping would silently lose an event of the log.
+//! handled, and nothing after it may be treated as done. The change log's one seam,
+//! [`rookery_ports::batch::deliver`], finds that record (a record that cannot be decoded is a failure
+//! at that record, never skipped); this module turns it into the answer Lambda reads.
 
 use std::fmt;
 
@@ -18,6 +17,7 @@ pub use rookery_adapters_aws::streams::BatchHandler;
 /// The decoder of the event store's stream records (only inserts of event rows carry events).
 pub use rookery_adapters_aws::streams::decode_lambda_record;
 use rookery_domain::StoredEvent;
+use rookery_ports::batch::{FailureOutOfRange, Stopped, deliver};
 
 /// Turns one stream record into the event it carries.
 ///
@@ -58,22 +58,8 @@ pub enum StreamError {
         index: usize,
     },
     /// The use case named an event the batch did not give it (a bug in the use case).
-    #[error("the handler reported event {index}, but it was given only {len}")]
-    FailureOutOfRange {
-        /// The position the handler reported.
-        index: usize,
-        /// How many events it was given.
-        len: usize,
-    },
-}
-
-/// Where and why a batch stopped, before it is turned into the answer Lambda reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stopped {
-    /// Position in the batch of the first record not handled.
-    pub record: usize,
-    /// Why, for the logs.
-    pub reason: String,
+    #[error(transparent)]
+    FailureOutOfRange(#[from] FailureOutOfRange),
 }
 
 /// The decoder and the use case of one stream-consuming function.
@@ -96,47 +82,10 @@ impl<D: RecordDecoder, H: BatchHandler> StreamConsumer<D, H> {
 
     /// Handles the batch and says which record, if any, Lambda must deliver again.
     ///
-    /// Events decoded before a record that fails to decode are handled first, so a bad record costs
-    /// no progress on the ones before it.
-    ///
     /// # Errors
     /// [`StreamError::FailureOutOfRange`] when the use case reports an event it was not given.
     pub async fn process(&self, records: &[EventRecord]) -> Result<Option<Stopped>, StreamError> {
-        let mut events = Vec::with_capacity(records.len());
-        // For each decoded event, the record it came from: the use case reports positions in `events`.
-        let mut origins = Vec::with_capacity(records.len());
-        let mut undecodable = None;
-        for (index, record) in records.iter().enumerate() {
-            match self.decoder.decode(record) {
-                Ok(Some(event)) => {
-                    events.push(event);
-                    origins.push(index);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    undecodable = Some(Stopped {
-                        record: index,
-                        reason: format!("record could not be decoded: {error}"),
-                    });
-                    break;
-                }
-            }
-        }
-        if !events.is_empty()
-            && let Err(failure) = self.handler.handle(&events).await
-        {
-            let Some(&record) = origins.get(failure.index) else {
-                return Err(StreamError::FailureOutOfRange {
-                    index: failure.index,
-                    len: events.len(),
-                });
-            };
-            return Ok(Some(Stopped {
-                record,
-                reason: failure.failure.to_string(),
-            }));
-        }
-        Ok(undecodable)
+        Ok(deliver(records, |record| self.decoder.decode(record), &self.handler).await?)
     }
 
     /// Handles a stream event and builds the partial-batch answer: empty on success, else exactly
