@@ -11,28 +11,26 @@ use rookery_adapters_memory::{
 };
 use rookery_domain::{CollectionName, DeviceId, ItemId, ItemKey, Platform, Timestamp, UserId};
 use rookery_entrypoints::feed::{FeedDriver, FeedHandle};
-use rookery_ports::{App, AppConfig, Caller, Indexer, Ports, PushDispatcher, Scope, SearchIndex, SearchQuery};
+use rookery_entrypoints::http::Services;
+use rookery_ports::{Caller, Indexer, PushDispatcher, Scope, SearchIndex, SearchQuery, ServiceConfig};
 use serde_json::{Map, json};
 
 /// Memory adapters with fault injection on the two consumers' outputs, and a clock the test moves.
-#[derive(Debug)]
-struct TestPorts;
-
-impl Ports for TestPorts {
-    type Store = MemoryEventStore;
-    type Search = Faulty<MemorySearchIndex>;
-    type Push = Faulty<MemoryPushGateway>;
-    type Media = LocalMediaStore;
-    type Clock = ManualClock;
-    type Ids = UlidIds;
-}
+type TestServices = Services<
+    MemoryEventStore,
+    ManualClock,
+    UlidIds,
+    Faulty<MemorySearchIndex>,
+    Faulty<MemoryPushGateway>,
+    LocalMediaStore,
+>;
 
 struct World {
     store: MemoryEventStore,
     search: Faulty<MemorySearchIndex>,
     push: Faulty<MemoryPushGateway>,
     clock: ManualClock,
-    app: App<TestPorts>,
+    app: TestServices,
 }
 
 fn world() -> World {
@@ -41,14 +39,14 @@ fn world() -> World {
     let push = Faulty::new(MemoryPushGateway::new(), Faults::new());
     let clock = ManualClock::new(Timestamp::from_millis(1_795_600_800_000));
     let media = LocalMediaStore::in_memory("http://127.0.0.1:1", vec![7u8; 32]);
-    let app = App::new(
+    let app = Services::new(
         store.clone(),
+        clock.clone(),
+        UlidIds::new(),
         search.clone(),
         push.clone(),
         media,
-        clock.clone(),
-        UlidIds::new(),
-        AppConfig::default(),
+        ServiceConfig::default(),
     );
     World {
         store,
@@ -74,21 +72,53 @@ fn data(text: &str) -> Map<String, serde_json::Value> {
     json!({"text": text}).as_object().cloned().unwrap_or_default()
 }
 
-fn spawn(world: &World) -> FeedHandle {
-    FeedDriver::<Faulty<MemorySearchIndex>, TestPorts>::new(world.store.clone(), Indexer::new(world.search.clone()))
-        .with_dispatcher(
-            PushDispatcher::new(world.app.clone()),
-            world.clock.clone(),
-            Duration::from_secs(24 * 3600),
-        )
-        .spawn()
+/// The two consumers of `rookery serve`, each following the feed on its own.
+struct Feeds {
+    indexing: FeedHandle,
+    pushing: FeedHandle,
 }
 
-async fn caught_up(feed: &FeedHandle, store: &MemoryEventStore) {
+impl Feeds {
+    fn position(&self) -> u64 {
+        self.indexing.position().min(self.pushing.position())
+    }
+
+    async fn caught_up_to(&self, target: u64) -> bool {
+        self.indexing.caught_up_to(target).await && self.pushing.caught_up_to(target).await
+    }
+
+    async fn stop(self) {
+        self.indexing.stop().await;
+        self.pushing.stop().await;
+    }
+}
+
+fn spawn(world: &World) -> Feeds {
+    let dispatcher = PushDispatcher::new(
+        world.store.clone(),
+        world.push.clone(),
+        world.clock.clone(),
+        world.app.devices.clone(),
+        Duration::from_secs(24 * 3600),
+    );
+    Feeds {
+        indexing: FeedDriver::new("indexer", world.store.clone(), Indexer::new(world.search.clone())).spawn(),
+        pushing: FeedDriver::new("push dispatcher", world.store.clone(), dispatcher).spawn(),
+    }
+}
+
+async fn caught_up(feed: &Feeds, store: &MemoryEventStore) {
     let target = store.commit_position().expect("position");
     tokio::time::timeout(Duration::from_secs(30), feed.caught_up_to(target))
         .await
         .expect("the driver catches up in time");
+}
+
+async fn indexed(feed: &FeedHandle, store: &MemoryEventStore) {
+    let target = store.commit_position().expect("position");
+    tokio::time::timeout(Duration::from_secs(30), feed.caught_up_to(target))
+        .await
+        .expect("the indexer catches up in time");
 }
 
 /// The index the offline rebuild produces from the same log: what the live feed must converge to.
@@ -107,6 +137,7 @@ async fn failed_index_and_push_calls_are_retried_from_the_failed_record_and_noth
     let (alice, bob) = (user("alice"), user("bob"));
     let device = DeviceId::parse("phone").expect("device id");
     w.app
+        .devices
         .register_device(&bob, &device, Platform::Fcm, "bob-token", None)
         .await
         .expect("device");
@@ -121,6 +152,7 @@ async fn failed_index_and_push_calls_are_retried_from_the_failed_record_and_noth
     let feed = spawn(&w);
     for i in 0..30 {
         w.app
+            .items
             .put_item(
                 &alice,
                 &key(&format!("n{i}")),
@@ -134,6 +166,7 @@ async fn failed_index_and_push_calls_are_retried_from_the_failed_record_and_noth
     }
     for i in (0..30).step_by(3) {
         w.app
+            .items
             .delete_item(&alice, &key(&format!("n{i}")), Default::default(), None)
             .await
             .expect("delete");
@@ -142,6 +175,7 @@ async fn failed_index_and_push_calls_are_retried_from_the_failed_record_and_noth
     for i in 0..5 {
         let accepted = w
             .app
+            .messages
             .send_message(&alice, bob.user.clone(), format!("hello {i}"), Map::new(), None)
             .await
             .expect("message");
@@ -188,6 +222,7 @@ async fn changes_committed_while_running_are_indexed_and_stop_is_prompt_even_whi
     let alice = user("alice");
     let feed = spawn(&w);
     w.app
+        .items
         .put_item(&alice, &key("late"), data("platypus"), None, Default::default(), None)
         .await
         .expect("put");
@@ -197,6 +232,7 @@ async fn changes_committed_while_running_are_indexed_and_stop_is_prompt_even_whi
     // An index that fails every call: the driver backs off, and still stops at once when asked.
     w.search.faults().fail_share(1.0, 7);
     w.app
+        .items
         .put_item(&alice, &key("stuck"), data("never"), None, Default::default(), None)
         .await
         .expect("put");
@@ -212,11 +248,10 @@ async fn changes_committed_while_running_are_indexed_and_stop_is_prompt_even_whi
 
     // A new driver from the old position delivers the change once the index heals: nothing was skipped.
     w.search.faults().heal();
-    let again =
-        FeedDriver::<Faulty<MemorySearchIndex>, TestPorts>::new(w.store.clone(), Indexer::new(w.search.clone()))
-            .from_position(before)
-            .spawn();
-    caught_up(&again, &w.store).await;
+    let again = FeedDriver::new("indexer", w.store.clone(), Indexer::new(w.search.clone()))
+        .from_position(before)
+        .spawn();
+    indexed(&again, &w.store).await;
     assert_eq!(w.search.inner().len().expect("len"), 2);
     again.stop().await;
 }
@@ -227,10 +262,12 @@ async fn a_replay_after_a_long_stop_does_not_push_old_messages_again() {
     let (alice, bob) = (user("alice"), user("bob"));
     let device = DeviceId::parse("phone").expect("device id");
     w.app
+        .devices
         .register_device(&bob, &device, Platform::Apns, "bob-token", None)
         .await
         .expect("device");
     w.app
+        .messages
         .send_message(&alice, bob.user.clone(), "old news".into(), Map::new(), None)
         .await
         .expect("message");
@@ -238,6 +275,7 @@ async fn a_replay_after_a_long_stop_does_not_push_old_messages_again() {
     w.clock.advance(Duration::from_secs(48 * 3600));
     let feed = spawn(&w);
     w.app
+        .messages
         .send_message(&alice, bob.user.clone(), "fresh".into(), Map::new(), None)
         .await
         .expect("message");

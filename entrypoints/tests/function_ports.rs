@@ -1,7 +1,7 @@
-//! Each Lambda function is composed with only the ports its routes use (`lambda::compose`): the others
-//! are `Unwired`, which fails every call. These tests serve every route of each function, through the
-//! router its binary builds, over the same port sets with the memory adapters in the wired places, and
-//! check that no request reaches an unwired port (it would answer 5xx).
+//! Each Lambda function is composed with only the services its routes call (`lambda::compose`), so it
+//! holds no port it does not use. These tests serve every route of each function, through the same
+//! composition its binary uses, with the memory adapters in place of the AWS ones, and check that each
+//! route is served (never a 5xx).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Test code: a failed unwrap is a failed test.
 
@@ -10,21 +10,22 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use rookery_adapters_memory::{LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex};
 use rookery_domain::UserId;
-use rookery_entrypoints::http::{item_routes, message_routes, openapi_routes, search_routes};
+use rookery_entrypoints::http::openapi_routes;
 use rookery_entrypoints::lambda::compose;
-use rookery_entrypoints::lambda::unwired::Unwired;
 use rookery_entrypoints::{Api, ApiConfig};
-use rookery_ports::{App, PushDispatcher};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 mod common;
 use common::{token, verifier};
 
-/// The three functions' port sets as `lambda::compose` defines them, over the memory adapters.
-type ItemsPorts = compose::ItemsPorts<MemoryEventStore, MemoryPushGateway, LocalMediaStore>;
-type SearchPorts = compose::SearchPorts<MemoryEventStore, MemorySearchIndex>;
-type MessagesPorts = compose::MessagesPorts<MemoryEventStore, MemoryPushGateway>;
+/// A function's router: its authenticated routes behind the API's edge.
+fn function(routes: Router) -> Router {
+    Api::new(verifier(), ApiConfig::default())
+        .merge_authenticated(routes)
+        .merge_public(openapi_routes())
+        .into_router()
+}
 
 /// Sends one request as `user` and returns its status and JSON body, failing on any 5xx.
 async fn call(router: &Router, user: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -49,7 +50,7 @@ async fn call(router: &Router, user: &str, method: Method, path: &str, body: Opt
     };
     assert!(
         !status.is_server_error(),
-        "{method} {path} reached a port this function does not wire: {status} {json}"
+        "{method} {path} failed in this function: {status} {json}"
     );
     (status, json)
 }
@@ -58,15 +59,7 @@ async fn call(router: &Router, user: &str, method: Method, path: &str, body: Opt
 async fn every_items_route_is_served_without_a_search_index() {
     let store = MemoryEventStore::in_memory();
     let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec());
-    let items: App<ItemsPorts> = compose::service(
-        store.clone(),
-        Unwired::new("rookery-items"),
-        MemoryPushGateway::new(),
-        media,
-    );
-    let router = Api::with_routes(items, verifier(), ApiConfig::default(), item_routes())
-        .merge_public(openapi_routes())
-        .into_router();
+    let router = function(compose::items_function(store, MemoryPushGateway::new(), media));
     let item = "/v1/items/notes/n1";
     let data = json!({"data": {"text": "packing list"}, "visibility": "public"});
     assert_eq!(
@@ -129,11 +122,8 @@ async fn every_items_route_is_served_without_a_search_index() {
 }
 
 #[tokio::test]
-async fn the_search_route_is_served_without_push_or_media() {
-    let store = MemoryEventStore::in_memory();
-    let unwired = Unwired::new("rookery-search");
-    let search: App<SearchPorts> = compose::service(store.clone(), MemorySearchIndex::new(), unwired, unwired);
-    let router = Api::with_routes(search, verifier(), ApiConfig::default(), search_routes()).into_router();
+async fn the_search_route_is_served_by_the_index_alone() {
+    let router = function(compose::search_function(MemorySearchIndex::new()));
     let (status, found) = call(&router, "u-ann", Method::GET, "/v1/search?q=packing", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(found["found"], 0, "{found}");
@@ -143,20 +133,17 @@ async fn the_search_route_is_served_without_push_or_media() {
 async fn messages_are_sent_read_and_pushed_without_search_or_media() {
     let store = MemoryEventStore::in_memory();
     let push = MemoryPushGateway::new();
-    let unwired = Unwired::new("rookery-messages");
-    let messages: App<MessagesPorts> = compose::service(store.clone(), unwired, push.clone(), unwired);
+    let (routes, dispatcher) = compose::messages_function(store.clone(), push.clone());
     // The recipient's device, registered through function 1 (which shares the store).
-    let items: App<ItemsPorts> = compose::service(
+    let items = function(compose::items_function(
         store.clone(),
-        Unwired::new("rookery-items"),
         push.clone(),
         LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec()),
-    );
-    let items = Api::with_routes(items, verifier(), ApiConfig::default(), item_routes()).into_router();
+    ));
     let device = json!({"platform": "fcm", "token": "fcm-token-of-bob"});
     call(&items, "u-bob", Method::PUT, "/v1/devices/tablet", Some(device)).await;
 
-    let router = Api::with_routes(messages.clone(), verifier(), ApiConfig::default(), message_routes()).into_router();
+    let router = function(routes);
     let message = json!({"to": "u-bob", "text": "dinner at eight?"});
     let (status, accepted) = call(&router, "u-ann", Method::POST, "/v1/messages", Some(message)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
@@ -165,7 +152,7 @@ async fn messages_are_sent_read_and_pushed_without_search_or_media() {
 
     // The stream side of the same function delivers it.
     let (events, _) = store.changes_after(0, 100).unwrap();
-    PushDispatcher::new(messages).handle(&events).await.unwrap();
+    dispatcher.handle(&events).await.unwrap();
     let bob = UserId::parse("u-bob").unwrap();
     assert_eq!(push.sent_to(&bob).unwrap().len(), 1, "one push to the one device");
 }

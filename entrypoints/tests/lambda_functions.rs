@@ -21,28 +21,29 @@ mod harness {
         Faults, Faulty, LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds,
     };
     use rookery_domain::StoredEvent;
+    use rookery_entrypoints::http::Services;
     use rookery_entrypoints::lambda::stream::decode_lambda_record;
     use rookery_entrypoints::lambda::{ApiHandler, Function, MessagesHandler, RecordDecoder, StreamConsumer};
     use rookery_entrypoints::{ApiConfig, router};
-    use rookery_ports::{App, AppConfig, Indexer, Ports, PushDispatcher};
+    use rookery_ports::{Indexer, PushDispatcher, ServiceConfig};
     use serde_json::{Value, json};
 
-    /// The memory adapters, with the index and push gateway wrapped for fault injection.
-    #[derive(Debug)]
-    pub(crate) struct TestPorts;
+    /// The memory adapters' services, with the index and push gateway wrapped for fault injection.
+    pub(crate) type TestServices = Services<
+        MemoryEventStore,
+        SystemClock,
+        UlidIds,
+        Faulty<MemorySearchIndex>,
+        Faulty<MemoryPushGateway>,
+        LocalMediaStore,
+    >;
 
-    impl Ports for TestPorts {
-        type Store = MemoryEventStore;
-        type Search = Faulty<MemorySearchIndex>;
-        type Push = Faulty<MemoryPushGateway>;
-        type Media = LocalMediaStore;
-        type Clock = SystemClock;
-        type Ids = UlidIds;
-    }
+    /// The push dispatcher of [`TestServices`].
+    pub(crate) type TestDispatcher = PushDispatcher<MemoryEventStore, SystemClock, UlidIds, Faulty<MemoryPushGateway>>;
 
     /// What one deployment of the four functions shares: the store, index and push gateway.
     pub(crate) struct Harness {
-        pub(crate) app: App<TestPorts>,
+        pub(crate) services: TestServices,
         pub(crate) store: MemoryEventStore,
         pub(crate) index: MemorySearchIndex,
         pub(crate) index_faults: Faults,
@@ -58,18 +59,18 @@ mod harness {
             let index_faults = Faults::new();
             let push = MemoryPushGateway::new();
             let push_faults = Faults::new();
-            let app = App::new(
+            let services = Services::new(
                 store.clone(),
+                SystemClock::new(),
+                UlidIds::new(),
                 Faulty::new(index.clone(), index_faults.clone()),
                 Faulty::new(push.clone(), push_faults.clone()),
                 LocalMediaStore::in_memory("http://127.0.0.1:9", b"lambda-test-secret".to_vec()),
-                SystemClock::new(),
-                UlidIds::new(),
-                AppConfig::default(),
+                ServiceConfig::default(),
             );
             let verifier = crate::common::verifier();
             Self {
-                app,
+                services,
                 store,
                 index,
                 index_faults,
@@ -86,19 +87,29 @@ mod harness {
         /// The handler a function's binary builds, over this deployment's adapters.
         pub(crate) fn api(&self, function: Function) -> ApiHandler {
             ApiHandler::new(
-                router(self.app.clone(), self.verifier.clone(), ApiConfig::default()),
+                router(&self.services, self.verifier.clone(), ApiConfig::default()),
                 function,
             )
         }
 
         pub(crate) fn indexer(&self) -> StreamConsumer<impl RecordDecoder + use<>, Indexer<Faulty<MemorySearchIndex>>> {
-            StreamConsumer::new(decode_lambda_record, Indexer::new(self.app.search_index().clone()))
+            StreamConsumer::new(
+                decode_lambda_record,
+                Indexer::new(Faulty::new(self.index.clone(), self.index_faults.clone())),
+            )
         }
 
-        pub(crate) fn messages(&self) -> MessagesHandler<impl RecordDecoder + use<>, PushDispatcher<TestPorts>> {
+        pub(crate) fn messages(&self) -> MessagesHandler<impl RecordDecoder + use<>, TestDispatcher> {
+            let dispatcher = PushDispatcher::new(
+                self.store.clone(),
+                Faulty::new(self.push.clone(), self.push_faults.clone()),
+                SystemClock::new(),
+                self.services.devices.clone(),
+                ServiceConfig::default().idempotency_ttl,
+            );
             MessagesHandler::new(
                 self.api(Function::Messages),
-                StreamConsumer::new(decode_lambda_record, PushDispatcher::new(self.app.clone())),
+                StreamConsumer::new(decode_lambda_record, dispatcher),
             )
         }
 

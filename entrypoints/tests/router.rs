@@ -16,22 +16,10 @@ use rookery_adapters_memory::{
     UlidIds,
 };
 use rookery_domain::{Timestamp, UserId};
-use rookery_entrypoints::http::{Api, ApiConfig, RateLimit};
-use rookery_ports::{App, AppConfig, AuthError, IdentityVerifier, Ports, Principal};
+use rookery_entrypoints::http::{Api, ApiConfig, RateLimit, Services, openapi_routes};
+use rookery_ports::{AuthError, IdentityVerifier, Principal, ServiceConfig};
 use serde_json::Value;
 use tower::ServiceExt;
-
-#[derive(Debug)]
-struct TestPorts;
-
-impl Ports for TestPorts {
-    type Store = Faulty<MemoryEventStore>;
-    type Search = MemorySearchIndex;
-    type Push = MemoryPushGateway;
-    type Media = LocalMediaStore;
-    type Clock = SystemClock;
-    type Ids = UlidIds;
-}
 
 /// Accepts the token `ok:<user>`, reports the key set unavailable for `down`, refuses anything else.
 #[derive(Debug, Clone)]
@@ -55,21 +43,24 @@ impl IdentityVerifier for TestVerifier {
 
 fn router(faults: &Faults, timeout: Duration) -> Router {
     let store = Faulty::new(MemoryEventStore::in_memory(), faults.clone());
-    let app = App::<TestPorts>::new(
+    let services = Services::new(
         store,
+        SystemClock::new(),
+        UlidIds::new(),
         MemorySearchIndex::new(),
         MemoryPushGateway::new(),
         LocalMediaStore::in_memory("http://127.0.0.1:1", vec![1u8; 32]),
-        SystemClock::new(),
-        UlidIds::new(),
-        AppConfig::default(),
+        ServiceConfig::default(),
     );
     let config = ApiConfig {
         rate_limit: RateLimit::off(),
         request_timeout: timeout,
         ..ApiConfig::default()
     };
-    Api::new(app, TestVerifier, config).into_router()
+    Api::new(TestVerifier, config)
+        .merge_authenticated(services.routes())
+        .merge_public(openapi_routes())
+        .into_router()
 }
 
 async fn call(router: Router, request: Request<Body>) -> (StatusCode, Option<String>, Value) {

@@ -1,44 +1,98 @@
-//! The memory adapters wired into the application service, for the properties and end-to-end tests.
+//! The memory adapters wired into the services, for the properties and end-to-end tests.
 //!
-//! [`TestPorts`] names the adapters once (generic over the store, push gateway and media store, so a
-//! property can wrap them in `Faulty`); [`memory_app`] builds an [`App`] over fresh memory adapters with a
-//! [`ManualClock`] and [`SequentialIds`], so runs are deterministic.
+//! [`TestBackend`] composes every service over one set of adapters (the store, push gateway and media
+//! store chosen by its type parameters, so a property can wrap them in `Faulty`), with a memory search
+//! index, a [`ManualClock`] and [`SequentialIds`], so runs are deterministic. It dereferences to the
+//! [`Services`], so a test calls `backend.items.put_item(..)`, and it hands out the adapters behind them.
 
-use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rookery_adapters_memory::{
     LocalMediaStore, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SequentialIds,
 };
 use rookery_domain::{DeviceId, Platform, UserId};
-use rookery_ports::{App, AppConfig, EventStore, MediaStore, Ports, PushError, PushGateway, PushOutcome};
+use rookery_entrypoints::http::Services;
+use rookery_ports::{EventStore, MediaStore, PushDispatcher, PushError, PushGateway, PushOutcome, ServiceConfig};
 
-/// A type that holds no value of its parameters but names them (and stays `Send + Sync` whatever they are).
-type Marker<S, P, M> = fn() -> (S, P, M);
+/// Every service of a test deployment, and the adapters behind them.
+#[derive(Debug, Clone)]
+pub struct TestBackend<S = MemoryEventStore, P = MemoryPushGateway<ManualClock>, M = LocalMediaStore> {
+    services: Services<S, ManualClock, SequentialIds, MemorySearchIndex, P, M>,
+    store: S,
+    push: P,
+    clock: ManualClock,
+    search: MemorySearchIndex,
+    config: ServiceConfig,
+}
 
-/// The adapters of a test deployment: memory search, manual clock and sequential ids, with the store,
-/// push gateway and media store chosen by the type parameters (plain memory adapters by default).
-pub struct TestPorts<S = MemoryEventStore, P = MemoryPushGateway<ManualClock>, M = LocalMediaStore>(
-    PhantomData<Marker<S, P, M>>,
-);
+impl<S: EventStore, P: PushGateway, M: MediaStore> TestBackend<S, P, M> {
+    /// The services over `store`, `push`, `media` and `clock`, with a fresh memory search index and
+    /// sequential ids.
+    pub fn new(store: S, push: P, media: M, clock: ManualClock) -> Self {
+        let search = MemorySearchIndex::new();
+        let config = ServiceConfig::default();
+        let services = Services::new(
+            store.clone(),
+            clock.clone(),
+            SequentialIds::new(),
+            search.clone(),
+            push.clone(),
+            media,
+            config.clone(),
+        );
+        Self {
+            services,
+            store,
+            push,
+            clock,
+            search,
+            config,
+        }
+    }
 
-impl<S, P, M> std::fmt::Debug for TestPorts<S, P, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TestPorts")
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The push gateway.
+    pub fn push_gateway(&self) -> &P {
+        &self.push
+    }
+
+    /// The clock the services read.
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    /// The search index (fed only by an indexer a test runs).
+    pub fn search_index(&self) -> &MemorySearchIndex {
+        &self.search
+    }
+
+    /// The push dispatcher of this deployment, as its change-log consumer runs it.
+    pub fn dispatcher(&self) -> PushDispatcher<S, ManualClock, SequentialIds, P> {
+        PushDispatcher::new(
+            self.store.clone(),
+            self.push.clone(),
+            self.clock.clone(),
+            self.services.devices.clone(),
+            self.config.idempotency_ttl,
+        )
     }
 }
 
-impl<S: EventStore, P: PushGateway, M: MediaStore> Ports for TestPorts<S, P, M> {
-    type Store = S;
-    type Search = MemorySearchIndex;
-    type Push = P;
-    type Media = M;
-    type Clock = ManualClock;
-    type Ids = SequentialIds;
+impl<S, P, M> Deref for TestBackend<S, P, M> {
+    type Target = Services<S, ManualClock, SequentialIds, MemorySearchIndex, P, M>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.services
+    }
 }
 
 /// Every adapter a memory deployment uses, with nothing wrapped.
-pub type MemoryPorts = TestPorts;
+pub type MemoryBackend = TestBackend;
 
 /// The secret the test media store signs with.
 const MEDIA_SECRET: &[u8] = b"rookery-tests-media-secret";
@@ -48,31 +102,20 @@ pub fn memory_media() -> LocalMediaStore {
     LocalMediaStore::in_memory("http://127.0.0.1:0", MEDIA_SECRET.to_vec())
 }
 
-/// An application service over `store`, `push` and `media`, with a fresh memory search index, a manual
-/// clock at its default instant and sequential ids.
-pub fn app_with<S: EventStore, P: PushGateway, M: MediaStore>(store: S, push: P, media: M) -> App<TestPorts<S, P, M>> {
-    App::new(
-        store,
-        MemorySearchIndex::new(),
-        push,
-        media,
-        ManualClock::default(),
-        SequentialIds::new(),
-        AppConfig::default(),
-    )
+/// The services over `store`, `push` and `media`, with a fresh memory search index, a manual clock at
+/// its default instant and sequential ids.
+pub fn app_with<S: EventStore, P: PushGateway, M: MediaStore>(store: S, push: P, media: M) -> TestBackend<S, P, M> {
+    TestBackend::new(store, push, media, ManualClock::default())
 }
 
-/// An application service over fresh memory adapters; the push gateway times pushes by the app's clock.
-pub fn memory_app() -> App<MemoryPorts> {
+/// The services over fresh memory adapters; the push gateway times pushes by the services' clock.
+pub fn memory_app() -> MemoryBackend {
     let clock = ManualClock::default();
-    App::new(
+    TestBackend::new(
         MemoryEventStore::in_memory(),
-        MemorySearchIndex::new(),
         MemoryPushGateway::with_clock(clock.clone()),
         memory_media(),
         clock,
-        SequentialIds::new(),
-        AppConfig::default(),
     )
 }
 

@@ -19,15 +19,17 @@ async fn removing_a_device_deletes_its_endpoint() -> Outcome {
     let app = memory_app();
     let alice = Caller::new(user("alice")?);
     let (phone, tablet) = (device("phone")?, device("tablet")?);
-    app.register_device(&alice, &phone, Platform::Fcm, "tok-phone", None)
+    app.devices
+        .register_device(&alice, &phone, Platform::Fcm, "tok-phone", None)
         .await?;
-    app.register_device(&alice, &tablet, Platform::Apns, "tok-tablet", None)
+    app.devices
+        .register_device(&alice, &tablet, Platform::Apns, "tok-tablet", None)
         .await?;
     let endpoints = app.store().devices(&alice.user).await?;
     let (gone, kept) = (&endpoints[&phone].endpoint, &endpoints[&tablet].endpoint);
     assert!(app.push_gateway().endpoint(gone)?.is_some());
 
-    app.remove_device(&alice, &phone, None).await?;
+    app.devices.remove_device(&alice, &phone, None).await?;
     assert_eq!(
         app.push_gateway().endpoint(gone)?,
         None,
@@ -38,7 +40,7 @@ async fn removing_a_device_deletes_its_endpoint() -> Outcome {
         "the other device's endpoint"
     );
     assert!(matches!(
-        app.remove_device(&alice, &phone, None).await,
+        app.devices.remove_device(&alice, &phone, None).await,
         Err(AppError::NotFound)
     ));
     Ok(())
@@ -49,14 +51,18 @@ async fn a_replayed_removal_does_not_delete_the_endpoint_of_a_device_registered_
     let app = memory_app();
     let alice = Caller::new(user("alice")?);
     let phone = device("phone")?;
-    app.register_device(&alice, &phone, Platform::Fcm, "tok", None).await?;
+    app.devices
+        .register_device(&alice, &phone, Platform::Fcm, "tok", None)
+        .await?;
     let key = idempotency("remove-1");
-    app.remove_device(&alice, &phone, Some(&key)).await?;
-    app.register_device(&alice, &phone, Platform::Fcm, "tok", None).await?;
+    app.devices.remove_device(&alice, &phone, Some(&key)).await?;
+    app.devices
+        .register_device(&alice, &phone, Platform::Fcm, "tok", None)
+        .await?;
     let endpoint = app.store().devices(&alice.user).await?[&phone].endpoint.clone();
 
     // The client retries its removal with the same key: the recorded answer, and nothing more.
-    app.remove_device(&alice, &phone, Some(&key)).await?;
+    app.devices.remove_device(&alice, &phone, Some(&key)).await?;
     assert!(app.store().devices(&alice.user).await?.contains_key(&phone));
     assert!(
         app.push_gateway().endpoint(&endpoint)?.is_some_and(|e| e.enabled),
@@ -73,12 +79,14 @@ async fn a_failed_endpoint_delete_still_removes_the_device() -> Outcome {
     let app = app_with(MemoryEventStore::in_memory(), push, memory_media());
     let alice = Caller::new(user("alice")?);
     let phone = device("phone")?;
-    app.register_device(&alice, &phone, Platform::Fcm, "tok", None).await?;
+    app.devices
+        .register_device(&alice, &phone, Platform::Fcm, "tok", None)
+        .await?;
     let endpoint = app.store().devices(&alice.user).await?[&phone].endpoint.clone();
 
     // The next write the gateway sees is the delete.
     faults.fail_nth(1);
-    app.remove_device(&alice, &phone, None).await?;
+    app.devices.remove_device(&alice, &phone, None).await?;
     assert_eq!(faults.injected(), 1, "the delete was attempted and failed");
     assert!(
         app.store().devices(&alice.user).await?.is_empty(),

@@ -14,12 +14,14 @@ async fn sync_reads_past_device_events_so_pages_are_full_until_the_end() -> Outc
     let mut written = Vec::new();
     for i in 0..6 {
         let note = key("notes", &format!("n{i}"))?;
-        app.put_item(&alice, &note, object(json!({"i": i})), None, Precondition::None, None)
+        app.items
+            .put_item(&alice, &note, object(json!({"i": i})), None, Precondition::None, None)
             .await?;
         written.push(note.id.to_string());
         // Between two item changes, many events the feed does not show.
         for t in 0..30 {
-            app.register_device(&alice, &phone, Platform::Fcm, &format!("token-{i}-{t}"), None)
+            app.devices
+                .register_device(&alice, &phone, Platform::Fcm, &format!("token-{i}-{t}"), None)
                 .await?;
         }
     }
@@ -27,7 +29,7 @@ async fn sync_reads_past_device_events_so_pages_are_full_until_the_end() -> Outc
     let mut seen = Vec::new();
     let mut pages = 0;
     loop {
-        let page = app.sync(&alice, cursor.as_deref(), Some(2)).await?;
+        let page = app.sync.sync(&alice, cursor.as_deref(), Some(2)).await?;
         pages += 1;
         assert!(
             page.changes.len() == 2 || !page.has_more,
@@ -45,7 +47,7 @@ async fn sync_reads_past_device_events_so_pages_are_full_until_the_end() -> Outc
     assert_eq!(seen, written);
     assert_eq!(pages, 3);
     // Caught up: an empty page hands back the cursor that was sent.
-    let again = app.sync(&alice, cursor.as_deref(), Some(2)).await?;
+    let again = app.sync.sync(&alice, cursor.as_deref(), Some(2)).await?;
     assert!(again.changes.is_empty() && !again.has_more);
     assert_eq!(Some(again.next_cursor), cursor);
     Ok(())

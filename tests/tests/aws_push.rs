@@ -81,18 +81,6 @@ async fn sns_records_the_platform_payload_and_reports_disabled_endpoints() -> Ou
     Ok(())
 }
 
-/// Every adapter of an AWS deployment, with the system clock and ULIDs (as the Lambda functions use).
-struct AwsPorts;
-
-impl rookery_ports::Ports for AwsPorts {
-    type Store = rookery_adapters_aws::DynamoStore;
-    type Search = rookery_adapters_aws::CloudSearchIndex;
-    type Push = rookery_adapters_aws::SnsPushGateway;
-    type Media = rookery_adapters_aws::S3MediaStore;
-    type Clock = rookery_adapters_memory::SystemClock;
-    type Ids = rookery_adapters_memory::UlidIds;
-}
-
 /// Polls `poller` into `handler` until it has handled at least `wanted` events more (bounded: a stream
 /// that never yields them fails the test instead of hanging it).
 async fn drain<H: rookery_adapters_aws::BatchHandler>(
@@ -112,29 +100,39 @@ async fn drain<H: rookery_adapters_aws::BatchHandler>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
-    use rookery_ports::app::SearchRequest;
-    use rookery_ports::{App, AppConfig, Caller, PushDispatcher};
+    use rookery_entrypoints::http::Services;
+    use rookery_ports::service::SearchRequest;
+    use rookery_ports::{Caller, PushDispatcher, ServiceConfig};
 
     let (clients, _) = moto::bootstrapped().await?;
     let (_fake, search) = cloudsearch_index().await?;
-    let app: App<AwsPorts> = App::new(
+    // Every adapter of an AWS deployment, with the system clock and ULIDs (as the Lambda functions use).
+    let clock = rookery_adapters_memory::SystemClock::new();
+    let app = Services::new(
         clients.event_store(),
+        clock.clone(),
+        rookery_adapters_memory::UlidIds::new(),
         search.clone(),
         clients.push_gateway(),
         clients.media_store()?,
-        rookery_adapters_memory::SystemClock::new(),
-        rookery_adapters_memory::UlidIds::new(),
-        AppConfig::default(),
+        ServiceConfig::default(),
     );
     let (alice, bob) = (Caller::new(user("alice")?), Caller::new(user("bob")?));
     let mut indexing = clients.stream_poller().await?;
     let mut pushing = clients.stream_poller().await?;
     let indexer = Indexer::new(search);
-    let dispatcher = PushDispatcher::new(app.clone());
+    let dispatcher = PushDispatcher::new(
+        clients.event_store(),
+        clients.push_gateway(),
+        clock,
+        app.devices.clone(),
+        ServiceConfig::default().idempotency_ttl,
+    );
 
     // Function 1: items. Function 2: the stream drives the indexer. Function 3: search.
     let note = key("notes", "n1")?;
     let written = app
+        .items
         .put_item(
             &alice,
             &note,
@@ -145,17 +143,19 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
         )
         .await?;
     assert!(written.created);
-    app.put_item(
-        &alice,
-        &key("notes", "n2")?,
-        object(json!({"title": "Harbour secret"})),
-        None,
-        Default::default(),
-        None,
-    )
-    .await?;
+    app.items
+        .put_item(
+            &alice,
+            &key("notes", "n2")?,
+            object(json!({"title": "Harbour secret"})),
+            None,
+            Default::default(),
+            None,
+        )
+        .await?;
     drain(&mut indexing, &indexer, 2).await?;
     let found = app
+        .search
         .search(
             &bob,
             SearchRequest {
@@ -173,23 +173,25 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
 
     // Function 4: a message lands in bob's stream and the dispatcher pushes it to his device.
     let token = format!("fcm-{}", rookery_tests::fixtures::unique("tok"));
-    app.register_device(&bob, &device("phone")?, Platform::Fcm, &token, None)
+    app.devices
+        .register_device(&bob, &device("phone")?, Platform::Fcm, &token, None)
         .await?;
-    let endpoint = app
-        .store()
+    let endpoint = clients
+        .event_store()
         .devices(&bob.user)
         .await?
         .get(&device("phone")?)
         .map(|d| d.endpoint.clone())
         .ok_or("no device")?;
-    app.send_message(
-        &alice,
-        bob.user.clone(),
-        "See you at the harbour".into(),
-        Default::default(),
-        None,
-    )
-    .await?;
+    app.messages
+        .send_message(
+            &alice,
+            bob.user.clone(),
+            "See you at the harbour".into(),
+            Default::default(),
+            None,
+        )
+        .await?;
     // alice's two items, bob's device registration and his message.
     drain(&mut pushing, &dispatcher, 4).await?;
     let pushed = moto::published_in(&moto::state().await?, &endpoint);
@@ -199,7 +201,7 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
     assert_eq!(payload["notification"]["body"], "See you at the harbour");
 
     // A redelivered batch pushes nothing again (deduplicated by message id and device).
-    let again = app.store().read_messages(&bob.user, Seq(0), 10).await?;
+    let again = clients.event_store().read_messages(&bob.user, Seq(0), 10).await?;
     rookery_adapters_aws::BatchHandler::handle(&dispatcher, &again).await?;
     assert_eq!(
         moto::published_in(&moto::state().await?, &endpoint).len(),
@@ -209,16 +211,17 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
 
     // SNS disables the endpoint: the next push marks the device disabled through a device event.
     clients.push_gateway().set_endpoint(&endpoint, None, false).await?;
-    app.send_message(
-        &alice,
-        bob.user.clone(),
-        "Are you there?".into(),
-        Default::default(),
-        None,
-    )
-    .await?;
+    app.messages
+        .send_message(
+            &alice,
+            bob.user.clone(),
+            "Are you there?".into(),
+            Default::default(),
+            None,
+        )
+        .await?;
     drain(&mut pushing, &dispatcher, 1).await?;
-    let devices = app.devices(&bob).await?;
+    let devices = app.devices.devices(&bob).await?;
     assert_eq!(
         devices.iter().map(|d| d.enabled).collect::<Vec<_>>(),
         vec![false],
@@ -226,7 +229,7 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
     );
 
     // Media: a signed upload to S3, then the object shows as uploaded with a download URL.
-    let created = app.create_media(&alice, "image/png", 5, None).await?;
+    let created = app.media.create_media(&alice, "image/png", 5, None).await?;
     let mut upload = reqwest::Client::new().put(&created.upload.url).body(b"12345".to_vec());
     for (name, value) in created.upload.headers.iter().flatten() {
         if !name.eq_ignore_ascii_case("content-length") {
@@ -234,7 +237,7 @@ async fn the_four_flows_run_on_the_aws_adapters() -> Outcome {
         }
     }
     assert!(upload.send().await?.status().is_success());
-    let view = app.get_media(&alice, &created.id).await?;
+    let view = app.media.get_media(&alice, &created.id).await?;
     assert_eq!(view.status, "uploaded");
     let download = view.download.ok_or("no download URL")?;
     assert_eq!(reqwest::get(&download.url).await?.bytes().await?.as_ref(), b"12345");

@@ -16,12 +16,12 @@ use rookery_domain::projection::{FeedChange, history_event};
 use rookery_domain::{
     EventPayload, Item, ItemKey, Platform, Precondition, Seq, StoredEvent, UserId, Version, Visibility,
 };
-use rookery_ports::app::Page;
+use rookery_ports::service::Page;
 use rookery_ports::{
-    App, AppError, Caller, EventStore, Indexer, Ports, PushDispatcher, PushOutcome, Scope, SearchIndex, SearchQuery,
+    AppError, Caller, EventStore, Indexer, MediaStore, PushGateway, PushOutcome, Scope, SearchIndex, SearchQuery,
 };
 use rookery_tests::fixtures::{BoxError, device, key, object, user};
-use rookery_tests::memory::{RecordingGateway, app_with, memory_app, memory_media};
+use rookery_tests::memory::{RecordingGateway, TestBackend, app_with, memory_app, memory_media};
 use serde_json::{Value, json};
 
 /// Runs one case's async body on a fresh current-thread runtime.
@@ -97,7 +97,13 @@ fn document(key: &ItemKey, owner: &UserId, word: usize) -> serde_json::Map<Strin
 }
 
 /// Sends one command through the application service, as `caller`, on `caller`'s item `key`.
-async fn command<P: Ports>(app: &App<P>, caller: &Caller, key: &ItemKey, op: &Op, pre: Pre) -> Result<Acked, AppError> {
+async fn command<S: EventStore, P: PushGateway, M: MediaStore>(
+    app: &TestBackend<S, P, M>,
+    caller: &Caller,
+    key: &ItemKey,
+    op: &Op,
+    pre: Pre,
+) -> Result<Acked, AppError> {
     let precondition = match pre {
         Pre::None => Precondition::None,
         Pre::IfAbsent => Precondition::IfAbsent,
@@ -114,6 +120,7 @@ async fn command<P: Ports>(app: &App<P>, caller: &Caller, key: &ItemKey, op: &Op
     let visibility = |public: Option<bool>| public.map(|p| if p { Visibility::Public } else { Visibility::Private });
     match op {
         Op::Put { word, public } => app
+            .items
             .put_item(
                 caller,
                 key,
@@ -129,15 +136,18 @@ async fn command<P: Ports>(app: &App<P>, caller: &Caller, key: &ItemKey, op: &Op
             if let Some(visibility) = visibility(*public) {
                 patch["visibility"] = json!(visibility);
             }
-            app.patch_item(caller, key, patch, precondition, None)
+            app.items
+                .patch_item(caller, key, patch, precondition, None)
                 .await
                 .map(Acked::Item)
         }
         Op::Delete => app
+            .items
             .delete_item(caller, key, precondition, None)
             .await
             .map(|_| Acked::Deleted),
         Op::Restore { version } => app
+            .items
             .restore_item(caller, key, Version(*version), precondition, None)
             .await
             .map(Acked::Item),
@@ -218,7 +228,7 @@ async fn replaying_history_reproduces_state_case(commands: Vec<(usize, Op, Pre)>
                 ),
                 Acked::Deleted => assert_eq!(after, None, "{k}: a delete leaves no item"),
             }
-            let at_version = app.get_item(&alice, k, Some(change.version)).await;
+            let at_version = app.items.get_item(&alice, k, Some(change.version)).await;
             match after {
                 Some(item) => assert_eq!(at_version, Ok(item), "{k}: GET ?version={}", change.version),
                 None => assert_eq!(at_version, Err(AppError::NotFound), "{k}: GET ?version= of a delete"),
@@ -226,22 +236,22 @@ async fn replaying_history_reproduces_state_case(commands: Vec<(usize, Op, Pre)>
         }
         let beyond = Version(history.len() as u64 + 1);
         assert_eq!(
-            app.get_item(&alice, k, Some(beyond)).await,
+            app.items.get_item(&alice, k, Some(beyond)).await,
             Err(AppError::NotFound),
             "{k}: out of range"
         );
         assert_eq!(
-            app.get_item(&alice, k, Some(Version::NONE)).await,
+            app.items.get_item(&alice, k, Some(Version::NONE)).await,
             Err(AppError::NotFound)
         );
         match head.item {
-            Some(item) => assert_eq!(app.get_item(&alice, k, None).await, Ok(item)),
-            None => assert_eq!(app.get_item(&alice, k, None).await, Err(AppError::NotFound)),
+            Some(item) => assert_eq!(app.items.get_item(&alice, k, None).await, Ok(item)),
+            None => assert_eq!(app.items.get_item(&alice, k, None).await, Err(AppError::NotFound)),
         }
         if !history.is_empty() {
             let pages = all_pages(|cursor| {
                 let (app, alice, k) = (&app, &alice, k);
-                async move { app.history(alice, k, Some(page), cursor.as_deref()).await }
+                async move { app.items.history(alice, k, Some(page), cursor.as_deref()).await }
             })
             .await?;
             let expected: Vec<_> = history.iter().filter_map(history_event).collect();
@@ -315,15 +325,16 @@ async fn concurrent_writers_never_lose_an_acknowledged_update_case(c: Contention
     let app = app_with(store, MemoryPushGateway::new(), memory_media());
     let owner = Caller::new(user("alice")?);
     let k = key("lists", "shared")?;
-    app.put_item(
-        &owner,
-        &k,
-        object(json!({"tokens": []})),
-        None,
-        Precondition::IfAbsent,
-        None,
-    )
-    .await?;
+    app.items
+        .put_item(
+            &owner,
+            &k,
+            object(json!({"tokens": []})),
+            None,
+            Precondition::IfAbsent,
+            None,
+        )
+        .await?;
 
     faults.target(if c.reads_fail_too {
         FaultTarget::All
@@ -352,7 +363,7 @@ async fn concurrent_writers_never_lose_an_acknowledged_update_case(c: Contention
                         return Err(format!("writer {w} never got {token} through"));
                     }
                     step += 1;
-                    let item = match app.get_item(&owner, &k, None).await {
+                    let item = match app.items.get_item(&owner, &k, None).await {
                         Ok(item) => item,
                         Err(AppError::Unavailable(_)) => continue,
                         Err(other) => return Err(format!("writer {w} read: {other}")),
@@ -368,6 +379,7 @@ async fn concurrent_writers_never_lose_an_acknowledged_update_case(c: Contention
                     yield_times(yields[step % yields.len()]).await;
                     let data = object(json!({ "tokens": list }));
                     match app
+                        .items
                         .put_item(&owner, &k, data, None, Precondition::IfMatch(item.version), None)
                         .await
                     {
@@ -392,7 +404,7 @@ async fn concurrent_writers_never_lose_an_acknowledged_update_case(c: Contention
     }
     faults.heal();
 
-    let item = app.get_item(&owner, &k, None).await?;
+    let item = app.items.get_item(&owner, &k, None).await?;
     let list = tokens(&item);
     let written: BTreeSet<String> = list.iter().cloned().collect();
     assert_eq!(written.len(), list.len(), "no token written twice: {list:?}");
@@ -650,8 +662,13 @@ struct Follower {
 
 impl Follower {
     /// Reads one page; returns whether more changes follow right away.
-    async fn page<P: Ports>(&mut self, app: &App<P>, caller: &Caller, limit: Option<u64>) -> Result<bool, BoxError> {
-        let page = app.sync(caller, self.cursor.as_deref(), limit).await?;
+    async fn page<S: EventStore, P: PushGateway, M: MediaStore>(
+        &mut self,
+        app: &TestBackend<S, P, M>,
+        caller: &Caller,
+        limit: Option<u64>,
+    ) -> Result<bool, BoxError> {
+        let page = app.sync.sync(caller, self.cursor.as_deref(), limit).await?;
         if let Some(limit) = limit {
             assert!(
                 page.changes.len() as u64 <= limit,
@@ -698,6 +715,7 @@ async fn following_the_feed_yields_every_change_once_in_order_case(ops: Vec<Feed
             }
             FeedOp::Message { text } => {
                 let accepted = app
+                    .messages
                     .send_message(&bob, alice.user.clone(), WORDS[*text].into(), Default::default(), None)
                     .await?;
                 expected.push(Committed::Message {
@@ -706,14 +724,15 @@ async fn following_the_feed_yields_every_change_once_in_order_case(ops: Vec<Feed
             }
             FeedOp::Register { device: d, token } => {
                 // Device changes are in the stream but not in the feed: the follower must skip them.
-                app.register_device(
-                    &alice,
-                    &device(&format!("d{d}"))?,
-                    Platform::Fcm,
-                    &format!("tok{token}"),
-                    None,
-                )
-                .await?;
+                app.devices
+                    .register_device(
+                        &alice,
+                        &device(&format!("d{d}"))?,
+                        Platform::Fcm,
+                        &format!("tok{token}"),
+                        None,
+                    )
+                    .await?;
             }
             FeedOp::Sync { device, limit } => {
                 followers[*device].page(&app, &alice, *limit).await?;
@@ -730,7 +749,7 @@ async fn following_the_feed_yields_every_change_once_in_order_case(ops: Vec<Feed
         }
         // Caught up, a device polling again gets an empty page and its own cursor back.
         let sent = follower.cursor.clone();
-        let page = app.sync(&alice, sent.as_deref(), None).await?;
+        let page = app.sync.sync(&alice, sent.as_deref(), None).await?;
         assert!(page.changes.is_empty() && !page.has_more, "device {d}: nothing more");
         assert_eq!(
             Some(page.next_cursor),
@@ -800,7 +819,8 @@ async fn a_failing_push_never_loses_a_message_case(plan: PushPlan) -> Result<(),
 
     for (d, (platform, _)) in plan.devices.iter().enumerate() {
         let id = device(&format!("dev{d}"))?;
-        app.register_device(&bob, &id, PLATFORMS[*platform], &format!("token-{d}"), None)
+        app.devices
+            .register_device(&bob, &id, PLATFORMS[*platform], &format!("token-{d}"), None)
             .await?;
     }
     let registry = app.store().devices(&bob.user).await?;
@@ -811,6 +831,7 @@ async fn a_failing_push_never_loses_a_message_case(plan: PushPlan) -> Result<(),
     let mut accepted = Vec::new();
     for m in 0..plan.messages {
         let sent = app
+            .messages
             .send_message(
                 &alice,
                 bob.user.clone(),
@@ -843,7 +864,7 @@ async fn a_failing_push_never_loses_a_message_case(plan: PushPlan) -> Result<(),
         FailMode::BeforeCall
     });
     faults.fail_share(plan.share, plan.seed);
-    let dispatcher = PushDispatcher::new(app.clone());
+    let dispatcher = app.dispatcher();
     let handle = |batch: Vec<StoredEvent>| {
         let dispatcher = dispatcher.clone();
         async move { dispatcher.handle(&batch).await }
@@ -870,7 +891,7 @@ async fn a_failing_push_never_loses_a_message_case(plan: PushPlan) -> Result<(),
     // Every message is in the inbox and the feed, in order.
     let inbox = all_pages(|cursor| {
         let (app, bob) = (&app, &bob);
-        async move { app.messages(bob, cursor.as_deref(), Some(3)).await }
+        async move { app.messages.messages(bob, cursor.as_deref(), Some(3)).await }
     })
     .await?;
     assert_eq!(
