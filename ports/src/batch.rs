@@ -74,6 +74,15 @@ pub struct Stopped {
     pub retryable: bool,
 }
 
+/// What became of a batch: how many events it carried, and where it stopped, if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Events decoded from the records and handed to the handler.
+    pub events: usize,
+    /// The first record not handled; `None` when every record was.
+    pub stopped: Option<Stopped>,
+}
+
 /// A handler named an event it was not given: a bug in the handler, and no record can be named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the handler reported event {index}, but it was given only {len}")]
@@ -91,15 +100,13 @@ pub struct FailureOutOfRange {
 /// read. Decoding stops at the first such record; the events before it are still handled, so a bad
 /// record costs no progress on the ones before it.
 ///
-/// Returns `None` when every record was handled, else where the batch stopped.
-///
 /// # Errors
 /// [`FailureOutOfRange`] when the handler reports an event it was not given.
 pub async fn deliver<R, E, H>(
     records: &[R],
     mut decode: impl FnMut(&R) -> Result<Option<StoredEvent>, E>,
     handler: &H,
-) -> Result<Option<Stopped>, FailureOutOfRange>
+) -> Result<Delivery, FailureOutOfRange>
 where
     E: fmt::Display,
     H: BatchHandler + ?Sized,
@@ -134,13 +141,20 @@ where
                 len: events.len(),
             });
         };
-        return Ok(Some(Stopped {
+        let stopped = Stopped {
             record,
             reason: failure.failure.to_string(),
             retryable: failure.failure.is_retryable(),
-        }));
+        };
+        return Ok(Delivery {
+            events: events.len(),
+            stopped: Some(stopped),
+        });
     }
-    Ok(undecodable)
+    Ok(Delivery {
+        events: events.len(),
+        stopped: undecodable,
+    })
 }
 
 #[cfg(test)]
@@ -203,7 +217,7 @@ mod tests {
                 None => Ok(()),
             }
         });
-        let stopped = deliver(&records, decode, &handler).await;
+        let stopped = deliver(&records, decode, &handler).await.map(|d| d.stopped);
         assert!(
             matches!(
                 stopped,
@@ -227,7 +241,7 @@ mod tests {
             }
             async { Ok(()) }
         });
-        let stopped = deliver(&records, decode, &handler).await;
+        let stopped = deliver(&records, decode, &handler).await.map(|d| d.stopped);
         assert!(
             matches!(
                 stopped,
@@ -251,7 +265,7 @@ mod tests {
                 failure: Failure::transient("?"),
             })
         });
-        let stopped = deliver(&records, decode, &handler).await;
+        let stopped = deliver(&records, decode, &handler).await.map(|d| d.stopped);
         assert_eq!(stopped, Err(FailureOutOfRange { index: 5, len: 1 }));
     }
 
@@ -259,6 +273,13 @@ mod tests {
     async fn a_batch_handled_whole_stops_nowhere() {
         let records = [Record::Event(1), Record::Bookkeeping];
         let handler = HandlerFn(|_events: Vec<StoredEvent>| async { Ok(()) });
-        assert_eq!(deliver(&records, decode, &handler).await, Ok(None));
+        let delivery = deliver(&records, decode, &handler).await;
+        assert_eq!(
+            delivery,
+            Ok(Delivery {
+                events: 1,
+                stopped: None
+            })
+        );
     }
 }

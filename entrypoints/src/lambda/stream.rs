@@ -85,7 +85,9 @@ impl<D: RecordDecoder, H: BatchHandler> StreamConsumer<D, H> {
     /// # Errors
     /// [`StreamError::FailureOutOfRange`] when the use case reports an event it was not given.
     pub async fn process(&self, records: &[EventRecord]) -> Result<Option<Stopped>, StreamError> {
-        Ok(deliver(records, |record| self.decoder.decode(record), &self.handler).await?)
+        Ok(deliver(records, |record| self.decoder.decode(record), &self.handler)
+            .await?
+            .stopped)
     }
 
     /// Handles a stream event and builds the partial-batch answer: empty on success, else exactly
