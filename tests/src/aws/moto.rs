@@ -3,6 +3,7 @@
 //! The server runs under a small shell guard that reads its standard input: when the test binary exits,
 //! that pipe closes, the guard's `read` returns and it kills the server, so no emulator outlives the tests.
 //! Tests isolate their state by unique table, bucket and application names, never by resetting the server.
+//! Moto comes from the tests' own Python environment ([`crate::pytools`]), whatever is on `PATH`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -16,8 +17,6 @@ use crate::fixtures::{BoxError, unique};
 
 /// How long the emulator may take to start (it usually takes under a second).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-const INSTALL_HINT: &str = "moto_server is required by the AWS adapter tests: run pip install 'moto[server]==5.2.1'";
 
 /// A running moto server.
 #[derive(Debug)]
@@ -35,8 +34,10 @@ fn start() -> Result<Moto, String> {
     // restores the snapshot when a condition fails, which undoes a concurrent winner's commit. The guard
     // runs the same server with threads off, so transactions are atomic as in DynamoDB. It stops the server
     // with SIGKILL: the emulator keeps no state worth a slow interpreter shutdown.
-    let script = r#"command -v moto_server >/dev/null 2>&1 || { echo "moto_server: not found" >&2; exit 127; }
-python3 -c '
+    // It imports moto into the interpreter of the environment that holds `moto_server`, passed as `$1`.
+    crate::pytools::tool("moto_server")?;
+    let python = crate::pytools::tool("python")?;
+    let script = r#""$1" -c '
 import moto.server as server
 import werkzeug.serving as serving
 server.run_simple = lambda *args, **kwargs: serving.run_simple(*args, **{**kwargs, "threaded": False})
@@ -48,11 +49,13 @@ kill -KILL "$server" 2>/dev/null"#;
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
+        .arg("moto-guard")
+        .arg(&python)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start sh for moto_server: {e}. {INSTALL_HINT}"))?;
+        .map_err(|e| format!("cannot start sh for moto_server: {e}"))?;
     let stderr = child.stderr.take().ok_or("moto_server's stderr was not captured")?;
     let (found, port) = mpsc::channel::<Result<u16, String>>();
     // Moto logs every request on stderr: this thread reads it for the port, then drains it for good
@@ -86,13 +89,11 @@ kill -KILL "$server" 2>/dev/null"#;
         }),
         Ok(Err(why)) => {
             let _ = child.kill();
-            Err(format!("{why}. {INSTALL_HINT}"))
+            Err(why)
         }
         Err(_) => {
             let _ = child.kill();
-            Err(format!(
-                "moto_server did not report its port within {START_TIMEOUT:?}. {INSTALL_HINT}"
-            ))
+            Err(format!("moto_server did not report its port within {START_TIMEOUT:?}"))
         }
     }
 }
@@ -100,7 +101,7 @@ kill -KILL "$server" 2>/dev/null"#;
 /// The test binary's moto server, started on first use.
 ///
 /// # Errors
-/// When `moto_server` is not installed or does not start; the message says how to install it.
+/// When the tests' Python environment cannot be made (the message says why) or moto does not start.
 pub fn moto() -> Result<&'static Moto, BoxError> {
     MOTO.get_or_init(start).as_ref().map_err(|why| why.clone().into())
 }
