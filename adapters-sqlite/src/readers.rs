@@ -50,6 +50,14 @@ impl Readers {
         Ok(())
     }
 
+    /// Closes the idle connections (a read still running keeps its own until it ends).
+    pub(crate) fn close(&self) {
+        self.permits.close();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     fn take(&self) -> Result<Connection, Failure> {
         if let Some(conn) = self.idle.lock().map_err(|_| poisoned())?.pop() {
             return Ok(conn);

@@ -36,6 +36,9 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The read connections close first, so that the writer's connection is the last one: closing it
+        // then checkpoints the WAL into the database file and removes it, leaving one self-contained file.
+        self.readers.close();
         // Closing the queue lets the writer finish what is queued, then exit and close its connection.
         self.jobs = None;
         if let Some(writer) = self.writer.take()
