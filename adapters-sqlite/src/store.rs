@@ -200,6 +200,15 @@ impl SqliteStore {
         Ok(self.submit(|reply| Job::Position { name, position, reply }).await??)
     }
 
+    /// How many prepared writes wait in the writer's queue (tests only).
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.inner
+            .jobs
+            .as_ref()
+            .map_or(0, |jobs| jobs.max_capacity() - jobs.capacity())
+    }
+
     /// How many transactions the writer committed and how many writes they held (for diagnostics).
     pub fn write_stats(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;

@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     /// Held by a test to make the writer wait before it takes a group, so the group's size is known.
     #[cfg(test)]
     pub(crate) pause: std::sync::Mutex<()>,
+    /// How many groups the writer has started to take (it has their first job).
+    #[cfg(test)]
+    pub(crate) started: AtomicU64,
 }
 
 impl Shared {
@@ -56,6 +59,8 @@ impl Shared {
             writes: AtomicU64::new(0),
             #[cfg(test)]
             pause: std::sync::Mutex::new(()),
+            #[cfg(test)]
+            started: AtomicU64::new(0),
         }
     }
 }
@@ -205,6 +210,8 @@ impl Writer {
     /// queue is empty; then the connection closes (checkpointing the WAL).
     pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
         while let Some(first) = jobs.blocking_recv() {
+            #[cfg(test)]
+            self.shared.started.fetch_add(1, Ordering::SeqCst);
             #[cfg(test)]
             let paused = self.shared.pause.lock();
             let mut group = Vec::with_capacity(16);
