@@ -192,6 +192,9 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     }
     // No commit returns before its WAL frames are synced.
     conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+    // Checkpoints reuse the WAL from its start; this bounds what a burst leaves of it on disk.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sqlite)?;
     conn.pragma_update(None, "temp_store", "MEMORY").map_err(sqlite)?;
     conn.pragma_update(None, "cache_size", -16_384).map_err(sqlite)?;
 

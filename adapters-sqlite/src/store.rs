@@ -85,6 +85,7 @@ impl SqliteStore {
     /// header is damaged, [`OpenError::Foreign`] for another application's database,
     /// [`OpenError::TooNew`] for a newer schema, [`OpenError::Sqlite`] or [`OpenError::Io`] otherwise.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, OpenError> {
+        let started = std::time::Instant::now();
         let path = path.as_ref().to_owned();
         let io = |source| OpenError::Io {
             path: path.clone(),
@@ -103,7 +104,14 @@ impl SqliteStore {
             path: path.clone(),
             source,
         })?;
-        Self::start(conn, path, position, readers)
+        let store = Self::start(conn, path, position, readers)?;
+        tracing::info!(
+            file = %store.path().display(),
+            position,
+            millis = started.elapsed().as_millis(),
+            "opened the sqlite store"
+        );
+        Ok(store)
     }
 
     fn start(conn: Connection, path: PathBuf, position: u64, readers: Arc<Readers>) -> Result<Self, OpenError> {
@@ -117,7 +125,6 @@ impl SqliteStore {
                 path: path.clone(),
                 source,
             })?;
-        tracing::info!(file = %path.display(), position, "opened the sqlite store");
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
