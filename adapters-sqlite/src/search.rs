@@ -1,0 +1,295 @@
+//! [`SqliteSearchIndex`]: the search index in the store's database, with SQLite's FTS5.
+//!
+//! Per item, `search_docs` keeps the highest version ever applied, a document or a tombstone, so any
+//! order and repetition of changes gives the same index. The words of a live document are those of
+//! `rookery_domain::projection::words` (maximal runs of letters and digits), indexed in `search_words`
+//! with the `unicode61 remove_diacritics 2` tokenizer, which folds case (and diacritics) the same way for
+//! documents and queries. Hits are ranked by BM25.
+//!
+//! A query is never a query language: each word becomes an FTS5 string (double-quoted, so nothing in it
+//! is syntax), all of them are required, and the last one also matches as a prefix (search as you type).
+//! A word that is not a single word by the domain's rule (`field:x`, `apple*`) can equal no indexed word,
+//! so it matches nothing, as in the memory index.
+
+use rookery_domain::projection::{IndexChange, words};
+use rookery_domain::{Item, Visibility};
+use rookery_ports::{Failure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use crate::codec::{deserialize, int, limit};
+use crate::error::Context;
+use crate::store::SqliteStore;
+use crate::writer::Job;
+
+/// A search index in a [`SqliteStore`]'s database. Clones share the same index.
+#[derive(Clone)]
+pub struct SqliteSearchIndex {
+    store: SqliteStore,
+}
+
+/// A summary, never the contents: an index's `Debug` ends up in logs of whatever holds it.
+impl std::fmt::Debug for SqliteSearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteSearchIndex")
+            .field("path", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change ready for the writer: the item it is about, its version, and the document unless it is a delete.
+#[derive(Debug)]
+pub(crate) struct PreparedChange {
+    owner: String,
+    collection: String,
+    item_id: String,
+    version: i64,
+    document: Option<PreparedDocument>,
+}
+
+#[derive(Debug)]
+struct PreparedDocument {
+    public: bool,
+    item: String,
+    words: String,
+}
+
+impl PreparedChange {
+    fn new(change: &IndexChange) -> Result<Self, Failure> {
+        let (owner, key) = change.target();
+        let document = match change {
+            IndexChange::Upsert(doc) => {
+                let mut text = String::new();
+                for word in doc.text.iter().flat_map(|s| words(s)) {
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    text.push_str(&word);
+                }
+                Some(PreparedDocument {
+                    public: doc.visibility == Visibility::Public,
+                    item: serde_json::to_string(&doc.item)
+                        .map_err(|e| Failure::permanent(format!("cannot serialize an item: {e}")))?,
+                    words: text,
+                })
+            }
+            IndexChange::Delete { .. } => None,
+        };
+        Ok(Self {
+            owner: owner.as_str().to_owned(),
+            collection: key.collection.as_str().to_owned(),
+            item_id: key.id.as_str().to_owned(),
+            version: int(change.version().0)?,
+            document,
+        })
+    }
+}
+
+/// Applies changes in order inside the writer's transaction, each only if it is newer than what the
+/// index holds for its item.
+pub(crate) fn apply(conn: &Connection, changes: &[PreparedChange]) -> Result<(), Failure> {
+    for change in changes {
+        let held: Option<(i64, i64, bool)> = conn
+            .prepare_cached(
+                "SELECT doc, version, item IS NOT NULL FROM search_docs
+                 WHERE owner = ?1 AND collection = ?2 AND item_id = ?3",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![change.owner, change.collection, change.item_id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+            })
+            .context("reading a search document's version")?;
+        let (public, item) = match &change.document {
+            Some(document) => (Some(document.public), Some(document.item.as_str())),
+            None => (None, None),
+        };
+        let doc = match held {
+            Some((_, version, _)) if version >= change.version => continue,
+            Some((doc, _, live)) => {
+                if live {
+                    conn.prepare_cached("DELETE FROM search_words WHERE rowid = ?1")
+                        .and_then(|mut s| s.execute([doc]))
+                        .context("removing a document's words")?;
+                }
+                conn.prepare_cached("UPDATE search_docs SET version = ?2, public = ?3, item = ?4 WHERE doc = ?1")
+                    .and_then(|mut s| s.execute(params![doc, change.version, public, item]))
+                    .context("updating a search document")?;
+                doc
+            }
+            None => conn
+                .prepare_cached(
+                    "INSERT INTO search_docs (owner, collection, item_id, version, public, item)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.insert(params![
+                        change.owner,
+                        change.collection,
+                        change.item_id,
+                        change.version,
+                        public,
+                        item
+                    ])
+                })
+                .context("adding a search document")?,
+        };
+        if let Some(document) = &change.document {
+            conn.prepare_cached("INSERT INTO search_words (rowid, words) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![doc, document.words]))
+                .context("indexing a document's words")?;
+        }
+    }
+    Ok(())
+}
+
+/// An FTS5 string: the text in double quotes, quotes doubled, so nothing in it is query syntax.
+fn fts_string(word: &str) -> String {
+    format!("\"{}\"", word.replace('"', "\"\""))
+}
+
+/// The FTS5 expression for `query_words`: every word required, the last also as a prefix.
+/// `None` when the words can match nothing (none given, or one that is not a single word).
+pub(crate) fn match_expression(query_words: &[String]) -> Option<String> {
+    let mut wanted: Vec<String> = Vec::with_capacity(query_words.len());
+    for word in query_words {
+        let word = word.to_lowercase();
+        let single = {
+            let mut split = words(&word);
+            split.next().as_deref() == Some(word.as_str()) && split.next().is_none()
+        };
+        if !single {
+            return None;
+        }
+        wanted.push(word);
+    }
+    let last = wanted.pop()?;
+    wanted.sort();
+    wanted.dedup();
+    let mut expression = String::new();
+    for word in wanted.iter().filter(|w| **w != last) {
+        expression.push_str(&fts_string(word));
+        expression.push(' ');
+    }
+    expression.push_str(&fts_string(&last));
+    expression.push('*');
+    Some(expression)
+}
+
+const CURSOR_PREFIX: &str = "o:";
+
+/// Reads a cursor this index issued: the offset of the next hit.
+fn parse_cursor(cursor: Option<&str>) -> Result<usize, SearchError> {
+    let Some(cursor) = cursor else { return Ok(0) };
+    let digits = cursor.strip_prefix(CURSOR_PREFIX).ok_or(SearchError::BadCursor)?;
+    // Only the canonical form this index writes: digits, no sign, no leading zero.
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SearchError::BadCursor);
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return Err(SearchError::BadCursor);
+    }
+    digits.parse().map_err(|_| SearchError::BadCursor)
+}
+
+/// The filter for a query's scope and collection, and its parameters after the match expression.
+fn filter(query: &SearchQuery) -> (String, Vec<Value>) {
+    let mut sql = String::from("search_words MATCH ?");
+    let mut args = Vec::new();
+    match query.scope {
+        Scope::Mine => {
+            sql.push_str(" AND d.owner = ?");
+            args.push(Value::Text(query.caller.as_str().to_owned()));
+        }
+        Scope::Public => sql.push_str(" AND d.public = 1"),
+        Scope::All => {
+            sql.push_str(" AND (d.owner = ? OR d.public = 1)");
+            args.push(Value::Text(query.caller.as_str().to_owned()));
+        }
+    }
+    if let Some(collection) = &query.collection {
+        sql.push_str(" AND d.collection = ?");
+        args.push(Value::Text(collection.as_str().to_owned()));
+    }
+    (sql, args)
+}
+
+/// Runs a query on a read connection: the count and the page, in one read transaction.
+fn search(conn: &Connection, query: &SearchQuery, expression: String, offset: usize) -> Result<SearchPage, Failure> {
+    let (filter, filter_args) = filter(query);
+    let mut args = vec![Value::Text(expression)];
+    args.extend(filter_args);
+    let tx = conn.unchecked_transaction().context("starting a search")?;
+    let found: i64 = tx
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM search_words JOIN search_docs AS d ON d.doc = search_words.rowid WHERE {filter}"
+        ))
+        .and_then(|mut s| s.query_row(params_from_iter(&args), |row| row.get(0)))
+        .context("counting search hits")?;
+    let found = u64::try_from(found).unwrap_or(0);
+    let page_size = query.limit.max(1);
+    args.push(Value::Integer(limit(page_size)));
+    args.push(Value::Integer(limit(offset)));
+    // Best first; ties in (owner, collection, id) order, so pages are stable between calls.
+    let rows: Vec<(String, f64)> = tx
+        .prepare_cached(&format!(
+            "SELECT d.item, -bm25(search_words) AS score
+             FROM search_words JOIN search_docs AS d ON d.doc = search_words.rowid
+             WHERE {filter}
+             ORDER BY score DESC, d.owner, d.collection, d.item_id
+             LIMIT ? OFFSET ?"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(&args), |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .context("reading search hits")?;
+    tx.finish().context("ending a search")?;
+    let hits = rows
+        .iter()
+        .map(|(item, score)| {
+            Ok(SearchHit {
+                item: deserialize::<Item>(item, "an indexed item")?,
+                score: *score,
+            })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    let end = offset.saturating_add(hits.len());
+    let next_cursor = (end < usize::try_from(found).unwrap_or(usize::MAX) && !hits.is_empty())
+        .then(|| format!("{CURSOR_PREFIX}{end}"));
+    Ok(SearchPage {
+        found,
+        hits,
+        next_cursor,
+    })
+}
+
+impl SqliteSearchIndex {
+    pub(crate) fn new(store: SqliteStore) -> Self {
+        Self { store }
+    }
+}
+
+impl SearchIndex for SqliteSearchIndex {
+    async fn apply(&self, changes: &[IndexChange]) -> Result<(), SearchError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let changes = changes.iter().map(PreparedChange::new).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.store.submit(|reply| Job::Index { changes, reply }).await??)
+    }
+
+    async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
+        let offset = parse_cursor(query.cursor.as_deref())?;
+        let Some(expression) = match_expression(&query.words) else {
+            return Ok(SearchPage {
+                found: 0,
+                hits: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let query = query.clone();
+        Ok(self.store.read(move |c| search(c, &query, expression, offset)).await?)
+    }
+}

@@ -1,0 +1,301 @@
+//! The single writer: a thread that owns the database's only write connection and commits the writes
+//! queued for it in groups.
+//!
+//! Callers prepare their write (checks that need no database, JSON) on their own task and queue it on a
+//! bounded channel, so a burst waits for room without blocking the runtime. The thread takes every write
+//! queued (up to [`MAX_GROUP`]) and runs them in one transaction, each inside a savepoint with its own
+//! checks: a refused or failed write is rolled back to its savepoint and answered alone, the others go on.
+//! Then one `COMMIT`, so one WAL sync, covers the whole group; only after it are the callers answered and
+//! the change feed's watchers woken. A write that arrives during a sync waits for the next group, so the
+//! number of syncs per second, not the number of writes, is bounded by the disk.
+//!
+//! A conflict (a moved seq, version or key) is answered after the commit too, so a caller that re-reads
+//! and retries sees what it conflicted with. If the commit fails, every write of the group fails as
+//! `Unavailable`; after an I/O error (a failed sync may have lost pages the kernel reported written) the
+//! writer refuses every later write until the store is reopened, and the reopen recovers from the WAL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rookery_domain::StoredEvent;
+use rookery_ports::{AppendError, Failure};
+use rusqlite::{Connection, ErrorCode};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::codec::{PreparedAppend, PreparedRecord};
+use crate::error::failure;
+use crate::log;
+use crate::search::{self, PreparedChange};
+
+/// The most writes one transaction commits.
+pub(crate) const MAX_GROUP: usize = 512;
+
+/// How many prepared writes may wait for the writer before callers wait for room.
+pub(crate) const QUEUE: usize = 1024;
+
+/// What the writer thread and the store's handles share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The feed position of the last committed event, published after each commit.
+    pub(crate) commits: watch::Sender<u64>,
+    /// How many groups (transactions) the writer committed.
+    pub(crate) groups: AtomicU64,
+    /// How many writes those groups held.
+    pub(crate) writes: AtomicU64,
+    /// Held by a test to make the writer wait before it takes a group, so the group's size is known.
+    #[cfg(test)]
+    pub(crate) pause: std::sync::Mutex<()>,
+    /// How many groups the writer has started to take (it has their first job).
+    #[cfg(test)]
+    pub(crate) started: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(position: u64) -> Self {
+        Self {
+            commits: watch::channel(position).0,
+            groups: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            #[cfg(test)]
+            pause: std::sync::Mutex::new(()),
+            #[cfg(test)]
+            started: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A write for the writer thread, with the channel its caller waits on.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// An append to a user's stream.
+    Append {
+        batch: PreparedAppend,
+        reply: oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>,
+    },
+    /// An idempotency record on its own.
+    Remember {
+        record: PreparedRecord,
+        reply: oneshot::Sender<Result<(), AppendError>>,
+    },
+    /// Changes to the search index.
+    Index {
+        changes: Vec<PreparedChange>,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
+    /// A change feed consumer's new position.
+    Position {
+        name: String,
+        position: i64,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
+}
+
+/// A write that ran (or was given up), with its outcome, waiting for the commit to be answered.
+enum Done {
+    Append(
+        oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>,
+        Result<log::Appended, AppendError>,
+    ),
+    Remember(oneshot::Sender<Result<(), AppendError>>, Result<(), AppendError>),
+    Other(oneshot::Sender<Result<(), Failure>>, Result<(), Failure>),
+}
+
+impl Done {
+    /// Replaces the outcome by `failure`: the group it was part of did not commit.
+    fn fail(self, failure: &Failure) -> Self {
+        match self {
+            Done::Append(reply, _) => Done::Append(reply, Err(AppendError::Unavailable(failure.clone()))),
+            Done::Remember(reply, _) => Done::Remember(reply, Err(AppendError::Unavailable(failure.clone()))),
+            Done::Other(reply, _) => Done::Other(reply, Err(failure.clone())),
+        }
+    }
+
+    /// The feed position of the last event this write stored, if it stored any.
+    fn position(&self) -> Option<i64> {
+        match self {
+            Done::Append(_, Ok(appended)) => appended.last_position,
+            _ => None,
+        }
+    }
+
+    fn answer(self) {
+        // A caller that stopped waiting (its request was dropped) still has its write committed.
+        match self {
+            Done::Append(reply, outcome) => {
+                let _ = reply.send(outcome.map(|appended| appended.events));
+            }
+            Done::Remember(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
+            Done::Other(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+}
+
+impl Job {
+    /// A job not run at all, answered with `failure`.
+    fn refuse(self, failure: &Failure) -> Done {
+        let unavailable = || AppendError::Unavailable(failure.clone());
+        match self {
+            Job::Append { reply, .. } => Done::Append(reply, Err(unavailable())),
+            Job::Remember { reply, .. } => Done::Remember(reply, Err(unavailable())),
+            Job::Index { reply, .. } | Job::Position { reply, .. } => Done::Other(reply, Err(failure.clone())),
+        }
+    }
+
+    /// Runs the job inside a savepoint of the open transaction: kept when it succeeds, rolled back when it
+    /// is refused or fails.
+    fn run(self, conn: &Connection) -> Done {
+        match self {
+            Job::Append { batch, reply } => Done::Append(reply, in_savepoint(conn, |c| log::append(c, batch))),
+            Job::Remember { record, reply } => Done::Remember(
+                reply,
+                in_savepoint(conn, |c| {
+                    log::check_key(c, &record)?;
+                    Ok(log::put_record(c, &record)?)
+                }),
+            ),
+            Job::Index { changes, reply } => Done::Other(reply, in_savepoint(conn, |c| search::apply(c, &changes))),
+            Job::Position { name, position, reply } => Done::Other(
+                reply,
+                in_savepoint(conn, |c| log::set_consumer_position(c, &name, position)),
+            ),
+        }
+    }
+}
+
+/// Runs `f` inside a savepoint: released when it succeeds, rolled back when it fails.
+fn in_savepoint<T, E: From<Failure>>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
+    conn.execute_batch("SAVEPOINT write")
+        .map_err(|e| failure("starting a savepoint", &e))?;
+    let outcome = f(conn);
+    let end = if outcome.is_ok() {
+        "RELEASE write"
+    } else {
+        "ROLLBACK TO write; RELEASE write"
+    };
+    // After some errors SQLite has already rolled the whole transaction back, and the savepoint is gone
+    // with it; the group notices (`is_autocommit`) and fails as a whole.
+    if let Err(error) = conn.execute_batch(end)
+        && !conn.is_autocommit()
+    {
+        return Err(failure("ending a savepoint", &error).into());
+    }
+    outcome
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    path: PathBuf,
+    /// Set after a commit failed with an I/O error: every later write is refused with it.
+    broken: Option<Failure>,
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, shared: Arc<Shared>, path: PathBuf) -> Self {
+        Self {
+            conn,
+            shared,
+            path,
+            broken: None,
+        }
+    }
+
+    /// Takes queued jobs and commits them group by group, until every handle of the store is gone and the
+    /// queue is empty; then the connection closes (checkpointing the WAL).
+    pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(first) = jobs.blocking_recv() {
+            #[cfg(test)]
+            self.shared.started.fetch_add(1, Ordering::SeqCst);
+            #[cfg(test)]
+            let paused = self.shared.pause.lock();
+            let mut group = Vec::with_capacity(16);
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            #[cfg(test)]
+            drop(paused);
+            self.commit(group);
+        }
+        tracing::debug!(file = %self.path.display(), "the sqlite writer stopped");
+    }
+
+    /// Runs and commits one group, then answers every job of it.
+    fn commit(&mut self, group: Vec<Job>) {
+        let size = group.len() as u64;
+        if let Some(broken) = &self.broken {
+            group.into_iter().for_each(|job| job.refuse(broken).answer());
+            return;
+        }
+        if let Err(error) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let failure = failure("starting a transaction", &error);
+            group.into_iter().for_each(|job| job.refuse(&failure).answer());
+            return;
+        }
+        let mut done = Vec::with_capacity(group.len());
+        let mut aborted: Option<Failure> = None;
+        for job in group {
+            match &aborted {
+                Some(failure) => done.push(job.refuse(failure)),
+                None => {
+                    done.push(job.run(&self.conn));
+                    if self.conn.is_autocommit() {
+                        aborted = Some(Failure::transient(
+                            "sqlite store: the transaction was rolled back by an error; try again",
+                        ));
+                    }
+                }
+            }
+        }
+        let committed = match aborted {
+            Some(failure) => Err(failure),
+            None => self.conn.execute_batch("COMMIT").map_err(|error| {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                let failure = failure("committing", &error);
+                if error.sqlite_error_code() == Some(ErrorCode::SystemIoFailure) {
+                    // The sync may have failed after the kernel dropped the pages it could not write:
+                    // nothing later can be trusted to be on disk until SQLite recovers on a reopen.
+                    let broken = Failure::permanent(format!(
+                        "sqlite store: a commit failed with an I/O error ({error}); reopen the store to recover"
+                    ));
+                    tracing::error!(file = %self.path.display(), %error, "a commit failed; refusing writes until reopened");
+                    self.broken = Some(broken);
+                }
+                failure
+            }),
+        };
+        match committed {
+            Ok(()) => {
+                self.shared.groups.fetch_add(1, Ordering::Relaxed);
+                self.shared.writes.fetch_add(size, Ordering::Relaxed);
+                if let Some(position) = done.iter().filter_map(Done::position).max()
+                    && let Ok(position) = u64::try_from(position)
+                {
+                    self.shared.commits.send_if_modified(|current| {
+                        let moved = position > *current;
+                        if moved {
+                            *current = position;
+                        }
+                        moved
+                    });
+                }
+                done.into_iter().for_each(Done::answer);
+            }
+            Err(failure) => {
+                tracing::warn!(file = %self.path.display(), error = %failure, writes = size, "a group of writes failed");
+                done.into_iter().for_each(|d| d.fail(&failure).answer());
+            }
+        }
+    }
+}
