@@ -6,8 +6,6 @@
 //! own chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, profiles, roles), unless an
 //! [`Emulator`] is named, as the tests do. [`bootstrap`] creates the table, bucket and SNS applications.
 
-use std::fmt;
-
 use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
@@ -19,8 +17,9 @@ use rookery_ports::Failure;
 use crate::cloudsearch::CloudSearchIndex;
 use crate::dynamo::{DynamoStore, create_table};
 use crate::error::{RetryPolicy, sdk_failure};
+pub use crate::s3::CloudFrontConfig;
 use crate::s3::{CloudFrontSigner, S3MediaStore};
-use crate::sns::SnsPushGateway;
+use crate::sns::{SnsPushGateway, sns_platform};
 use crate::streams::StreamPoller;
 
 /// Which search index the deployment uses.
@@ -31,28 +30,6 @@ pub enum SearchBackend {
     Memory,
     /// Amazon CloudSearch, through its document and search endpoints.
     CloudSearch,
-}
-
-/// CloudFront signed-URL settings: downloads go through this distribution when set.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CloudFrontConfig {
-    /// The distribution's domain (`d111111abcdef8.cloudfront.net`), or a base URL (`https://media.example.com`).
-    pub domain: String,
-    /// The CloudFront key pair (or public key) id.
-    pub key_pair_id: String,
-    /// The RSA private key, PEM (PKCS#1 or PKCS#8).
-    pub private_key_pem: String,
-}
-
-impl fmt::Debug for CloudFrontConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The private key never reaches a log.
-        f.debug_struct("CloudFrontConfig")
-            .field("domain", &self.domain)
-            .field("key_pair_id", &self.key_pair_id)
-            .field("private_key_pem", &"<redacted>")
-            .finish()
-    }
 }
 
 /// A local emulator (moto) to talk to instead of AWS: fixed test credentials, `us-east-1`, SDK retries off.
@@ -447,15 +424,6 @@ pub struct BootstrapReport {
     pub bucket: String,
     /// The SNS platform applications, one per platform that had no ARN configured.
     pub platform_applications: Vec<(Platform, String)>,
-}
-
-/// SNS's name for a push platform.
-pub(crate) fn sns_platform(platform: Platform) -> &'static str {
-    match platform {
-        Platform::Apns => "APNS",
-        Platform::ApnsSandbox => "APNS_SANDBOX",
-        Platform::Fcm => "GCM",
-    }
 }
 
 /// Creates, idempotently, what a deployment needs: the events table with its stream, the media bucket,

@@ -24,7 +24,6 @@ use rookery_domain::{DeviceId, Platform, UserId};
 use rookery_ports::{Failure, PushError, PushGateway, PushOutcome};
 use serde_json::json;
 
-use crate::config::sns_platform;
 use crate::error::{RetryPolicy, sdk_failure};
 
 /// The push gateway on SNS, with one platform application per configured platform.
@@ -33,6 +32,15 @@ pub struct SnsPushGateway {
     client: Client,
     applications: Arc<BTreeMap<Platform, String>>,
     retry: RetryPolicy,
+}
+
+/// SNS's name for a push platform.
+pub(crate) fn sns_platform(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Apns => "APNS",
+        Platform::ApnsSandbox => "APNS_SANDBOX",
+        Platform::Fcm => "GCM",
+    }
 }
 
 /// The endpoint ARN in SNS's "already exists with the same Token, but different attributes" message.
