@@ -151,61 +151,11 @@ impl DynamoStore {
         }
     }
 
-    async fn version_of(&self, owner: &UserId, key: &ItemKey) -> Result<Version, Failure> {
-        match self.get(user_pk(owner), item_sk(key)).await? {
-            Some(row) => Ok(Version(get_n(&row, "version")?)),
-            None => Ok(Version::NONE),
-        }
-    }
-
     async fn last_seq_of(&self, owner: &UserId) -> Result<Seq, Failure> {
         match self.get(user_pk(owner), HEAD_SK.into()).await? {
             Some(row) => Ok(Seq(get_n(&row, "last_seq")?)),
             None => Ok(Seq(0)),
         }
-    }
-
-    /// Reads what a failed condition saw: the seq if it moved (whatever the reason named, so the writer
-    /// hears the real stream position), else the named item's version.
-    ///
-    /// A failed condition means a committed write, which a strongly consistent read sees. An emulator
-    /// that applies transactions non-atomically may briefly show nothing moved; the reads are then
-    /// repeated a few times, and if still nothing moved the outcome is reported as transient.
-    async fn what_moved(&self, batch: &AppendBatch, key: Option<ItemKey>) -> AppendError {
-        let expected_version = |key: &ItemKey| {
-            batch
-                .item_versions
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(Version::NONE, |(_, v)| *v)
-        };
-        let settle = RetryPolicy {
-            attempts: 5,
-            ..RetryPolicy::default()
-        };
-        for retry in 1..=settle.attempts {
-            match self.last_seq_of(&batch.owner).await {
-                Ok(current) if current != batch.expected_seq => return AppendError::SeqMoved { current },
-                Ok(_) => {}
-                Err(failure) => return AppendError::Unavailable(failure),
-            }
-            if let Some(key) = &key {
-                match self.version_of(&batch.owner, key).await {
-                    Ok(current) if current != expected_version(key) => {
-                        return AppendError::VersionMoved {
-                            key: key.clone(),
-                            current,
-                        };
-                    }
-                    Ok(_) => {}
-                    Err(failure) => return AppendError::Unavailable(failure),
-                }
-            }
-            tokio::time::sleep(settle.backoff(retry)).await;
-        }
-        AppendError::Unavailable(Failure::transient(
-            "a condition failed but neither the seq nor the version moved",
-        ))
     }
 
     async fn transact(&self, prepared: &Prepared) -> Result<(), TxError> {
@@ -255,9 +205,15 @@ impl EventStore for DynamoStore {
         let prepared = prepare(&self.table, &batch, devices.as_ref())?;
         match self.transact(&prepared).await {
             Ok(()) => Ok(prepared.stored),
-            Err(TxError::Cancelled(Cancelled::SeqMoved)) => Err(self.what_moved(&batch, None).await),
-            Err(TxError::Cancelled(Cancelled::VersionMoved(key))) => Err(self.what_moved(&batch, Some(key)).await),
+            Err(TxError::Cancelled(Cancelled::SeqMoved(current))) => Err(AppendError::SeqMoved { current }),
+            Err(TxError::Cancelled(Cancelled::VersionMoved(key, current))) => {
+                Err(AppendError::VersionMoved { key, current })
+            }
             Err(TxError::Cancelled(Cancelled::KeyTaken)) => Err(AppendError::KeyTaken),
+            // Not retried here: the same transaction would most likely be cancelled the same way.
+            Err(TxError::Cancelled(Cancelled::Unexplained(why))) => {
+                Err(AppendError::Unavailable(Failure::transient(why)))
+            }
             Err(TxError::Cancelled(Cancelled::Transient(why))) => {
                 Err(AppendError::Unavailable(Failure::transient(why)))
             }

@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
 use rookery_domain::device::{self, Devices};
 use rookery_domain::{EventPayload, ItemKey, Seq, StoredEvent, Version};
 use rookery_ports::store::MAX_EVENTS_PER_APPEND;
@@ -26,10 +28,10 @@ pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 /// What a transaction action guards, to map its cancellation reason back to an [`AppendError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Role {
-    /// The user head: a failed condition means the seq moved.
-    UserHead,
-    /// An item head: a failed condition means the item's version moved.
-    ItemHead(ItemKey),
+    /// The user head, guarded at the seq the writer read: a failed condition means the seq moved.
+    UserHead(Seq),
+    /// An item head, guarded at the version the writer read: a failed condition means the version moved.
+    ItemHead(ItemKey, Version),
     /// The idempotency record: a failed condition means the key is taken.
     Idempotency,
     /// Anything unconditional.
@@ -62,6 +64,9 @@ fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failur
         ),
         None => (None, None, None),
     };
+    // A failed head condition returns the row it saw, so the cancellation itself says where the head is.
+    let return_old = matches!(action.role, Role::UserHead(_) | Role::ItemHead(..))
+        .then_some(ReturnValuesOnConditionCheckFailure::AllOld);
     if action.check_only {
         let key: Attrs = action
             .item
@@ -74,6 +79,7 @@ fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failur
             .set_condition_expression(condition)
             .set_expression_attribute_names(names)
             .set_expression_attribute_values(values)
+            .set_return_values_on_condition_check_failure(return_old)
             .build()
             .map_err(built)?;
         return Ok(TransactWriteItem::builder().condition_check(check).build());
@@ -84,6 +90,7 @@ fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failur
         .set_condition_expression(condition)
         .set_expression_attribute_names(names)
         .set_expression_attribute_values(values)
+        .set_return_values_on_condition_check_failure(return_old)
         .build()
         .map_err(built)?;
     Ok(TransactWriteItem::builder().put(put).build())
@@ -131,7 +138,7 @@ pub(super) fn prepare(
     head.insert("owner".into(), s(owner.as_str()));
     head.insert("last_seq".into(), n(expected + stored.len() as u64));
     actions.push(Action {
-        role: Role::UserHead,
+        role: Role::UserHead(batch.expected_seq),
         item: head,
         condition: Some(head_condition),
         check_only: stored.is_empty(),
@@ -255,7 +262,7 @@ pub(super) fn prepare(
             None => (key_of(pk.clone(), item_sk(key)), true),
         };
         actions.push(Action {
-            role: Role::ItemHead(key.clone()),
+            role: Role::ItemHead(key.clone(), *version),
             item,
             condition: Some(condition),
             check_only,
@@ -319,6 +326,7 @@ mod tests {
     use rookery_domain::{
         CollectionName, EventId, EventMeta, ItemId, Message, MessageId, NewEvent, Timestamp, UserId, Visibility,
     };
+    use rookery_ports::{IdempotencyRecord, IdempotencyWrite};
     use serde_json::{Map, json};
 
     use super::super::rows::{get_n, get_s};
@@ -421,6 +429,42 @@ mod tests {
     }
 
     #[test]
+    fn only_the_head_conditions_ask_for_the_row_they_saw() {
+        let mut guarded = batch(
+            vec![item_event(&key("a"), 1, "one")],
+            vec![(key("a"), Version::NONE), (key("b"), Version(3))],
+        );
+        guarded.idempotency = Some(IdempotencyWrite {
+            owner: user("alice"),
+            record: IdempotencyRecord {
+                key: "k".into(),
+                fingerprint: "f".into(),
+                outcome: json!(null),
+                recorded_at: Timestamp::from_millis(1),
+            },
+            expired_before: Timestamp::from_millis(0),
+        });
+        let prepared = prepare("t", &guarded, None).unwrap();
+        for (action, role) in prepared.actions.iter().zip(&prepared.roles) {
+            let asked = action
+                .put()
+                .and_then(|p| p.return_values_on_condition_check_failure())
+                .or_else(|| {
+                    action
+                        .condition_check()
+                        .and_then(|c| c.return_values_on_condition_check_failure())
+                });
+            let head = matches!(role, Role::UserHead(_) | Role::ItemHead(..));
+            let expected = head.then_some(&ReturnValuesOnConditionCheckFailure::AllOld);
+            assert_eq!(asked, expected, "{role:?}");
+        }
+        // The unchanged item is only checked, and its check asks too.
+        assert!(prepared.roles.contains(&Role::ItemHead(key("b"), Version(3))));
+        assert!(prepared.actions.iter().any(|a| a.condition_check().is_some()));
+        assert!(prepared.roles.contains(&Role::UserHead(Seq(0))));
+    }
+
+    #[test]
     fn a_batch_changing_one_item_twice_writes_its_head_once_and_both_history_rows() {
         let events = vec![item_event(&key("a"), 1, "one"), item_event(&key("a"), 2, "two")];
         let prepared = prepare("t", &batch(events, vec![(key("a"), Version::NONE)]), None).unwrap();
@@ -439,7 +483,11 @@ mod tests {
             .unwrap();
         assert_eq!(get_n(head, "version").unwrap(), 2);
         assert_eq!(
-            prepared.roles.iter().filter(|r| matches!(r, Role::ItemHead(_))).count(),
+            prepared
+                .roles
+                .iter()
+                .filter(|r| matches!(r, Role::ItemHead(..)))
+                .count(),
             1
         );
         assert_eq!(prepared.stored.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2]);
