@@ -2,11 +2,16 @@
 //!
 //! [`AwsConfig::from_env`] reads everything once, in the composition root, and reports every missing or
 //! malformed variable at once (a deployment fails with one complete message, not one per restart).
-//! [`AwsClients::load`] turns it into SDK clients: region, credentials and endpoints come from the SDK's
-//! own chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, profiles, roles), unless an
-//! [`Emulator`] is named, as the tests do. [`bootstrap`] creates the table, bucket and SNS applications.
+//! It is the only place this crate reads the environment: everything after it takes values from the
+//! [`AwsConfig`], and tests give [`AwsConfig::from_vars`] a map instead.
+//! [`AwsClients::load`] turns it into SDK clients: region and credentials the environment names are
+//! used as read (see [`EnvironmentIdentity`]); anything else comes from the SDK's own chain
+//! (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, profiles, roles), unless an [`Emulator`] is named,
+//! as the tests do. [`bootstrap`] creates the table, bucket and SNS applications.
 
-use aws_config::environment::EnvironmentVariableCredentialsProvider;
+use std::collections::BTreeMap;
+use std::fmt;
+
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
@@ -19,7 +24,8 @@ use crate::dynamo::{DynamoStore, create_table};
 use crate::error::{RetryPolicy, sdk_failure};
 pub use crate::s3::CloudFrontConfig;
 use crate::s3::{CloudFrontSigner, S3MediaStore};
-use crate::sns::{SnsPushGateway, sns_platform};
+pub use crate::sns::PlatformCredentials;
+use crate::sns::{SnsPushGateway, ensure_platform_application};
 use crate::streams::StreamPoller;
 
 /// Which search index the deployment uses.
@@ -52,6 +58,9 @@ pub struct AwsConfig {
     pub sns_apns_sandbox_arn: Option<String>,
     /// SNS platform application for FCM (`ROOKERY_SNS_FCM_ARN`).
     pub sns_fcm_arn: Option<String>,
+    /// What [`bootstrap`] creates a platform application with, for platforms without an ARN
+    /// (`ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL`, `<PLATFORM>` being `APNS`, `APNS_SANDBOX` or `FCM`).
+    pub sns_platform_credentials: BTreeMap<Platform, PlatformCredentials>,
     /// Which search index (`ROOKERY_SEARCH=memory|cloudsearch`).
     pub search: SearchBackend,
     /// CloudSearch document endpoint (`ROOKERY_CLOUDSEARCH_DOC_ENDPOINT`), required with `cloudsearch`.
@@ -68,6 +77,8 @@ pub struct AwsConfig {
     pub cloudfront: Option<CloudFrontConfig>,
     /// Path-style S3 URLs (`ROOKERY_S3_FORCE_PATH_STYLE=true`), needed by moto.
     pub s3_force_path_style: bool,
+    /// The region and credentials the AWS environment names (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
+    pub identity: EnvironmentIdentity,
     /// Talk to an emulator instead of AWS (never read from the environment).
     pub emulator: Option<Emulator>,
     /// How the adapters retry transient failures.
@@ -95,6 +106,7 @@ impl AwsConfig {
             sns_apns_arn: None,
             sns_apns_sandbox_arn: None,
             sns_fcm_arn: None,
+            sns_platform_credentials: BTreeMap::new(),
             search: SearchBackend::Memory,
             cloudsearch_doc_endpoint: None,
             cloudsearch_search_endpoint: None,
@@ -103,6 +115,7 @@ impl AwsConfig {
             cognito_jwks_url: None,
             cloudfront: None,
             s3_force_path_style: false,
+            identity: EnvironmentIdentity::default(),
             emulator: None,
             retry: RetryPolicy::default(),
         }
@@ -154,6 +167,16 @@ impl AwsConfig {
                 problems.push(format!("{name} must be an ARN (arn:aws:sns:...)"));
             }
         }
+        for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
+            let upper = platform.as_str().to_ascii_uppercase();
+            let credentials = PlatformCredentials {
+                credential: get(&format!("ROOKERY_SNS_{upper}_CREDENTIAL")),
+                principal: get(&format!("ROOKERY_SNS_{upper}_PRINCIPAL")),
+            };
+            if credentials != PlatformCredentials::default() {
+                config.sns_platform_credentials.insert(platform, credentials);
+            }
+        }
 
         config.search = match get("ROOKERY_SEARCH").as_deref() {
             None | Some("memory") => SearchBackend::Memory,
@@ -191,6 +214,7 @@ impl AwsConfig {
         }
 
         config.cloudfront = cloudfront_from(&get, &mut problems);
+        config.identity = EnvironmentIdentity::from_vars(&get);
 
         config.s3_force_path_style = match get("ROOKERY_S3_FORCE_PATH_STYLE").as_deref() {
             None | Some("false" | "0") => false,
@@ -276,32 +300,79 @@ fn cloudfront_from(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<Str
 /// builds every later link of it (the profile files' providers, web identity with an STS client of
 /// its own, the container provider, and an IMDS client for each of region and credentials), which
 /// costs a function instance part of its cold start and is never used. Naming the environment's
-/// answers directly gives the same region and the same credentials (still read, and refreshed, by
-/// the SDK's own environment provider) without building the rest. When the environment does not
-/// answer (SnapStart, ECS, a workstation profile), the chains are built as before.
+/// answers directly gives the same region and the same credentials without building the rest.
+/// They are read once, by [`AwsConfig::from_env`], like every other variable: a process's environment
+/// does not change under it, so the SDK's environment provider would read the same values again.
+/// When the environment does not answer (SnapStart, ECS, a workstation profile), the chains are built as before.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct EnvironmentIdentity {
+pub struct EnvironmentIdentity {
     /// `AWS_REGION`, when set.
-    region: Option<String>,
-    /// Whether `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are both set.
-    credentials: bool,
+    pub region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID` with `AWS_SECRET_ACCESS_KEY`, when both are set.
+    pub credentials: Option<EnvironmentCredentials>,
 }
 
+/// Static credentials as the environment holds them (on Lambda, the function role's session).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvironmentCredentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN`, for temporary credentials.
+    pub session_token: Option<String>,
+    /// `AWS_ACCOUNT_ID`, which lets DynamoDB use its account-based endpoints.
+    pub account_id: Option<String>,
+}
+
+impl fmt::Debug for EnvironmentCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key id names the credentials; the secret and the session token never reach a log.
+        f.debug_struct("EnvironmentCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field("account_id", &self.account_id)
+            .finish()
+    }
+}
+
+/// The name the SDK reports for credentials that came from the environment.
+const ENVIRONMENT_PROVIDER: &str = "EnvironmentVariable";
+
 impl EnvironmentIdentity {
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    /// Reads the identity through `get`, which answers only set, non-blank variables.
+    fn from_vars(get: &impl Fn(&str) -> Option<String>) -> Self {
+        let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(EnvironmentCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token: get("AWS_SESSION_TOKEN"),
+                account_id: get("AWS_ACCOUNT_ID"),
+            }),
+            // A key id without its secret is left to the SDK's chains to judge.
+            _ => None,
+        };
         Self {
-            region: set("AWS_REGION"),
-            credentials: set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some(),
+            region: get("AWS_REGION"),
+            credentials,
         }
     }
 
-    fn apply(self, mut loader: ConfigLoader) -> ConfigLoader {
-        if let Some(region) = self.region {
-            loader = loader.region(Region::new(region));
+    fn apply(&self, mut loader: ConfigLoader) -> ConfigLoader {
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
         }
-        if self.credentials {
-            loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
+        if let Some(credentials) = &self.credentials {
+            let mut builder = Credentials::builder()
+                .access_key_id(&credentials.access_key_id)
+                .secret_access_key(&credentials.secret_access_key)
+                .provider_name(ENVIRONMENT_PROVIDER);
+            builder.set_session_token(credentials.session_token.clone());
+            if let Some(account_id) = &credentials.account_id {
+                builder = builder.account_id(account_id.as_str());
+            }
+            loader = loader.credentials_provider(builder.build());
         }
         loader
     }
@@ -326,7 +397,7 @@ impl AwsClients {
                 .credentials_provider(Credentials::new("testing", "testing", None, None, "rookery-emulator"))
                 .retry_config(RetryConfig::disabled());
         } else {
-            loader = EnvironmentIdentity::from_vars(|name| std::env::var(name).ok()).apply(loader);
+            loader = config.identity.apply(loader);
         }
         let sdk = loader.load().await;
         Self { config, sdk }
@@ -429,7 +500,7 @@ pub struct BootstrapReport {
 /// Creates, idempotently, what a deployment needs: the events table with its stream, the media bucket,
 /// and an SNS platform application for each platform that has no ARN configured.
 ///
-/// Platform credentials are read from `ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL` when set
+/// Applications are created with the [`AwsConfig::sns_platform_credentials`] of their platform
 /// (real SNS requires them; an emulator does not).
 ///
 /// # Errors
@@ -444,7 +515,12 @@ pub async fn bootstrap(clients: &AwsClients) -> Result<BootstrapReport, Failure>
             continue;
         }
         let name = format!("{}-{}", config.table, platform.as_str().replace('_', "-"));
-        let arn = ensure_platform_application(&clients.sns(), platform, &name).await?;
+        let credentials = config
+            .sns_platform_credentials
+            .get(&platform)
+            .cloned()
+            .unwrap_or_default();
+        let arn = ensure_platform_application(&clients.sns(), platform, &name, &credentials).await?;
         platform_applications.push((platform, arn));
     }
     Ok(BootstrapReport {
@@ -469,54 +545,6 @@ async fn create_bucket(clients: &AwsClients) -> Result<(), Failure> {
         Err(SdkError::ServiceError(context)) if context.err().is_bucket_already_owned_by_you() => Ok(()),
         Err(error) => Err(sdk_failure("CreateBucket", &error)),
     }
-}
-
-async fn ensure_platform_application(
-    client: &aws_sdk_sns::Client,
-    platform: Platform,
-    name: &str,
-) -> Result<String, Failure> {
-    let suffix = format!(":app/{}/{name}", sns_platform(platform));
-    let mut next = None;
-    loop {
-        let page = client
-            .list_platform_applications()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| sdk_failure("ListPlatformApplications", &e))?;
-        for application in page.platform_applications() {
-            if let Some(arn) = application.platform_application_arn()
-                && arn.ends_with(&suffix)
-            {
-                return Ok(arn.to_owned());
-            }
-        }
-        match page.next_token {
-            Some(token) if !token.is_empty() => next = Some(token),
-            _ => break,
-        }
-    }
-    let upper = platform.as_str().to_ascii_uppercase();
-    let mut request = client
-        .create_platform_application()
-        .name(name)
-        .platform(sns_platform(platform));
-    for (attribute, variable) in [
-        ("PlatformCredential", format!("ROOKERY_SNS_{upper}_CREDENTIAL")),
-        ("PlatformPrincipal", format!("ROOKERY_SNS_{upper}_PRINCIPAL")),
-    ] {
-        if let Ok(value) = std::env::var(&variable) {
-            request = request.attributes(attribute, value);
-        }
-    }
-    let created = request
-        .send()
-        .await
-        .map_err(|e| sdk_failure("CreatePlatformApplication", &e))?;
-    created
-        .platform_application_arn
-        .ok_or_else(|| Failure::permanent("CreatePlatformApplication answered no ARN"))
 }
 
 #[cfg(test)]
@@ -554,38 +582,107 @@ mod tests {
         assert_eq!(error.problems.len(), 7, "{text}");
     }
 
+    fn identity_of(pairs: &[(&str, &str)]) -> EnvironmentIdentity {
+        let mut all = vec![("ROOKERY_TABLE", "t"), ("ROOKERY_BUCKET", "b")];
+        all.extend_from_slice(pairs);
+        AwsConfig::from_vars(vars(&all)).unwrap().identity
+    }
+
     #[test]
     fn the_environment_names_the_identity_only_when_it_holds_all_of_it() {
-        let lambda = EnvironmentIdentity::from_vars(vars(&[
+        let lambda = identity_of(&[
             ("AWS_REGION", "eu-west-1"),
             ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
             ("AWS_SESSION_TOKEN", "token"),
-        ]));
+        ]);
         assert_eq!(
             lambda,
             EnvironmentIdentity {
                 region: Some("eu-west-1".into()),
-                credentials: true
+                credentials: Some(EnvironmentCredentials {
+                    access_key_id: "ASIAEXAMPLE".into(),
+                    secret_access_key: "secret".into(),
+                    session_token: Some("token".into()),
+                    account_id: None,
+                }),
             }
         );
         // A key id without its secret, or blank values, are left to the SDK's chains to judge.
-        let partial =
-            EnvironmentIdentity::from_vars(vars(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")]));
+        let partial = identity_of(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")]);
         assert_eq!(partial, EnvironmentIdentity::default());
     }
 
+    #[test]
+    fn the_environments_secrets_never_reach_a_log() {
+        let config = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+            ("AWS_SESSION_TOKEN", "session-secret"),
+            ("ROOKERY_SNS_FCM_CREDENTIAL", "fcm-secret"),
+        ]))
+        .unwrap();
+        let logged = format!("{config:?}");
+        assert!(logged.contains("ASIAEXAMPLE"), "{logged}");
+        for secret in ["very-secret", "session-secret", "fcm-secret"] {
+            assert!(!logged.contains(secret), "{secret} in {logged}");
+        }
+    }
+
     #[tokio::test]
-    async fn the_region_from_the_environment_is_the_clients_region() {
-        let identity = EnvironmentIdentity {
-            region: Some("ap-southeast-2".into()),
-            credentials: false,
-        };
+    async fn the_environments_region_and_credentials_are_the_clients() {
+        use aws_sdk_dynamodb::config::ProvideCredentials as _;
+
+        let identity = identity_of(&[
+            ("AWS_REGION", "ap-southeast-2"),
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_ACCOUNT_ID", "123456789012"),
+        ]);
         let sdk = identity
             .apply(aws_config::defaults(BehaviorVersion::latest()))
             .load()
             .await;
         assert_eq!(sdk.region().map(ToString::to_string).as_deref(), Some("ap-southeast-2"));
+        let provider = sdk.credentials_provider().unwrap();
+        let credentials = provider.provide_credentials().await.unwrap();
+        assert_eq!(credentials.access_key_id(), "AKIAEXAMPLE");
+        assert_eq!(credentials.secret_access_key(), "secret");
+        assert_eq!(credentials.session_token(), None);
+        assert_eq!(credentials.account_id().map(|id| id.as_str()), Some("123456789012"));
+    }
+
+    #[test]
+    fn sns_platform_credentials_are_read_per_platform() {
+        let config = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SNS_APNS_SANDBOX_CREDENTIAL", "apns-key"),
+            ("ROOKERY_SNS_APNS_SANDBOX_PRINCIPAL", "KEYID"),
+            ("ROOKERY_SNS_FCM_CREDENTIAL", "fcm-key"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.sns_platform_credentials,
+            BTreeMap::from([
+                (
+                    Platform::ApnsSandbox,
+                    PlatformCredentials {
+                        credential: Some("apns-key".into()),
+                        principal: Some("KEYID".into()),
+                    }
+                ),
+                (
+                    Platform::Fcm,
+                    PlatformCredentials {
+                        credential: Some("fcm-key".into()),
+                        principal: None,
+                    }
+                ),
+            ])
+        );
     }
 
     #[test]
