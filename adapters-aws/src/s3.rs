@@ -22,13 +22,34 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use sha1::Sha1;
 
-use crate::config::CloudFrontConfig;
 use crate::error::sdk_failure;
 
 /// Why a CloudFront private key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not an RSA private key in PKCS#1 or PKCS#8 PEM form")]
 pub struct KeyError;
+
+/// CloudFront signed-URL settings: downloads go through this distribution when set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CloudFrontConfig {
+    /// The distribution's domain (`d111111abcdef8.cloudfront.net`), or a base URL (`https://media.example.com`).
+    pub domain: String,
+    /// The CloudFront key pair (or public key) id.
+    pub key_pair_id: String,
+    /// The RSA private key, PEM (PKCS#1 or PKCS#8).
+    pub private_key_pem: String,
+}
+
+impl fmt::Debug for CloudFrontConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The private key never reaches a log.
+        f.debug_struct("CloudFrontConfig")
+            .field("domain", &self.domain)
+            .field("key_pair_id", &self.key_pair_id)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
+}
 
 /// Signs CloudFront URLs with a canned policy.
 #[derive(Clone)]

@@ -11,6 +11,7 @@
 //! by another user) registered the same token since. `DeleteEndpoint` itself is idempotent on SNS.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use aws_sdk_sns::Client;
@@ -24,7 +25,6 @@ use rookery_domain::{DeviceId, Platform, UserId};
 use rookery_ports::{Failure, PushError, PushGateway, PushOutcome};
 use serde_json::json;
 
-use crate::config::sns_platform;
 use crate::error::{RetryPolicy, sdk_failure};
 
 /// The push gateway on SNS, with one platform application per configured platform.
@@ -33,6 +33,36 @@ pub struct SnsPushGateway {
     client: Client,
     applications: Arc<BTreeMap<Platform, String>>,
     retry: RetryPolicy,
+}
+
+/// What SNS needs to create a platform application for real: APNs and FCM refuse one without credentials.
+///
+/// An emulator takes an application without them, so both are optional.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PlatformCredentials {
+    /// The `PlatformCredential` attribute: the APNs private key or certificate, or the FCM key.
+    pub credential: Option<String>,
+    /// The `PlatformPrincipal` attribute: the APNs certificate or signing key id, for APNs only.
+    pub principal: Option<String>,
+}
+
+impl fmt::Debug for PlatformCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credential is a secret and never reaches a log; the principal names it and is not.
+        f.debug_struct("PlatformCredentials")
+            .field("credential", &self.credential.as_ref().map(|_| "<redacted>"))
+            .field("principal", &self.principal)
+            .finish()
+    }
+}
+
+/// SNS's name for a push platform.
+pub(crate) fn sns_platform(platform: Platform) -> &'static str {
+    match platform {
+        Platform::Apns => "APNS",
+        Platform::ApnsSandbox => "APNS_SANDBOX",
+        Platform::Fcm => "GCM",
+    }
 }
 
 /// The endpoint ARN in SNS's "already exists with the same Token, but different attributes" message.
@@ -190,6 +220,58 @@ impl SnsPushGateway {
     }
 }
 
+/// The ARN of the platform application `name` for `platform`, created with `credentials` unless it exists.
+///
+/// # Errors
+/// A [`Failure`] when SNS refuses to list or create applications.
+pub(crate) async fn ensure_platform_application(
+    client: &Client,
+    platform: Platform,
+    name: &str,
+    credentials: &PlatformCredentials,
+) -> Result<String, Failure> {
+    let suffix = format!(":app/{}/{name}", sns_platform(platform));
+    let mut next = None;
+    loop {
+        let page = client
+            .list_platform_applications()
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(|e| sdk_failure("ListPlatformApplications", &e))?;
+        for application in page.platform_applications() {
+            if let Some(arn) = application.platform_application_arn()
+                && arn.ends_with(&suffix)
+            {
+                return Ok(arn.to_owned());
+            }
+        }
+        match page.next_token {
+            Some(token) if !token.is_empty() => next = Some(token),
+            _ => break,
+        }
+    }
+    let mut request = client
+        .create_platform_application()
+        .name(name)
+        .platform(sns_platform(platform));
+    for (attribute, value) in [
+        ("PlatformCredential", &credentials.credential),
+        ("PlatformPrincipal", &credentials.principal),
+    ] {
+        if let Some(value) = value {
+            request = request.attributes(attribute, value);
+        }
+    }
+    let created = request
+        .send()
+        .await
+        .map_err(|e| sdk_failure("CreatePlatformApplication", &e))?;
+    created
+        .platform_application_arn
+        .ok_or_else(|| Failure::permanent("CreatePlatformApplication answered no ARN"))
+}
+
 impl PushGateway for SnsPushGateway {
     async fn register(
         &self,
@@ -297,6 +379,17 @@ mod tests {
     use aws_sdk_sns::types::error::{EndpointDisabledException, InvalidParameterException, NotFoundException};
 
     use super::*;
+
+    #[test]
+    fn platform_credentials_never_reach_a_log() {
+        let credentials = PlatformCredentials {
+            credential: Some("-----BEGIN PRIVATE KEY-----secret".into()),
+            principal: Some("KEYID123".into()),
+        };
+        let logged = format!("{credentials:?}");
+        assert!(!logged.contains("secret"), "{logged}");
+        assert!(logged.contains("<redacted>") && logged.contains("KEYID123"), "{logged}");
+    }
 
     #[test]
     fn the_existing_endpoint_is_read_from_snss_message() {

@@ -5,9 +5,9 @@
 //! does not decode is an error handed back to the caller, never skipped: skipping it would lose an index
 //! update or a push for good.
 //!
-//! Two ways in: a Lambda event source mapping hands [`EventRecord`]s to [`decode_lambda_batch`], whose
-//! [`DecodedBatch::failed_sequence_number`] gives the `batchItemFailures` entry; the [`StreamPoller`]
-//! reads the stream itself (for `rookery serve --backend aws`), shard by shard, parents first.
+//! Two ways in: a Lambda event source mapping hands [`EventRecord`]s, one at a time, to
+//! [`decode_lambda_record`]; the [`StreamPoller`] reads the stream itself (for `rookery serve --backend aws`),
+//! shard by shard, parents first.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -83,55 +83,6 @@ pub struct Undecodable {
     pub sequence_number: Option<String>,
     /// Why.
     pub failure: Failure,
-}
-
-/// The events of a batch of stream records, up to the first record that does not decode.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodedBatch {
-    /// The events, in record order.
-    pub events: Vec<StoredEvent>,
-    /// For each event, its record's sequence number.
-    pub sequence_numbers: Vec<Option<String>>,
-    /// The first record that does not decode: it and everything after it must be delivered again.
-    pub undecodable: Option<Undecodable>,
-}
-
-impl DecodedBatch {
-    /// The sequence number to report as the batch's first failure (Lambda's `batchItemFailures`),
-    /// given how handling [`Self::events`] went; `None` when the whole batch is done.
-    pub fn failed_sequence_number(&self, handled: &Result<(), BatchFailure>) -> Option<String> {
-        match handled {
-            Err(failure) => self.sequence_numbers.get(failure.index).cloned().flatten(),
-            Ok(()) => self.undecodable.as_ref().and_then(|u| u.sequence_number.clone()),
-        }
-    }
-}
-
-/// Decodes a Lambda batch of DynamoDB stream records, stopping at the first record that does not decode.
-pub fn decode_lambda_batch(records: &[EventRecord]) -> DecodedBatch {
-    let mut batch = DecodedBatch {
-        events: Vec::new(),
-        sequence_numbers: Vec::new(),
-        undecodable: None,
-    };
-    for (index, record) in records.iter().enumerate() {
-        match decode_lambda_record(record) {
-            Ok(Some(event)) => {
-                batch.events.push(event);
-                batch.sequence_numbers.push(record.change.sequence_number.clone());
-            }
-            Ok(None) => {}
-            Err(failure) => {
-                batch.undecodable = Some(Undecodable {
-                    index,
-                    sequence_number: record.change.sequence_number.clone(),
-                    failure,
-                });
-                break;
-            }
-        }
-    }
-    batch
 }
 
 /// Why a poll stopped early. The poller keeps its place: the next poll starts at the record that failed.
@@ -500,45 +451,26 @@ mod tests {
     }
 
     #[test]
-    fn lambda_batches_decode_event_inserts_and_ignore_bookkeeping() {
-        let records = vec![
-            event_insert(&event_json(1), "100"),
-            lambda_record(
-                "INSERT",
-                serde_json::json!({"kind": {"S": "head"}, "last_seq": {"N": "1"}}),
-                "101",
-            ),
-            lambda_record(
-                "MODIFY",
-                serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(9)}}),
-                "102",
-            ),
-            event_insert(&event_json(2), "103"),
-        ];
-        let batch = decode_lambda_batch(&records);
-        assert_eq!(batch.events.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(batch.sequence_numbers, vec![Some("100".into()), Some("103".into())]);
-        assert_eq!(batch.undecodable, None);
-        assert_eq!(batch.failed_sequence_number(&Ok(())), None);
-        let failure = BatchFailure {
-            index: 1,
-            failure: Failure::transient("index down"),
-        };
-        assert_eq!(batch.failed_sequence_number(&Err(failure)), Some("103".into()));
+    fn lambda_records_decode_event_inserts_and_ignore_bookkeeping() {
+        let decoded = |record: &EventRecord| decode_lambda_record(record).unwrap().map(|e| e.seq.0);
+        assert_eq!(decoded(&event_insert(&event_json(1), "100")), Some(1));
+        let head = lambda_record(
+            "INSERT",
+            serde_json::json!({"kind": {"S": "head"}, "last_seq": {"N": "1"}}),
+            "101",
+        );
+        assert_eq!(decoded(&head), None, "a head is bookkeeping");
+        let modified = lambda_record(
+            "MODIFY",
+            serde_json::json!({"kind": {"S": "event"}, "event": {"S": event_json(9)}}),
+            "102",
+        );
+        assert_eq!(decoded(&modified), None, "only inserts carry events");
     }
 
     #[test]
-    fn an_event_row_that_does_not_decode_stops_the_batch_and_is_reported() {
-        let records = vec![
-            event_insert(&event_json(1), "100"),
-            event_insert("{not json", "101"),
-            event_insert(&event_json(3), "102"),
-        ];
-        let batch = decode_lambda_batch(&records);
-        assert_eq!(batch.events.len(), 1, "events before the bad record are kept");
-        let bad = batch.undecodable.clone().unwrap();
-        assert_eq!((bad.index, bad.sequence_number.as_deref()), (1, Some("101")));
-        assert_eq!(batch.failed_sequence_number(&Ok(())), Some("101".into()));
+    fn an_event_row_that_does_not_decode_is_an_error() {
+        assert!(decode_lambda_record(&event_insert("{not json", "101")).is_err());
         let missing = lambda_record("INSERT", serde_json::json!({"kind": {"S": "event"}}), "103");
         assert!(
             decode_lambda_record(&missing).is_err(),

@@ -1,27 +1,16 @@
-//! Configuration of the AWS adapters: the standard AWS environment plus Rookery's own `ROOKERY_*` variables.
+//! What the AWS adapters are configured with, and reading it from the environment once.
 //!
-//! [`AwsConfig::from_env`] reads everything once, in the composition root, and reports every missing or
-//! malformed variable at once (a deployment fails with one complete message, not one per restart).
-//! [`AwsClients::load`] turns it into SDK clients: region, credentials and endpoints come from the SDK's
-//! own chain (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_<SERVICE>`, profiles, roles), unless an
-//! [`Emulator`] is named, as the tests do. [`bootstrap`] creates the table, bucket and SNS applications.
+//! [`AwsConfig::from_vars`] is the only code in this crate that looks at environment variables
+//! (through the function it is given), and reports every problem it finds at once.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use aws_config::environment::EnvironmentVariableCredentialsProvider;
-use aws_config::retry::RetryConfig;
-use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
-use aws_sdk_dynamodb::config::Credentials;
-use aws_sdk_dynamodb::error::SdkError;
 use rookery_domain::Platform;
-use rookery_ports::Failure;
 
-use crate::cloudsearch::CloudSearchIndex;
-use crate::dynamo::{DynamoStore, create_table};
-use crate::error::{RetryPolicy, sdk_failure};
-use crate::s3::{CloudFrontSigner, S3MediaStore};
-use crate::sns::SnsPushGateway;
-use crate::streams::StreamPoller;
+use crate::error::RetryPolicy;
+use crate::s3::{CloudFrontConfig, CloudFrontSigner};
+use crate::sns::PlatformCredentials;
 
 /// Which search index the deployment uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,28 +20,6 @@ pub enum SearchBackend {
     Memory,
     /// Amazon CloudSearch, through its document and search endpoints.
     CloudSearch,
-}
-
-/// CloudFront signed-URL settings: downloads go through this distribution when set.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CloudFrontConfig {
-    /// The distribution's domain (`d111111abcdef8.cloudfront.net`), or a base URL (`https://media.example.com`).
-    pub domain: String,
-    /// The CloudFront key pair (or public key) id.
-    pub key_pair_id: String,
-    /// The RSA private key, PEM (PKCS#1 or PKCS#8).
-    pub private_key_pem: String,
-}
-
-impl fmt::Debug for CloudFrontConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The private key never reaches a log.
-        f.debug_struct("CloudFrontConfig")
-            .field("domain", &self.domain)
-            .field("key_pair_id", &self.key_pair_id)
-            .field("private_key_pem", &"<redacted>")
-            .finish()
-    }
 }
 
 /// A local emulator (moto) to talk to instead of AWS: fixed test credentials, `us-east-1`, SDK retries off.
@@ -75,6 +42,9 @@ pub struct AwsConfig {
     pub sns_apns_sandbox_arn: Option<String>,
     /// SNS platform application for FCM (`ROOKERY_SNS_FCM_ARN`).
     pub sns_fcm_arn: Option<String>,
+    /// What [`bootstrap`](super::bootstrap) creates a platform application with, for platforms without an ARN
+    /// (`ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL`, `<PLATFORM>` being `APNS`, `APNS_SANDBOX` or `FCM`).
+    pub sns_platform_credentials: BTreeMap<Platform, PlatformCredentials>,
     /// Which search index (`ROOKERY_SEARCH=memory|cloudsearch`).
     pub search: SearchBackend,
     /// CloudSearch document endpoint (`ROOKERY_CLOUDSEARCH_DOC_ENDPOINT`), required with `cloudsearch`.
@@ -91,6 +61,8 @@ pub struct AwsConfig {
     pub cloudfront: Option<CloudFrontConfig>,
     /// Path-style S3 URLs (`ROOKERY_S3_FORCE_PATH_STYLE=true`), needed by moto.
     pub s3_force_path_style: bool,
+    /// The region and credentials the AWS environment names (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
+    pub identity: EnvironmentIdentity,
     /// Talk to an emulator instead of AWS (never read from the environment).
     pub emulator: Option<Emulator>,
     /// How the adapters retry transient failures.
@@ -118,6 +90,7 @@ impl AwsConfig {
             sns_apns_arn: None,
             sns_apns_sandbox_arn: None,
             sns_fcm_arn: None,
+            sns_platform_credentials: BTreeMap::new(),
             search: SearchBackend::Memory,
             cloudsearch_doc_endpoint: None,
             cloudsearch_search_endpoint: None,
@@ -126,6 +99,7 @@ impl AwsConfig {
             cognito_jwks_url: None,
             cloudfront: None,
             s3_force_path_style: false,
+            identity: EnvironmentIdentity::default(),
             emulator: None,
             retry: RetryPolicy::default(),
         }
@@ -177,6 +151,16 @@ impl AwsConfig {
                 problems.push(format!("{name} must be an ARN (arn:aws:sns:...)"));
             }
         }
+        for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
+            let upper = platform.as_str().to_ascii_uppercase();
+            let credentials = PlatformCredentials {
+                credential: get(&format!("ROOKERY_SNS_{upper}_CREDENTIAL")),
+                principal: get(&format!("ROOKERY_SNS_{upper}_PRINCIPAL")),
+            };
+            if credentials != PlatformCredentials::default() {
+                config.sns_platform_credentials.insert(platform, credentials);
+            }
+        }
 
         config.search = match get("ROOKERY_SEARCH").as_deref() {
             None | Some("memory") => SearchBackend::Memory,
@@ -214,6 +198,7 @@ impl AwsConfig {
         }
 
         config.cloudfront = cloudfront_from(&get, &mut problems);
+        config.identity = EnvironmentIdentity::from_vars(&get);
 
         config.s3_force_path_style = match get("ROOKERY_S3_FORCE_PATH_STYLE").as_deref() {
             None | Some("false" | "0") => false,
@@ -299,256 +284,61 @@ fn cloudfront_from(get: &impl Fn(&str) -> Option<String>, problems: &mut Vec<Str
 /// builds every later link of it (the profile files' providers, web identity with an STS client of
 /// its own, the container provider, and an IMDS client for each of region and credentials), which
 /// costs a function instance part of its cold start and is never used. Naming the environment's
-/// answers directly gives the same region and the same credentials (still read, and refreshed, by
-/// the SDK's own environment provider) without building the rest. When the environment does not
-/// answer (SnapStart, ECS, a workstation profile), the chains are built as before.
+/// answers directly gives the same region and the same credentials without building the rest.
+/// They are read once, by [`AwsConfig::from_env`], like every other variable: a process's environment
+/// does not change under it, so the SDK's environment provider would read the same values again.
+/// When the environment does not answer (SnapStart, ECS, a workstation profile), the chains are built as before.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct EnvironmentIdentity {
+pub struct EnvironmentIdentity {
     /// `AWS_REGION`, when set.
-    region: Option<String>,
-    /// Whether `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are both set.
-    credentials: bool,
+    pub region: Option<String>,
+    /// `AWS_ACCESS_KEY_ID` with `AWS_SECRET_ACCESS_KEY`, when both are set.
+    pub credentials: Option<EnvironmentCredentials>,
+}
+
+/// Static credentials as the environment holds them (on Lambda, the function role's session).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvironmentCredentials {
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+    /// `AWS_SESSION_TOKEN`, for temporary credentials.
+    pub session_token: Option<String>,
+    /// `AWS_ACCOUNT_ID`, which lets DynamoDB use its account-based endpoints.
+    pub account_id: Option<String>,
+}
+
+impl fmt::Debug for EnvironmentCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key id names the credentials; the secret and the session token never reach a log.
+        f.debug_struct("EnvironmentCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field("account_id", &self.account_id)
+            .finish()
+    }
 }
 
 impl EnvironmentIdentity {
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    /// Reads the identity through `get`, which answers only set, non-blank variables.
+    fn from_vars(get: &impl Fn(&str) -> Option<String>) -> Self {
+        let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(EnvironmentCredentials {
+                access_key_id,
+                secret_access_key,
+                session_token: get("AWS_SESSION_TOKEN"),
+                account_id: get("AWS_ACCOUNT_ID"),
+            }),
+            // A key id without its secret is left to the SDK's chains to judge.
+            _ => None,
+        };
         Self {
-            region: set("AWS_REGION"),
-            credentials: set("AWS_ACCESS_KEY_ID").is_some() && set("AWS_SECRET_ACCESS_KEY").is_some(),
+            region: get("AWS_REGION"),
+            credentials,
         }
     }
-
-    fn apply(self, mut loader: ConfigLoader) -> ConfigLoader {
-        if let Some(region) = self.region {
-            loader = loader.region(Region::new(region));
-        }
-        if self.credentials {
-            loader = loader.credentials_provider(EnvironmentVariableCredentialsProvider::new());
-        }
-        loader
-    }
-}
-
-/// SDK clients built from one [`AwsConfig`], and the adapters made from them.
-#[derive(Debug, Clone)]
-pub struct AwsClients {
-    config: AwsConfig,
-    sdk: SdkConfig,
-}
-
-impl AwsClients {
-    /// Resolves region, credentials and endpoints (the SDK's chain, or the emulator's fixed ones).
-    pub async fn load(config: AwsConfig) -> Self {
-        // One HTTP client for every SDK client, built on first use (see `crate::http`).
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(crate::http::http_client());
-        if let Some(emulator) = &config.emulator {
-            loader = loader
-                .endpoint_url(&emulator.endpoint_url)
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("testing", "testing", None, None, "rookery-emulator"))
-                .retry_config(RetryConfig::disabled());
-        } else {
-            loader = EnvironmentIdentity::from_vars(|name| std::env::var(name).ok()).apply(loader);
-        }
-        let sdk = loader.load().await;
-        Self { config, sdk }
-    }
-
-    /// The configuration the clients were built from.
-    pub fn config(&self) -> &AwsConfig {
-        &self.config
-    }
-
-    /// The region the clients use, if one was found.
-    pub fn region(&self) -> Option<String> {
-        self.sdk.region().map(ToString::to_string)
-    }
-
-    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&self.sdk)
-    }
-
-    fn s3(&self) -> aws_sdk_s3::Client {
-        let config = aws_sdk_s3::config::Builder::from(&self.sdk)
-            .force_path_style(self.config.s3_force_path_style)
-            .build();
-        aws_sdk_s3::Client::from_conf(config)
-    }
-
-    fn sns(&self) -> aws_sdk_sns::Client {
-        aws_sdk_sns::Client::new(&self.sdk)
-    }
-
-    /// Creates the configured events table (with its stream) unless it exists.
-    ///
-    /// # Errors
-    /// A [`Failure`] when DynamoDB refuses or the table does not become active.
-    pub async fn create_table(&self) -> Result<(), Failure> {
-        create_table(&self.dynamodb(), &self.config.table).await
-    }
-
-    /// The DynamoDB event store on the configured table.
-    pub fn event_store(&self) -> DynamoStore {
-        DynamoStore::new(self.dynamodb(), self.config.table.clone()).with_retry(self.config.retry)
-    }
-
-    /// A DynamoDB Streams poller of the configured table's stream, starting at its oldest records.
-    ///
-    /// # Errors
-    /// A [`Failure`] when the table cannot be described or has no stream.
-    pub async fn stream_poller(&self) -> Result<StreamPoller, Failure> {
-        let client = aws_sdk_dynamodbstreams::Client::new(&self.sdk);
-        StreamPoller::for_table(&self.dynamodb(), client, &self.config.table).await
-    }
-
-    /// The S3 media store on the configured bucket, with CloudFront downloads when configured.
-    ///
-    /// # Errors
-    /// A [`Failure`] when the CloudFront private key cannot be read.
-    pub fn media_store(&self) -> Result<S3MediaStore, Failure> {
-        let store = S3MediaStore::new(self.s3(), self.config.bucket.clone());
-        match &self.config.cloudfront {
-            Some(cloudfront) => Ok(store.with_cloudfront(
-                CloudFrontSigner::new(cloudfront).map_err(|e| Failure::permanent(format!("CloudFront key: {e}")))?,
-            )),
-            None => Ok(store),
-        }
-    }
-
-    /// The SNS push gateway with the configured platform applications.
-    pub fn push_gateway(&self) -> SnsPushGateway {
-        let mut gateway = SnsPushGateway::new(self.sns()).with_retry(self.config.retry);
-        for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
-            if let Some(arn) = self.config.platform_arn(platform) {
-                gateway = gateway.with_application(platform, arn);
-            }
-        }
-        gateway
-    }
-
-    /// The CloudSearch index, when `ROOKERY_SEARCH=cloudsearch`.
-    pub fn search_index(&self) -> Option<CloudSearchIndex> {
-        if self.config.search != SearchBackend::CloudSearch {
-            return None;
-        }
-        let doc = self.config.cloudsearch_doc_endpoint.as_deref()?;
-        let search = self.config.cloudsearch_search_endpoint.as_deref()?;
-        Some(CloudSearchIndex::new(&self.sdk, doc, search).with_retry(self.config.retry))
-    }
-}
-
-/// What [`bootstrap`] made or found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootstrapReport {
-    /// The events table (created, or already there).
-    pub table: String,
-    /// The media bucket (created, or already there).
-    pub bucket: String,
-    /// The SNS platform applications, one per platform that had no ARN configured.
-    pub platform_applications: Vec<(Platform, String)>,
-}
-
-/// SNS's name for a push platform.
-pub(crate) fn sns_platform(platform: Platform) -> &'static str {
-    match platform {
-        Platform::Apns => "APNS",
-        Platform::ApnsSandbox => "APNS_SANDBOX",
-        Platform::Fcm => "GCM",
-    }
-}
-
-/// Creates, idempotently, what a deployment needs: the events table with its stream, the media bucket,
-/// and an SNS platform application for each platform that has no ARN configured.
-///
-/// Platform credentials are read from `ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL` when set
-/// (real SNS requires them; an emulator does not).
-///
-/// # Errors
-/// The first [`Failure`] of the services involved.
-pub async fn bootstrap(clients: &AwsClients) -> Result<BootstrapReport, Failure> {
-    let config = clients.config();
-    clients.create_table().await?;
-    create_bucket(clients).await?;
-    let mut platform_applications = Vec::new();
-    for platform in [Platform::Apns, Platform::ApnsSandbox, Platform::Fcm] {
-        if config.platform_arn(platform).is_some() {
-            continue;
-        }
-        let name = format!("{}-{}", config.table, platform.as_str().replace('_', "-"));
-        let arn = ensure_platform_application(&clients.sns(), platform, &name).await?;
-        platform_applications.push((platform, arn));
-    }
-    Ok(BootstrapReport {
-        table: config.table.clone(),
-        bucket: config.bucket.clone(),
-        platform_applications,
-    })
-}
-
-async fn create_bucket(clients: &AwsClients) -> Result<(), Failure> {
-    let bucket = &clients.config().bucket;
-    let mut request = clients.s3().create_bucket().bucket(bucket);
-    // Outside us-east-1, S3 wants the region named in the request.
-    if let Some(region) = clients.region().filter(|r| r != "us-east-1") {
-        let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
-            .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region.as_str()))
-            .build();
-        request = request.create_bucket_configuration(location);
-    }
-    match request.send().await {
-        Ok(_) => Ok(()),
-        Err(SdkError::ServiceError(context)) if context.err().is_bucket_already_owned_by_you() => Ok(()),
-        Err(error) => Err(sdk_failure("CreateBucket", &error)),
-    }
-}
-
-async fn ensure_platform_application(
-    client: &aws_sdk_sns::Client,
-    platform: Platform,
-    name: &str,
-) -> Result<String, Failure> {
-    let suffix = format!(":app/{}/{name}", sns_platform(platform));
-    let mut next = None;
-    loop {
-        let page = client
-            .list_platform_applications()
-            .set_next_token(next.take())
-            .send()
-            .await
-            .map_err(|e| sdk_failure("ListPlatformApplications", &e))?;
-        for application in page.platform_applications() {
-            if let Some(arn) = application.platform_application_arn()
-                && arn.ends_with(&suffix)
-            {
-                return Ok(arn.to_owned());
-            }
-        }
-        match page.next_token {
-            Some(token) if !token.is_empty() => next = Some(token),
-            _ => break,
-        }
-    }
-    let upper = platform.as_str().to_ascii_uppercase();
-    let mut request = client
-        .create_platform_application()
-        .name(name)
-        .platform(sns_platform(platform));
-    for (attribute, variable) in [
-        ("PlatformCredential", format!("ROOKERY_SNS_{upper}_CREDENTIAL")),
-        ("PlatformPrincipal", format!("ROOKERY_SNS_{upper}_PRINCIPAL")),
-    ] {
-        if let Ok(value) = std::env::var(&variable) {
-            request = request.attributes(attribute, value);
-        }
-    }
-    let created = request
-        .send()
-        .await
-        .map_err(|e| sdk_failure("CreatePlatformApplication", &e))?;
-    created
-        .platform_application_arn
-        .ok_or_else(|| Failure::permanent("CreatePlatformApplication answered no ARN"))
 }
 
 #[cfg(test)]
@@ -586,38 +376,84 @@ mod tests {
         assert_eq!(error.problems.len(), 7, "{text}");
     }
 
+    fn identity_of(pairs: &[(&str, &str)]) -> EnvironmentIdentity {
+        let mut all = vec![("ROOKERY_TABLE", "t"), ("ROOKERY_BUCKET", "b")];
+        all.extend_from_slice(pairs);
+        AwsConfig::from_vars(vars(&all)).unwrap().identity
+    }
+
     #[test]
     fn the_environment_names_the_identity_only_when_it_holds_all_of_it() {
-        let lambda = EnvironmentIdentity::from_vars(vars(&[
+        let lambda = identity_of(&[
             ("AWS_REGION", "eu-west-1"),
             ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
             ("AWS_SESSION_TOKEN", "token"),
-        ]));
+        ]);
         assert_eq!(
             lambda,
             EnvironmentIdentity {
                 region: Some("eu-west-1".into()),
-                credentials: true
+                credentials: Some(EnvironmentCredentials {
+                    access_key_id: "ASIAEXAMPLE".into(),
+                    secret_access_key: "secret".into(),
+                    session_token: Some("token".into()),
+                    account_id: None,
+                }),
             }
         );
         // A key id without its secret, or blank values, are left to the SDK's chains to judge.
-        let partial =
-            EnvironmentIdentity::from_vars(vars(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")]));
+        let partial = identity_of(&[("AWS_REGION", " "), ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE")]);
         assert_eq!(partial, EnvironmentIdentity::default());
     }
 
-    #[tokio::test]
-    async fn the_region_from_the_environment_is_the_clients_region() {
-        let identity = EnvironmentIdentity {
-            region: Some("ap-southeast-2".into()),
-            credentials: false,
-        };
-        let sdk = identity
-            .apply(aws_config::defaults(BehaviorVersion::latest()))
-            .load()
-            .await;
-        assert_eq!(sdk.region().map(ToString::to_string).as_deref(), Some("ap-southeast-2"));
+    #[test]
+    fn the_environments_secrets_never_reach_a_log() {
+        let config = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+            ("AWS_SESSION_TOKEN", "session-secret"),
+            ("ROOKERY_SNS_FCM_CREDENTIAL", "fcm-secret"),
+        ]))
+        .unwrap();
+        let logged = format!("{config:?}");
+        assert!(logged.contains("ASIAEXAMPLE"), "{logged}");
+        for secret in ["very-secret", "session-secret", "fcm-secret"] {
+            assert!(!logged.contains(secret), "{secret} in {logged}");
+        }
+    }
+
+    #[test]
+    fn sns_platform_credentials_are_read_per_platform() {
+        let config = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SNS_APNS_SANDBOX_CREDENTIAL", "apns-key"),
+            ("ROOKERY_SNS_APNS_SANDBOX_PRINCIPAL", "KEYID"),
+            ("ROOKERY_SNS_FCM_CREDENTIAL", "fcm-key"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.sns_platform_credentials,
+            BTreeMap::from([
+                (
+                    Platform::ApnsSandbox,
+                    PlatformCredentials {
+                        credential: Some("apns-key".into()),
+                        principal: Some("KEYID".into()),
+                    }
+                ),
+                (
+                    Platform::Fcm,
+                    PlatformCredentials {
+                        credential: Some("fcm-key".into()),
+                        principal: None,
+                    }
+                ),
+            ])
+        );
     }
 
     #[test]
