@@ -99,41 +99,49 @@ async fn a_reopened_database_answers_as_before() -> Result<(), BoxError> {
     };
     for (i, k) in keys.iter().enumerate() {
         let data = object(json!({"i": i, "text": "ünïcødé"}));
-        app.put_item(
-            &alice,
-            k,
-            data,
-            Some(Visibility::Public),
-            Precondition::None,
-            Some(&idem).filter(|_| i == 0),
-        )
+        app.items
+            .put_item(
+                &alice,
+                k,
+                data,
+                Some(Visibility::Public),
+                Precondition::None,
+                Some(&idem).filter(|_| i == 0),
+            )
+            .await?;
+        app.items
+            .patch_item(
+                &alice,
+                k,
+                json!({"data": {"patched": true}}),
+                Precondition::IfMatch(Version(1)),
+                None,
+            )
+            .await?;
+    }
+    app.items
+        .delete_item(&alice, &keys[1], Precondition::None, None)
         .await?;
-        app.patch_item(
-            &alice,
-            k,
-            json!({"data": {"patched": true}}),
-            Precondition::IfMatch(Version(1)),
+    app.items
+        .restore_item(&alice, &keys[1], Version(1), Precondition::None, None)
+        .await?;
+    app.messages
+        .send_message(&bob, alice.user.clone(), "hello".into(), Default::default(), None)
+        .await?;
+    app.devices
+        .register_device(&alice, &device("phone")?, Platform::Fcm, "token-1", None)
+        .await?;
+    app.media.create_media(&alice, "image/png", 10, None).await?;
+    app.items
+        .put_item(
+            &bob,
+            &keys[0],
+            object(json!({"bob": 1})),
+            None,
+            Precondition::None,
             None,
         )
         .await?;
-    }
-    app.delete_item(&alice, &keys[1], Precondition::None, None).await?;
-    app.restore_item(&alice, &keys[1], Version(1), Precondition::None, None)
-        .await?;
-    app.send_message(&bob, alice.user.clone(), "hello".into(), Default::default(), None)
-        .await?;
-    app.register_device(&alice, &device("phone")?, Platform::Fcm, "token-1", None)
-        .await?;
-    app.create_media(&alice, "image/png", 10, None).await?;
-    app.put_item(
-        &bob,
-        &keys[0],
-        object(json!({"bob": 1})),
-        None,
-        Precondition::None,
-        None,
-    )
-    .await?;
     store.set_consumer_position("indexer", 7).await?;
 
     let owners = [alice.user.clone(), bob.user.clone()];
