@@ -7,7 +7,8 @@
 //!
 //! Two ways in: a Lambda event source mapping hands [`EventRecord`]s, one at a time, to
 //! [`decode_lambda_record`]; the [`StreamPoller`] reads the stream itself (for `rookery serve --backend aws`),
-//! shard by shard, parents first.
+//! shard by shard, parents first. Either way a batch goes to its handler through the change log's one
+//! seam, [`rookery_ports::batch::deliver`].
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -18,8 +19,9 @@ use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
 use rookery_domain::StoredEvent;
 pub use rookery_ports::BatchHandler;
+use rookery_ports::Failure;
 pub use rookery_ports::batch::HandlerFn;
-use rookery_ports::{BatchFailure, Failure};
+use rookery_ports::batch::{FailureOutOfRange, Stopped, deliver};
 
 use crate::dynamo::{KIND_EVENT, decode_event_json};
 use crate::error::sdk_failure;
@@ -73,39 +75,30 @@ pub fn decode_stream_record(record: &Record) -> Result<Option<StoredEvent>, Fail
     )
 }
 
-/// A record of a batch that could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stream record {index} (sequence number {sequence_number:?}) cannot be decoded: {failure}")]
-pub struct Undecodable {
-    /// Its position in the batch.
-    pub index: usize,
-    /// Its stream sequence number.
-    pub sequence_number: Option<String>,
-    /// Why.
-    pub failure: Failure,
-}
-
 /// Why a poll stopped early. The poller keeps its place: the next poll starts at the record that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PollError {
     /// The stream could not be read.
     #[error("reading the stream: {0}")]
     Stream(Failure),
-    /// A record does not decode; the poller will not pass it.
-    #[error("shard {shard}: {error}")]
-    Undecodable {
+    /// A record did not decode, or the handler failed at it; it will be delivered again (a record that
+    /// does not decode is never passed).
+    #[error("shard {shard}, record {} (sequence number {sequence_number:?}): {}", stopped.record, stopped.reason)]
+    Stopped {
         /// The shard.
         shard: String,
-        /// The record.
-        error: Undecodable,
+        /// The record's stream sequence number.
+        sequence_number: Option<String>,
+        /// Where and why the batch stopped.
+        stopped: Stopped,
     },
-    /// The handler failed at an event; it will be delivered again.
-    #[error("shard {shard}: {failure}")]
-    Handler {
+    /// The handler named an event it was not given (a bug in the handler).
+    #[error("shard {shard}: {error}")]
+    OutOfRange {
         /// The shard.
         shard: String,
-        /// What the handler said.
-        failure: BatchFailure,
+        /// What the handler named.
+        error: FailureOutOfRange,
     },
 }
 
@@ -282,54 +275,33 @@ impl StreamPoller {
         handler: &H,
     ) -> Result<usize, PollError> {
         let sequence = |record: &Record| record.dynamodb().and_then(|r| r.sequence_number()).map(str::to_owned);
-        let mut events = Vec::new();
-        // For each event, the index of its record; used to find where to resume after a failure.
-        let mut record_of = Vec::new();
-        let mut undecodable = None;
-        for (index, record) in records.iter().enumerate() {
-            match decode_stream_record(record) {
-                Ok(Some(event)) => {
-                    events.push(event);
-                    record_of.push(index);
-                }
-                Ok(None) => {}
-                Err(failure) => {
-                    undecodable = Some(Undecodable {
-                        index,
-                        sequence_number: sequence(record),
-                        failure,
-                    });
-                    break;
-                }
+        let delivery =
+            deliver(records, decode_stream_record, handler)
+                .await
+                .map_err(|error| PollError::OutOfRange {
+                    shard: shard.to_owned(),
+                    error,
+                })?;
+        let Some(stopped) = delivery.stopped else {
+            if let Some(last) = records.last().and_then(sequence) {
+                self.positions.insert(shard.to_owned(), last);
             }
-        }
-        let stop_at = |index: usize, positions: &mut HashMap<String, String>| {
-            // Resume after the record before `index`: that one and everything before it are done.
-            if let Some(previous) = index.checked_sub(1).and_then(|i| records.get(i)).and_then(sequence) {
-                positions.insert(shard.to_owned(), previous);
-            }
+            return Ok(delivery.events);
         };
-        if !events.is_empty()
-            && let Err(failure) = handler.handle(&events).await
+        // Resume after the record before the one that stopped: that one and everything before it are done.
+        if let Some(previous) = stopped
+            .record
+            .checked_sub(1)
+            .and_then(|i| records.get(i))
+            .and_then(sequence)
         {
-            let record = record_of.get(failure.index).copied().unwrap_or(0);
-            stop_at(record, &mut self.positions);
-            return Err(PollError::Handler {
-                shard: shard.to_owned(),
-                failure,
-            });
+            self.positions.insert(shard.to_owned(), previous);
         }
-        if let Some(error) = undecodable {
-            stop_at(error.index, &mut self.positions);
-            return Err(PollError::Undecodable {
-                shard: shard.to_owned(),
-                error,
-            });
-        }
-        if let Some(last) = records.last().and_then(sequence) {
-            self.positions.insert(shard.to_owned(), last);
-        }
-        Ok(events.len())
+        Err(PollError::Stopped {
+            shard: shard.to_owned(),
+            sequence_number: records.get(stopped.record).and_then(sequence),
+            stopped,
+        })
     }
 
     /// Polls until `shutdown` completes: after a poll that found nothing, or failed, it waits `idle`

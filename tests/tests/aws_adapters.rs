@@ -301,7 +301,7 @@ async fn the_stream_poller_decodes_exactly_the_stored_events_and_resumes_at_a_fa
     let mut poller = clients.stream_poller().await?.with_page_limit(3);
     let first = poller.poll_once(&handler).await;
     assert!(
-        matches!(&first, Err(rookery_adapters_aws::PollError::Handler { failure, .. }) if failure.failure.retryable),
+        matches!(&first, Err(rookery_adapters_aws::PollError::Stopped { stopped, .. }) if stopped.retryable),
         "{first:?}"
     );
     assert_eq!(
