@@ -8,20 +8,18 @@ use rookery_adapters_memory::{
     LocalMediaStore, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SequentialIds, SystemClock,
     UlidIds,
 };
-use rookery_domain::{EventPayload, ItemKey, Platform, Precondition, Seq, UserId, Version, Visibility};
-use rookery_ports::{Caller, EventStore, Idempotency, SignedRequest};
+use rookery_ports::SignedRequest;
 use rookery_tests::contract::event_store::StoreFactory;
 use rookery_tests::contract::media_store::MediaFactory;
 use rookery_tests::contract::push_gateway::PushFactory;
+use rookery_tests::contract::reopen::{everything, write_a_little_of_everything};
 use rookery_tests::contract::search_index::SearchFactory;
 use rookery_tests::contract::system::{ClockFactory, IdsFactory};
-use rookery_tests::fixtures::{BoxError, device, key, object, user, wall_clock};
-use rookery_tests::memory::{app_with, memory_media};
+use rookery_tests::fixtures::{BoxError, wall_clock};
 use rookery_tests::{
     clock_contract, event_store_contract, id_source_contract, media_store_contract, media_store_signature_contract,
     push_gateway_contract, search_index_contract,
 };
-use serde_json::json;
 
 /// Fresh in-memory event stores.
 struct InMemoryStores;
@@ -271,98 +269,15 @@ impl IdsFactory for Sequential {
 
 id_source_contract!(sequential_ids, Sequential(AtomicU64::new(0)));
 
-/// Everything a store answers about `owners`, read through the port, to compare a store with its reopened self.
-async fn everything(store: &MemoryEventStore, owners: &[UserId], keys: &[ItemKey]) -> Result<Vec<String>, BoxError> {
-    let mut seen = vec![format!("{:?}", store.owners(None, 1_000).await?)];
-    for owner in owners {
-        seen.push(format!("{:?}", store.last_seq(owner).await?));
-        seen.push(format!("{:?}", store.read_feed(owner, Seq(0), 10_000).await?));
-        seen.push(format!("{:?}", store.read_messages(owner, Seq(0), 10_000).await?));
-        seen.push(format!("{:?}", store.devices(owner).await?));
-        seen.push(format!("{:?}", store.idempotency(owner, "idem-1").await?));
-        for key in keys {
-            seen.push(format!("{:?}", store.item_head(owner, key).await?));
-            seen.push(format!(
-                "{:?}",
-                store.item_history(owner, key, Version::NONE, 1_000).await?
-            ));
-            seen.push(format!(
-                "{:?}",
-                store.list_items(owner, &key.collection, None, 1_000).await?
-            ));
-        }
-        for event in store.read_feed(owner, Seq(0), 10_000).await? {
-            if let EventPayload::MediaDeclared(object) = event.payload {
-                seen.push(format!("{:?}", store.media(owner, &object.id).await?));
-            }
-        }
-    }
-    Ok(seen)
-}
-
 /// A file-backed store, reopened, answers every read exactly as it did before it was closed.
 #[tokio::test]
 async fn a_reopened_file_store_answers_as_before() -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
-    let (alice, bob) = (Caller::new(user("alice")?), Caller::new(user("bob")?));
-    let keys = [key("notes", "a")?, key("notes", "b")?, key("todos", "a")?];
     let store = MemoryEventStore::open(dir.path())?;
-    let app = app_with(store.clone(), MemoryPushGateway::new(), memory_media());
-    let idem = Idempotency {
-        key: "idem-1".into(),
-        fingerprint: "put a".into(),
-    };
-    for (i, k) in keys.iter().enumerate() {
-        let data = object(json!({"i": i, "text": "ünïcødé"}));
-        app.items
-            .put_item(
-                &alice,
-                k,
-                data,
-                Some(Visibility::Public),
-                Precondition::None,
-                Some(&idem).filter(|_| i == 0),
-            )
-            .await?;
-        app.items
-            .patch_item(
-                &alice,
-                k,
-                json!({"data": {"patched": true}}),
-                Precondition::IfMatch(Version(1)),
-                None,
-            )
-            .await?;
-    }
-    app.items
-        .delete_item(&alice, &keys[1], Precondition::None, None)
-        .await?;
-    app.items
-        .restore_item(&alice, &keys[1], Version(1), Precondition::None, None)
-        .await?;
-    app.messages
-        .send_message(&bob, alice.user.clone(), "hello".into(), Default::default(), None)
-        .await?;
-    app.devices
-        .register_device(&alice, &device("phone")?, Platform::Fcm, "token-1", None)
-        .await?;
-    app.media.create_media(&alice, "image/png", 10, None).await?;
-    app.items
-        .put_item(
-            &bob,
-            &keys[0],
-            object(json!({"bob": 1})),
-            None,
-            Precondition::None,
-            None,
-        )
-        .await?;
-
-    let owners = [alice.user.clone(), bob.user.clone()];
-    let before = everything(&store, &owners, &keys).await?;
-    drop(app);
+    let written = write_a_little_of_everything(store.clone()).await?;
+    let before = everything(&store, &written).await?;
     drop(store);
     let reopened = MemoryEventStore::open(dir.path())?;
-    assert_eq!(everything(&reopened, &owners, &keys).await?, before);
+    assert_eq!(everything(&reopened, &written).await?, before);
     Ok(())
 }

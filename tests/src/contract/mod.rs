@@ -9,6 +9,7 @@
 pub mod event_store;
 pub mod media_store;
 pub mod push_gateway;
+pub mod reopen;
 pub mod search_index;
 pub mod system;
 
