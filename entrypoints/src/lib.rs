@@ -16,5 +16,5 @@ pub mod reindex;
 mod server;
 pub mod telemetry;
 
-pub use http::{Api, ApiConfig, router};
+pub use http::{Api, ApiConfig, Services};
 pub use local::{LocalConfig, LocalServer, LocalServices, StartError};

@@ -21,10 +21,10 @@ mod harness {
         Faults, Faulty, LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds,
     };
     use rookery_domain::StoredEvent;
+    use rookery_entrypoints::ApiConfig;
     use rookery_entrypoints::http::Services;
     use rookery_entrypoints::lambda::stream::decode_lambda_record;
     use rookery_entrypoints::lambda::{ApiHandler, Function, MessagesHandler, RecordDecoder, StreamConsumer};
-    use rookery_entrypoints::{ApiConfig, router};
     use rookery_ports::{Indexer, PushDispatcher, ServiceConfig};
     use serde_json::{Value, json};
 
@@ -87,7 +87,7 @@ mod harness {
         /// The handler a function's binary builds, over this deployment's adapters.
         pub(crate) fn api(&self, function: Function) -> ApiHandler {
             ApiHandler::new(
-                router(&self.services, self.verifier.clone(), ApiConfig::default()),
+                self.services.router(self.verifier.clone(), ApiConfig::default()),
                 function,
             )
         }

@@ -376,7 +376,7 @@ async fn launch<S: SearchIndex>(
 
     let api_config = server::api_config(options.rate_limit, options.request_timeout);
     // Only the contract's routes: on AWS users sign in with Cognito, and media goes to S3 directly.
-    let router = crate::http::router(&services, parts.verifier, api_config);
+    let router = services.router(parts.verifier, api_config);
     let serving = Serving::spawn(listener, router);
     tracing::info!(%addr, backend = "aws", "rookery listening on http://{addr}");
     Ok(AwsServer { addr, serving, pollers })

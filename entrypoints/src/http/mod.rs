@@ -170,23 +170,15 @@ where
             .merge(search_routes(self.search.clone()))
             .merge(message_routes(self.messages.clone()))
     }
-}
 
-/// The router with every route of the contract and `/openapi.json` (no development or local media routes).
-pub fn router<S, C, I, X, P, M, V>(services: &Services<S, C, I, X, P, M>, verifier: V, config: ApiConfig) -> Router
-where
-    S: EventStore,
-    C: Clock,
-    I: IdSource,
-    X: SearchIndex,
-    P: PushGateway,
-    M: MediaStore,
-    V: IdentityVerifier,
-{
-    Api::new(verifier, config)
-        .merge_authenticated(services.routes())
-        .merge_public(openapi_routes())
-        .into_router()
+    /// The router with every route of the contract and `/openapi.json` (no development or local media
+    /// routes), verifying tokens with `verifier`.
+    pub fn router<V: IdentityVerifier>(&self, verifier: V, config: ApiConfig) -> Router {
+        Api::new(verifier, config)
+            .merge_authenticated(self.routes())
+            .merge_public(openapi_routes())
+            .into_router()
+    }
 }
 
 /// `GET /openapi.json`, which needs no token.
