@@ -218,7 +218,7 @@ fn project(conn: &Connection, prepared: &PreparedEvent) -> Result<(), Failure> {
             let id = match change {
                 device::DeviceEvent::Registered { device_id, .. }
                 | device::DeviceEvent::Disabled { device_id, .. }
-                | device::DeviceEvent::Removed { device_id } => device_id,
+                | device::DeviceEvent::Removed { device_id, .. } => device_id,
             };
             // The domain's own fold, on the one device the event is about.
             let mut devices = Devices::new();

@@ -72,11 +72,17 @@ pub enum DeviceEvent {
         device_id: DeviceId,
         /// The endpoint that was disabled; a later registration with another endpoint is unaffected.
         endpoint: String,
+        /// The device's platform, for the feed; absent from events recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<Platform>,
     },
     /// The user unregistered the device.
     Removed {
         /// The device.
         device_id: DeviceId,
+        /// The device's platform, for the feed; absent from events recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        platform: Option<Platform>,
     },
 }
 
@@ -136,14 +142,16 @@ pub fn evolve(devices: &mut Devices, event: &DeviceEvent, at: Timestamp) {
                 },
             );
         }
-        DeviceEvent::Disabled { device_id, endpoint } => {
+        DeviceEvent::Disabled {
+            device_id, endpoint, ..
+        } => {
             if let Some(device) = devices.get_mut(device_id)
                 && device.endpoint == *endpoint
             {
                 device.enabled = false;
             }
         }
-        DeviceEvent::Removed { device_id } => {
+        DeviceEvent::Removed { device_id, .. } => {
             devices.remove(device_id);
         }
     }

@@ -131,7 +131,59 @@ pub struct MessageEvent {
     pub message: Message,
 }
 
-/// One entry of `/v1/sync`.
+/// A device as the feed shows it: never its push token or endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceChange {
+    /// The app's id for the device.
+    pub device_id: crate::DeviceId,
+    /// Its platform; `None` only for a disable or removal recorded before events kept it.
+    pub platform: Option<crate::Platform>,
+    /// False once its endpoint was reported disabled (and after a removal).
+    pub enabled: bool,
+    /// True when the device was unregistered.
+    pub removed: bool,
+}
+
+/// A device change as the feed shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceEvent {
+    /// Position in the owner's feed.
+    pub seq: Seq,
+    /// Always `device.changed`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// The device after the change.
+    pub device: DeviceChange,
+}
+
+/// A declared media object as the feed shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaSummary {
+    /// The object's id.
+    pub id: crate::MediaId,
+    /// Its declared type.
+    pub content_type: String,
+    /// Its declared size in bytes.
+    pub size: u64,
+}
+
+/// A media declaration as the feed shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MediaEvent {
+    /// Position in the owner's feed.
+    pub seq: Seq,
+    /// Always `media.declared`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// The object declared.
+    pub media: MediaSummary,
+}
+
+/// One entry of `/v1/sync`: every event of the user's stream has one, so the feed's seqs are consecutive.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum FeedChange {
@@ -139,12 +191,32 @@ pub enum FeedChange {
     Item(HistoryEvent),
     /// A received message.
     Message(MessageEvent),
+    /// A device registered, disabled or removed.
+    Device(DeviceEvent),
+    /// A media object declared.
+    Media(MediaEvent),
+}
+
+impl FeedChange {
+    /// The change's position in the owner's feed.
+    pub fn seq(&self) -> Seq {
+        match self {
+            FeedChange::Item(e) => e.seq,
+            FeedChange::Message(e) => e.seq,
+            FeedChange::Device(e) => e.seq,
+            FeedChange::Media(e) => e.seq,
+        }
+    }
 }
 
 /// The history entry for an item event; `None` for other events.
 pub fn history_event(event: &StoredEvent) -> Option<HistoryEvent> {
-    let change = event.payload.as_item()?;
-    Some(HistoryEvent {
+    event.payload.as_item().map(|change| history_of(event, change))
+}
+
+/// The history entry of `event`, which changed an item as `change` says.
+fn history_of(event: &StoredEvent, change: &crate::event::ItemChanged) -> HistoryEvent {
+    HistoryEvent {
         seq: event.seq,
         kind: event.payload.type_name(),
         collection: change.collection.clone(),
@@ -152,20 +224,70 @@ pub fn history_event(event: &StoredEvent) -> Option<HistoryEvent> {
         version: change.version,
         at: event.at,
         item: item_after(event),
-    })
+    }
 }
 
-/// The feed entry for an event: item changes and received messages; `None` for device and media events,
-/// which are bookkeeping of the user's own requests rather than data to sync.
-pub fn feed_change(event: &StoredEvent) -> Option<FeedChange> {
+/// The feed entry for an event. Every event has one: items, messages, devices (without their push token)
+/// and media declarations.
+pub fn feed_change(event: &StoredEvent) -> FeedChange {
+    let (seq, at) = (event.seq, event.at);
     match &event.payload {
-        crate::EventPayload::MessageReceived(message) => Some(FeedChange::Message(MessageEvent {
-            seq: event.seq,
+        crate::EventPayload::MessageReceived(message) => FeedChange::Message(MessageEvent {
+            seq,
             kind: "message.received",
-            at: event.at,
+            at,
             message: message.clone(),
-        })),
-        _ => history_event(event).map(FeedChange::Item),
+        }),
+        crate::EventPayload::Device(change) => FeedChange::Device(DeviceEvent {
+            seq,
+            kind: "device.changed",
+            at,
+            device: device_change(change),
+        }),
+        crate::EventPayload::MediaDeclared(object) => FeedChange::Media(MediaEvent {
+            seq,
+            kind: "media.declared",
+            at,
+            media: MediaSummary {
+                id: object.id.clone(),
+                content_type: object.content_type.clone(),
+                size: object.size,
+            },
+        }),
+        crate::EventPayload::ItemCreated(change)
+        | crate::EventPayload::ItemReplaced(change)
+        | crate::EventPayload::ItemPatched(change)
+        | crate::EventPayload::ItemDeleted(change)
+        | crate::EventPayload::ItemRestored(change) => FeedChange::Item(history_of(event, change)),
+    }
+}
+
+/// What a device event leaves the device as, for the feed.
+fn device_change(change: &crate::device::DeviceEvent) -> DeviceChange {
+    use crate::device::DeviceEvent as Change;
+    match change {
+        Change::Registered {
+            device_id, platform, ..
+        } => DeviceChange {
+            device_id: device_id.clone(),
+            platform: Some(*platform),
+            enabled: true,
+            removed: false,
+        },
+        Change::Disabled {
+            device_id, platform, ..
+        } => DeviceChange {
+            device_id: device_id.clone(),
+            platform: *platform,
+            enabled: false,
+            removed: false,
+        },
+        Change::Removed { device_id, platform } => DeviceChange {
+            device_id: device_id.clone(),
+            platform: *platform,
+            enabled: false,
+            removed: true,
+        },
     }
 }
 

@@ -217,3 +217,25 @@ fn a_long_message_is_shortened_at_a_character_boundary() {
         assert!(payload.contains('…'));
     }
 }
+
+#[test]
+fn every_stored_event_is_in_the_feed_and_no_device_token_or_endpoint_is() {
+    let fixture = include_str!("fixtures/events-v1.jsonl");
+    for line in fixture.lines() {
+        let event = decode(serde_json::from_str(line).unwrap()).unwrap();
+        let change = rookery_domain::projection::feed_change(&event);
+        assert_eq!(change.seq(), event.seq, "{line}");
+        let shown = serde_json::to_value(&change).unwrap();
+        assert_eq!(shown["type"], event.payload.type_name(), "{line}");
+        let text = shown.to_string();
+        for secret in ["\"token\"", "\"endpoint\"", "abc123", "ep-1", "ep-2"] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+        if event.payload.type_name() == "device.changed" {
+            let device = &shown["device"];
+            assert!(
+                device["device_id"].is_string() && device["enabled"].is_boolean() && device["removed"].is_boolean()
+            );
+        }
+    }
+}

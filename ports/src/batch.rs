@@ -180,7 +180,10 @@ mod tests {
             seq: Seq(seq),
             schema: 1,
             at: Timestamp::from_millis(seq),
-            payload: EventPayload::Device(DeviceEvent::Removed { device_id }),
+            payload: EventPayload::Device(DeviceEvent::Removed {
+                device_id,
+                platform: None,
+            }),
             meta: EventMeta::default(),
         }
     }

@@ -632,6 +632,8 @@ fn feed_op() -> impl Strategy<Value = FeedOp> {
 enum Committed {
     Item { key: ItemKey, version: Version },
     Message { id: String },
+    Device { id: String },
+    Media { id: String },
 }
 
 fn committed(change: &FeedChange) -> Committed {
@@ -643,14 +645,17 @@ fn committed(change: &FeedChange) -> Committed {
         FeedChange::Message(event) => Committed::Message {
             id: event.message.id.to_string(),
         },
+        FeedChange::Device(event) => Committed::Device {
+            id: event.device.device_id.to_string(),
+        },
+        FeedChange::Media(event) => Committed::Media {
+            id: event.media.id.to_string(),
+        },
     }
 }
 
 fn change_seq(change: &FeedChange) -> Seq {
-    match change {
-        FeedChange::Item(event) => event.seq,
-        FeedChange::Message(event) => event.seq,
-    }
+    change.seq()
 }
 
 /// One device following the feed: its cursor and everything it has read.
@@ -723,16 +728,16 @@ async fn following_the_feed_yields_every_change_once_in_order_case(ops: Vec<Feed
                 });
             }
             FeedOp::Register { device: d, token } => {
-                // Device changes are in the stream but not in the feed: the follower must skip them.
+                // A registration that changes the device is an event, and so a change in the feed; the
+                // same token again changes nothing.
+                let before = app.store().last_seq(&alice.user).await?;
+                let id = format!("d{d}");
                 app.devices
-                    .register_device(
-                        &alice,
-                        &device(&format!("d{d}"))?,
-                        Platform::Fcm,
-                        &format!("tok{token}"),
-                        None,
-                    )
+                    .register_device(&alice, &device(&id)?, Platform::Fcm, &format!("tok{token}"), None)
                     .await?;
+                if app.store().last_seq(&alice.user).await? > before {
+                    expected.push(Committed::Device { id });
+                }
             }
             FeedOp::Sync { device, limit } => {
                 followers[*device].page(&app, &alice, *limit).await?;
@@ -758,9 +763,10 @@ async fn following_the_feed_yields_every_change_once_in_order_case(ops: Vec<Feed
         );
 
         let seqs: Vec<Seq> = follower.read.iter().map(change_seq).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "device {d}: in commit order, no repeats: {seqs:?}"
+        let consecutive: Vec<Seq> = (1..=seqs.len() as u64).map(Seq).collect();
+        assert_eq!(
+            seqs, consecutive,
+            "device {d}: every seq from 1, in commit order, no gaps, no repeats"
         );
         let read: Vec<Committed> = follower.read.iter().map(committed).collect();
         assert_eq!(read, expected, "device {d}: exactly the committed changes, in order");
@@ -906,7 +912,7 @@ async fn a_failing_push_never_loses_a_message_case(plan: PushPlan) -> Result<(),
         .iter()
         .filter_map(|c| match c {
             FeedChange::Message(m) => Some(m.message.id.to_string()),
-            FeedChange::Item(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(in_feed, accepted, "the feed holds every message");

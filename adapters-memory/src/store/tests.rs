@@ -264,6 +264,7 @@ async fn feeds_messages_devices_media_and_owners_are_read_exactly() -> Result<()
     let disabled = event(EventPayload::Device(DeviceEvent::Disabled {
         device_id: device.clone(),
         endpoint: "ep-1".into(),
+        platform: None,
     }));
     let media = MediaObject {
         id: MediaId::parse("m1")?,

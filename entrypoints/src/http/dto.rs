@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use rookery_domain::projection::{FeedChange, HistoryEvent, MessageEvent};
+use rookery_domain::projection::{DeviceEvent, FeedChange, HistoryEvent, MediaEvent, MessageEvent};
 use rookery_domain::{Item, Message, Platform, Visibility};
 use rookery_ports::SearchHit;
 use rookery_ports::service::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
@@ -244,7 +244,93 @@ impl From<MessageEvent> for MessageEventDto {
     }
 }
 
-/// One entry of the change feed: an item change or a received message.
+/// A device as the feed shows it (never its push token).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeedDeviceDto {
+    /// The app's id for the device.
+    pub device_id: String,
+    /// Its platform; `null` only for a disable or removal recorded before events kept it.
+    pub platform: Option<PlatformDto>,
+    /// False once its endpoint was reported disabled, and after a removal.
+    pub enabled: bool,
+    /// True when the device was unregistered.
+    pub removed: bool,
+}
+
+/// A device registered, disabled or removed, as the feed shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceEventDto {
+    /// Position in the owner's change feed.
+    pub seq: u64,
+    /// Always `device.changed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was committed.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The device after the change.
+    pub device: FeedDeviceDto,
+}
+
+impl From<DeviceEvent> for DeviceEventDto {
+    fn from(event: DeviceEvent) -> Self {
+        Self {
+            seq: event.seq.0,
+            kind: event.kind.to_owned(),
+            at: event.at.to_string(),
+            device: FeedDeviceDto {
+                device_id: event.device.device_id.to_string(),
+                platform: event.device.platform.map(PlatformDto::from),
+                enabled: event.device.enabled,
+                removed: event.device.removed,
+            },
+        }
+    }
+}
+
+/// A declared media object as the feed shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FeedMediaDto {
+    /// The object's id.
+    pub id: String,
+    /// Its declared type.
+    pub content_type: String,
+    /// Its declared size in bytes.
+    pub size: u64,
+}
+
+/// A media object declared, as the feed shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MediaEventDto {
+    /// Position in the owner's change feed.
+    pub seq: u64,
+    /// Always `media.declared`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When it was committed.
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The object declared.
+    pub media: FeedMediaDto,
+}
+
+impl From<MediaEvent> for MediaEventDto {
+    fn from(event: MediaEvent) -> Self {
+        Self {
+            seq: event.seq.0,
+            kind: event.kind.to_owned(),
+            at: event.at.to_string(),
+            media: FeedMediaDto {
+                id: event.media.id.to_string(),
+                content_type: event.media.content_type,
+                size: event.media.size,
+            },
+        }
+    }
+}
+
+/// One entry of the change feed: every event of the user's stream, told apart by `type`
+/// (clients ignore types they do not know).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum FeedChangeDto {
@@ -252,6 +338,10 @@ pub enum FeedChangeDto {
     Item(HistoryEventDto),
     /// A received message.
     Message(MessageEventDto),
+    /// A device change.
+    Device(DeviceEventDto),
+    /// A media declaration.
+    Media(MediaEventDto),
 }
 
 impl From<FeedChange> for FeedChangeDto {
@@ -259,6 +349,8 @@ impl From<FeedChange> for FeedChangeDto {
         match change {
             FeedChange::Item(event) => FeedChangeDto::Item(event.into()),
             FeedChange::Message(event) => FeedChangeDto::Message(event.into()),
+            FeedChange::Device(event) => FeedChangeDto::Device(event.into()),
+            FeedChange::Media(event) => FeedChangeDto::Media(event.into()),
         }
     }
 }

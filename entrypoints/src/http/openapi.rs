@@ -106,7 +106,7 @@ impl Modify for CommonProblems {
     ),
     components(schemas(
         dto::ItemDto, dto::VisibilityDto, dto::PutItemBody, dto::RestoreBody, dto::ItemPageDto,
-        dto::HistoryEventDto, dto::HistoryPageDto, dto::MessageDto, dto::MessageEventDto, dto::FeedChangeDto,
+        dto::HistoryEventDto, dto::HistoryPageDto, dto::MessageDto, dto::MessageEventDto, dto::FeedChangeDto, dto::DeviceEventDto, dto::FeedDeviceDto, dto::MediaEventDto, dto::FeedMediaDto,
         dto::SyncPageDto, dto::SearchHitDto, dto::SearchResultsDto, dto::SendMessageBody, dto::MessageAcceptedDto,
         dto::MessagePageDto, dto::PlatformDto, dto::DeviceBody, dto::DeviceDto, dto::DevicesDto, dto::MediaBody,
         dto::UploadDto, dto::DownloadDto, dto::MediaCreatedDto, dto::MediaDto, dto::HealthDto, dto::DevTokenBody,

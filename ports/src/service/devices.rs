@@ -144,6 +144,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                 };
                 let event = DeviceEvent::Removed {
                     device_id: device_id.clone(),
+                    platform: Some(device.platform),
                 };
                 let outcome = DeviceRemoved {
                     endpoint: Some(device.endpoint.clone()),
@@ -170,16 +171,14 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
             .write(&system, None, |_now| async move {
                 let seq = self.writer.store().last_seq(owner).await.map_err(Failure::from)?;
                 let devices = self.writer.store().devices(owner).await.map_err(Failure::from)?;
-                let still_current = devices
-                    .get(device_id)
-                    .is_some_and(|d| d.enabled && d.endpoint == endpoint);
-                let payloads = if still_current {
-                    vec![EventPayload::Device(DeviceEvent::Disabled {
+                let current = devices.get(device_id).filter(|d| d.enabled && d.endpoint == endpoint);
+                let payloads = match current {
+                    Some(device) => vec![EventPayload::Device(DeviceEvent::Disabled {
                         device_id: device_id.clone(),
                         endpoint: endpoint.to_owned(),
-                    })]
-                } else {
-                    Vec::new()
+                        platform: Some(device.platform),
+                    })],
+                    None => Vec::new(),
                 };
                 Ok(Planned::append(owner, seq, payloads, Done {}))
             })

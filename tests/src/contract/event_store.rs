@@ -559,6 +559,7 @@ pub async fn check_refused_append_changes_nothing<F: StoreFactory>(factory: &F) 
             new_event(
                 EventPayload::Device(DeviceEvent::Removed {
                     device_id: phone.clone(),
+                    platform: None,
                 }),
                 at(5),
             )?,
@@ -969,13 +970,16 @@ pub async fn check_devices_follow_device_events<F: StoreFactory>(factory: &F) ->
         EventPayload::Device(DeviceEvent::Disabled {
             device_id: phone.clone(),
             endpoint: "ep-phone".into(),
+            platform: None,
         }),
         EventPayload::Device(DeviceEvent::Disabled {
             device_id: tablet.clone(),
             endpoint: "ep-old".into(),
+            platform: None,
         }),
         EventPayload::Device(DeviceEvent::Removed {
             device_id: watch.clone(),
+            platform: None,
         }),
     ];
     let mut expected = Devices::new();
@@ -1193,9 +1197,11 @@ pub async fn check_events_round_trip_unchanged<F: StoreFactory>(factory: &F) -> 
         EventPayload::Device(DeviceEvent::Disabled {
             device_id: phone.clone(),
             endpoint: "arn:aws:sns:eu-west-1:123456789012:endpoint/APNS/app/x".into(),
+            platform: None,
         }),
         EventPayload::Device(DeviceEvent::Removed {
             device_id: phone.clone(),
+            platform: None,
         }),
         EventPayload::MediaDeclared(media_object(&alice, "video/mp4", 100 * 1024 * 1024, at(3))?),
     ];
