@@ -17,7 +17,7 @@ use rookery_domain::{Timestamp, UserId};
 use rookery_ports::{Clock, Indexer, PushDispatcher, ServiceConfig};
 use serde_json::Value;
 
-use crate::feed::{FeedDriver, FeedHandle};
+use crate::feed::{FeedDriver, FeedHandle, INDEXER, PUSH_DISPATCHER};
 use crate::http::dev::{self, TokenIssuer};
 use crate::http::{Api, RateLimit, Services, local_media, openapi_routes};
 use crate::server::{self, BindError, Serving};
@@ -222,7 +222,7 @@ impl LocalServer {
         // Each consumer follows the feed on its own. The search index lives in memory: it is rebuilt
         // from the whole feed before searches are answered.
         let rebuilding = Instant::now();
-        let indexing = FeedDriver::new("indexer", store.clone(), Indexer::new(search)).spawn();
+        let indexing = FeedDriver::new(INDEXER, store.clone(), Indexer::new(search)).spawn();
         let dispatcher = PushDispatcher::new(
             store.clone(),
             push.clone(),
@@ -230,7 +230,7 @@ impl LocalServer {
             services.devices.clone(),
             remember_for,
         );
-        let pushing = FeedDriver::new("push dispatcher", store.clone(), dispatcher).spawn();
+        let pushing = FeedDriver::new(PUSH_DISPATCHER, store.clone(), dispatcher).spawn();
         if replayed > 0 {
             indexing.caught_up_to(replayed).await;
             tracing::info!(
