@@ -9,7 +9,9 @@ use rookery_domain::device::Devices;
 use rookery_domain::{
     CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
 };
-use rookery_ports::{AppendBatch, AppendError, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError};
+use rookery_ports::{
+    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -299,5 +301,30 @@ impl EventStore for SqliteStore {
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
         let after = after.cloned();
         Ok(self.read(move |c| log::owners(c, after.as_ref(), limit)).await?)
+    }
+}
+
+/// The change feed of [`SqliteStore::changes_after`], with consumer positions stored in the database.
+impl ChangeFeed for SqliteStore {
+    fn commit_position(&self) -> Result<u64, StoreError> {
+        Ok(SqliteStore::commit_position(self))
+    }
+
+    async fn changes_after(&self, position: u64, limit: usize) -> Result<(Vec<StoredEvent>, u64), StoreError> {
+        SqliteStore::changes_after(self, position, limit).await
+    }
+
+    fn wait_for_commit(&self, position: u64) -> impl std::future::Future<Output = Option<u64>> + Send {
+        // The watched position is published after each commit, so anything it shows is readable.
+        let mut commits = self.watch_commits();
+        async move { commits.wait_for(|p| *p > position).await.ok().map(|p| *p) }
+    }
+
+    async fn consumer_position(&self, consumer: &str) -> Result<u64, StoreError> {
+        SqliteStore::consumer_position(self, consumer).await
+    }
+
+    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<(), StoreError> {
+        SqliteStore::set_consumer_position(self, consumer, position).await
     }
 }

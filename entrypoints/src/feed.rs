@@ -3,19 +3,28 @@
 //!
 //! Each consumer (the indexer, the push dispatcher, and whatever follows the log next) has its own
 //! task and its own position, as each Lambda function has its own event source mapping on AWS, so a
-//! consumer that keeps failing holds back only itself. A task waits for commits on
-//! [`MemoryEventStore::watch_commits`], reads the feed in batches with [`MemoryEventStore::changes_after`]
-//! and hands each batch to its [`BatchHandler`]. A handler that stops at a record ([`BatchFailure`]) gets
-//! the batch again from that record, after a capped exponential backoff, so nothing is skipped and
-//! nothing is lost; a record it already handled is not given to it again.
+//! consumer that keeps failing holds back only itself. A task is generic over the store's
+//! [`ChangeFeed`]: it starts from the position the consumer stored there, waits for commits with
+//! [`ChangeFeed::wait_for_commit`], reads the feed in batches with [`ChangeFeed::changes_after`], hands
+//! each batch to its [`BatchHandler`] and then stores its new position, so a store that keeps its
+//! projections on disk (SQLite) replays nothing at start, and one that keeps them in memory replays
+//! everything. A handler that stops at a record ([`BatchFailure`]) gets the batch again from that
+//! record, after a capped exponential backoff, so nothing is skipped and nothing is lost; a record it
+//! already handled is not given to it again while the driver runs (after a restart, the events after
+//! the last stored position are, which every consumer of the log tolerates).
 
 use std::time::Duration;
 
-use rookery_adapters_memory::MemoryEventStore;
 use rookery_domain::StoredEvent;
-use rookery_ports::{BatchFailure, BatchHandler};
+use rookery_ports::{BatchFailure, BatchHandler, ChangeFeed};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// The name the indexer's position is stored under.
+pub const INDEXER: &str = "indexer";
+
+/// The name the push dispatcher's position is stored under.
+pub const PUSH_DISPATCHER: &str = "push dispatcher";
 
 /// How many events one batch holds. A batch is handled without yielding to the runtime (the memory
 /// index applies it under its lock), so this bounds how long the driver keeps a worker thread from the
@@ -51,52 +60,72 @@ impl Backoff {
     }
 }
 
-/// Drives one consumer of the change log from the memory store's change feed.
+/// Drives one consumer of the change log from a store's change feed.
 #[derive(Debug)]
-pub struct FeedDriver<H> {
+pub struct FeedDriver<F, H> {
     consumer: &'static str,
-    store: MemoryEventStore,
+    feed: F,
     handler: H,
-    start: u64,
+    start: Option<u64>,
 }
 
-impl<H: BatchHandler + 'static> FeedDriver<H> {
-    /// A driver feeding `handler` (named `consumer` in the logs) from `store`, from the beginning of the feed.
-    pub fn new(consumer: &'static str, store: MemoryEventStore, handler: H) -> Self {
+impl<F: ChangeFeed, H: BatchHandler + 'static> FeedDriver<F, H> {
+    /// A driver feeding `handler` from `feed`, from the position stored for `consumer` (the name its
+    /// position is stored under and the logs call it by; the beginning when none is stored).
+    pub fn new(consumer: &'static str, feed: F, handler: H) -> Self {
         Self {
             consumer,
-            store,
+            feed,
             handler,
-            start: 0,
+            start: None,
         }
     }
 
-    /// Starts from feed position `position` instead of the beginning.
+    /// Starts from feed position `position` instead of the stored one.
     #[must_use]
     pub fn from_position(mut self, position: u64) -> Self {
-        self.start = position;
+        self.start = Some(position);
         self
     }
 
     /// Starts the driver on the current tokio runtime.
     pub fn spawn(self) -> FeedHandle {
         let (stop, stopped) = watch::channel(false);
-        let (position_tx, position) = watch::channel(self.start);
+        let (position_tx, position) = watch::channel(self.start.unwrap_or(0));
         let task = tokio::spawn(self.run(stopped, position_tx));
         FeedHandle { stop, position, task }
     }
 
+    /// The position to start from: the one given, or the stored one (retried until it can be read).
+    async fn start_position(&self, stopped: &mut watch::Receiver<bool>, backoff: &mut Backoff) -> Option<u64> {
+        if let Some(position) = self.start {
+            return Some(position);
+        }
+        loop {
+            match self.feed.consumer_position(self.consumer).await {
+                Ok(position) => return Some(position),
+                Err(error) => {
+                    let consumer = self.consumer;
+                    tracing::error!(consumer, %error, "reading the consumer's stored position failed; retrying");
+                    if pause(stopped, backoff.step()).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     async fn run(self, mut stopped: watch::Receiver<bool>, position_tx: watch::Sender<u64>) {
-        let mut commits = self.store.watch_commits();
-        let mut position = self.start;
         let mut backoff = Backoff::new();
         let consumer = self.consumer;
+        let Some(mut position) = self.start_position(&mut stopped, &mut backoff).await else {
+            return;
+        };
+        backoff.reset();
+        position_tx.send_replace(position);
         tracing::debug!(consumer, position, "feed consumer started");
         loop {
-            // Mark the current commit count as seen before reading, so a commit that lands while
-            // this batch is handled wakes the wait below instead of being missed.
-            commits.borrow_and_update();
-            let (events, next) = match self.store.changes_after(position, BATCH_SIZE) {
+            let (events, next) = match self.feed.changes_after(position, BATCH_SIZE).await {
                 Ok(read) => read,
                 Err(error) => {
                     tracing::error!(consumer, %error, position, "reading the change feed failed; retrying");
@@ -107,8 +136,9 @@ impl<H: BatchHandler + 'static> FeedDriver<H> {
                 }
             };
             if events.is_empty() {
+                // Completes at once if a commit landed after the read above: none is missed.
                 tokio::select! {
-                    changed = commits.changed() => if changed.is_err() { break },
+                    woke = self.feed.wait_for_commit(position) => if woke.is_none() { break },
                     _ = stopped.changed() => break,
                 }
                 continue;
@@ -117,6 +147,10 @@ impl<H: BatchHandler + 'static> FeedDriver<H> {
                 break;
             }
             position = next;
+            if let Err(error) = self.feed.set_consumer_position(consumer, position).await {
+                // Not fatal: after a restart the consumer handles these events again, which it tolerates.
+                tracing::warn!(consumer, %error, position, "storing the consumer's position failed");
+            }
             position_tx.send_replace(position);
             // Let the requests queued on this worker run before the next batch.
             tokio::task::yield_now().await;

@@ -2,8 +2,8 @@
 //! behind `rookery serve`, and (later) the Lambda functions.
 //!
 //! [`http::router`] is the one router of `API.md`, generic over the adapters ([`rookery_ports::Ports`])
-//! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from the memory
-//! store's change feed; [`local`] wires the memory adapters into a running server, and [`reindex`]
+//! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from a store's
+//! change feed ([`rookery_ports::ChangeFeed`]), each from its stored position; [`local`] wires the memory adapters into a running server, and [`reindex`]
 //! rebuilds and checks the search index offline. [`aws`] runs the same router over the AWS adapters
 //! (`rookery serve --backend aws`) and bootstraps their resources (`rookery aws bootstrap`).
 

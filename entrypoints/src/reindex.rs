@@ -9,7 +9,7 @@ use std::path::Path;
 use rookery_adapters_memory::{IndexedEntry, MemoryEventStore, MemorySearchIndex};
 use rookery_ports::{Failure, Indexer};
 
-use crate::feed::FeedDriver;
+use crate::feed::{FeedDriver, INDEXER};
 
 /// What a reindex found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub async fn run(data_dir: Option<&Path>, mut progress: impl FnMut(u64, u64)) ->
         .await?;
 
     let live = MemorySearchIndex::new();
-    let driver = FeedDriver::new("indexer", store, Indexer::new(live.clone())).spawn();
+    let driver = FeedDriver::new(INDEXER, store, Indexer::new(live.clone())).spawn();
     let caught_up = driver.caught_up_to(total).await;
     driver.stop().await;
     if !caught_up {

@@ -4,15 +4,17 @@
 // Helpers outside `#[test]` functions fail their test by panicking, like the tests themselves.
 #![allow(clippy::expect_used)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rookery_adapters_memory::{
     Faults, Faulty, LocalMediaStore, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, UlidIds,
 };
-use rookery_domain::{CollectionName, DeviceId, ItemId, ItemKey, Platform, Timestamp, UserId};
-use rookery_entrypoints::feed::{FeedDriver, FeedHandle};
+use rookery_domain::{CollectionName, DeviceId, ItemId, ItemKey, Platform, StoredEvent, Timestamp, UserId};
+use rookery_entrypoints::feed::{FeedDriver, FeedHandle, INDEXER};
 use rookery_entrypoints::http::Services;
-use rookery_ports::{Caller, Indexer, PushDispatcher, Scope, SearchIndex, SearchQuery, ServiceConfig};
+use rookery_ports::batch::HandlerFn;
+use rookery_ports::{Caller, ChangeFeed, Indexer, PushDispatcher, Scope, SearchIndex, SearchQuery, ServiceConfig};
 use serde_json::{Map, json};
 
 /// Memory adapters with fault injection on the two consumers' outputs, and a clock the test moves.
@@ -284,4 +286,57 @@ async fn a_replay_after_a_long_stop_does_not_push_old_messages_again() {
     assert_eq!(pushed.len(), 1);
     assert!(pushed[0].payload.contains("fresh"), "{}", pushed[0].payload);
     feed.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_driver_goes_on_from_the_position_it_stored() {
+    let w = world();
+    let alice = user("alice");
+    let first = FeedDriver::new(INDEXER, w.store.clone(), Indexer::new(w.search.clone())).spawn();
+    for id in ["a", "b", "c"] {
+        w.app
+            .items
+            .put_item(&alice, &key(id), data("kiwi"), None, Default::default(), None)
+            .await
+            .expect("put");
+    }
+    indexed(&first, &w.store).await;
+    first.stop().await;
+    let stored = ChangeFeed::consumer_position(&w.store, INDEXER)
+        .await
+        .expect("position");
+    assert_eq!(
+        stored,
+        w.store.commit_position().expect("position"),
+        "saved after each batch"
+    );
+
+    for id in ["d", "e"] {
+        w.app
+            .items
+            .put_item(&alice, &key(id), data("kiwi"), None, Default::default(), None)
+            .await
+            .expect("put");
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = HandlerFn({
+        let seen = Arc::clone(&seen);
+        move |events: Vec<StoredEvent>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock()
+                    .expect("the record lock")
+                    .extend(events.into_iter().map(|e| e.seq.0));
+                Ok(())
+            }
+        }
+    });
+    let second = FeedDriver::new(INDEXER, w.store.clone(), record).spawn();
+    indexed(&second, &w.store).await;
+    second.stop().await;
+    assert_eq!(
+        *seen.lock().expect("the record lock"),
+        vec![4, 5],
+        "only what was committed after the stored position"
+    );
 }

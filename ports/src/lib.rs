@@ -1,7 +1,8 @@
 //! Rookery's driven ports and the use cases that drive the domain through them.
 //!
-//! The ports are traits an adapter implements: [`EventStore`], [`SearchIndex`], [`PushGateway`],
-//! [`IdentityVerifier`], [`MediaStore`], [`Clock`] and [`IdSource`]. Each documents what an
+//! The ports are traits an adapter implements: [`EventStore`] (and, for a store that is its own change
+//! log, [`ChangeFeed`]), [`SearchIndex`], [`PushGateway`], [`IdentityVerifier`], [`MediaStore`], [`Clock`]
+//! and [`IdSource`]. Each documents what an
 //! implementation MUST do, error by error; the contract suites in `tests/` check exactly that,
 //! against the memory adapters and the AWS ones alike.
 //!
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod cursor;
 pub mod dispatcher;
 pub mod error;
+pub mod feed;
 pub mod identity;
 pub mod indexer;
 pub mod media;
@@ -27,6 +29,7 @@ pub mod system;
 pub use batch::BatchHandler;
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};
+pub use feed::ChangeFeed;
 pub use identity::{AuthError, IdentityVerifier, Principal};
 pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};

@@ -17,8 +17,8 @@ use rookery_tests::contract::search_index::SearchFactory;
 use rookery_tests::contract::system::{ClockFactory, IdsFactory};
 use rookery_tests::fixtures::{BoxError, wall_clock};
 use rookery_tests::{
-    clock_contract, event_store_contract, id_source_contract, media_store_contract, media_store_signature_contract,
-    push_gateway_contract, search_index_contract,
+    change_feed_contract, clock_contract, event_store_contract, id_source_contract, media_store_contract,
+    media_store_signature_contract, push_gateway_contract, search_index_contract,
 };
 
 /// Fresh in-memory event stores.
@@ -33,6 +33,7 @@ impl StoreFactory for InMemoryStores {
 }
 
 event_store_contract!(memory_event_store, InMemoryStores);
+change_feed_contract!(memory_change_feed, InMemoryStores);
 
 /// Fresh file-backed event stores, each in its own directory under one temporary directory that lives
 /// as long as the factory (one test).

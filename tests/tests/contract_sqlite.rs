@@ -1,5 +1,6 @@
-//! The event store and search index contract suites, run against the SQLite adapter (each check on a
-//! fresh database file in a temporary directory), and a check that a reopened database answers as before.
+//! The event store, change feed and search index contract suites, run against the SQLite adapter (each
+//! check on a fresh database file in a temporary directory), and a check that a reopened database answers
+//! as before.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,7 +9,7 @@ use rookery_tests::contract::event_store::StoreFactory;
 use rookery_tests::contract::reopen::{everything, write_a_little_of_everything};
 use rookery_tests::contract::search_index::SearchFactory;
 use rookery_tests::fixtures::BoxError;
-use rookery_tests::{event_store_contract, search_index_contract};
+use rookery_tests::{change_feed_contract, event_store_contract, search_index_contract};
 
 /// Fresh databases, each its own file under one temporary directory that lives as long as the factory
 /// (one test).
@@ -48,6 +49,7 @@ impl SearchFactory for Databases {
 }
 
 event_store_contract!(sqlite_event_store, Databases::new()?);
+change_feed_contract!(sqlite_change_feed, Databases::new()?);
 search_index_contract!(sqlite_search_index, Databases::new()?);
 
 /// A database, reopened, answers every read exactly as it did before it was closed.

@@ -29,6 +29,7 @@
 mod log;
 mod state;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -37,7 +38,9 @@ use rookery_domain::device::Devices;
 use rookery_domain::{
     CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
 };
-use rookery_ports::{AppendBatch, AppendError, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError};
+use rookery_ports::{
+    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+};
 use tokio::sync::{oneshot, watch};
 
 use log::EventLog;
@@ -108,6 +111,9 @@ struct Shared {
     commits: watch::Sender<u64>,
     /// Every write with a lower ticket is settled: applied, or failed.
     settled: watch::Sender<u64>,
+    /// The change feed position of each consumer, as it stored it; kept in memory, like the search index
+    /// the memory store is paired with, so a restart starts every consumer from the beginning.
+    consumers: Mutex<BTreeMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -240,6 +246,7 @@ impl MemoryEventStore {
             queued: Condvar::new(),
             commits,
             settled: watch::channel(0).0,
+            consumers: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -510,6 +517,33 @@ impl EventStore for MemoryEventStore {
 
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
         self.read(|s| s.owners(after, limit))
+    }
+}
+
+/// The change feed of [`MemoryEventStore::changes_after`], with consumer positions kept in memory.
+impl ChangeFeed for MemoryEventStore {
+    fn commit_position(&self) -> Result<u64, StoreError> {
+        MemoryEventStore::commit_position(self)
+    }
+
+    async fn changes_after(&self, position: u64, limit: usize) -> Result<(Vec<StoredEvent>, u64), StoreError> {
+        MemoryEventStore::changes_after(self, position, limit)
+    }
+
+    fn wait_for_commit(&self, position: u64) -> impl std::future::Future<Output = Option<u64>> + Send {
+        let mut commits = self.watch_commits();
+        async move { commits.wait_for(|p| *p > position).await.ok().map(|p| *p) }
+    }
+
+    async fn consumer_position(&self, consumer: &str) -> Result<u64, StoreError> {
+        let consumers = self.inner.shared.consumers.lock().map_err(|_| poisoned())?;
+        Ok(consumers.get(consumer).copied().unwrap_or(0))
+    }
+
+    async fn set_consumer_position(&self, consumer: &str, position: u64) -> Result<(), StoreError> {
+        let mut consumers = self.inner.shared.consumers.lock().map_err(|_| poisoned())?;
+        consumers.insert(consumer.to_owned(), position);
+        Ok(())
     }
 }
 

@@ -2,17 +2,16 @@
 //!
 //! The same handlers serve `rookery serve` (memory adapters, development identity provider) and the
 //! Lambda functions behind API Gateway (AWS adapters, Cognito). [`Api`] builds the router from the
-//! route sets a deployment serves; deployments add their own routes (development tokens, local media
-//! URLs) with [`Api::merge_public`] and [`Api::merge_authenticated`] so that they get the same edge:
-//! request ids, problem documents, deadline, authentication and rate limiting.
+//! route sets a deployment serves; deployments add their own routes (the local server's development
+//! tokens and media URLs, in `crate::local`) with [`Api::merge_public`] and [`Api::merge_authenticated`]
+//! so that they get the same edge: request ids, problem documents, deadline, authentication and rate
+//! limiting. Nothing here knows an adapter: every handler is generic over the ports.
 
 pub mod auth;
-pub mod dev;
 pub mod dto;
 pub mod edge;
 pub mod extract;
 mod items;
-pub mod local_media;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::problem::PROBLEM_JSON;
-use super::{dev, items, routes};
+use super::{items, routes};
 
 /// Adds the bearer-token scheme the secured operations name.
 #[derive(Debug)]
@@ -102,7 +102,6 @@ impl Modify for CommonProblems {
         routes::sync, routes::search, routes::send_message, routes::messages,
         routes::register_device, routes::devices, routes::remove_device,
         routes::create_media, routes::get_media, routes::healthz,
-        dev::issue_token, dev::jwks, dev::pushes,
     ),
     components(schemas(
         dto::ItemDto, dto::VisibilityDto, dto::PutItemBody, dto::RestoreBody, dto::ItemPageDto,
@@ -130,6 +129,16 @@ pub struct ApiDoc;
 pub fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// The document with the paths (and components) of `extra` merged in, as JSON text, for a deployment
+/// that serves routes of its own (the local server's development routes); the common problem answers
+/// apply to the merged paths too.
+pub fn document_with(extra: utoipa::openapi::OpenApi) -> String {
+    let mut document = ApiDoc::openapi();
+    document.merge(extra);
+    CommonProblems.modify(&mut document);
+    document.to_json().unwrap_or_else(|_| "{}".to_owned())
 }
 
 /// `GET /openapi.json`.
@@ -166,9 +175,6 @@ mod tests {
             "/v1/media",
             "/v1/media/{id}",
             "/healthz",
-            "/v1/dev/tokens",
-            "/.well-known/jwks.json",
-            "/v1/dev/pushes",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }

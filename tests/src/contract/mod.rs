@@ -6,6 +6,7 @@
 //! A new adapter gets the whole suite with one line, for example
 //! `rookery_tests::event_store_contract!(memory, MemoryStoreFactory);`.
 
+pub mod change_feed;
 pub mod event_store;
 pub mod media_store;
 pub mod push_gateway;

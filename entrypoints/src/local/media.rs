@@ -18,8 +18,9 @@ use rookery_adapters_memory::media::{DOWNLOAD_PATH, FetchError, LocalMediaStore,
 use rookery_ports::Clock;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use super::extract::{ApiPath, QueryParams};
-use super::problem::Problem;
+use crate::http::Code;
+use crate::http::extract::{ApiPath, QueryParams};
+use crate::http::problem::Problem;
 
 /// What the routes need: the store and a clock to check expiry against.
 #[derive(Debug, Clone)]
@@ -32,9 +33,7 @@ fn upload_problem(error: UploadError) -> Problem {
     match error {
         UploadError::BadSignature | UploadError::Expired => Problem::forbidden(error.to_string()),
         UploadError::WrongType { .. } | UploadError::WrongSize { .. } => Problem::invalid(error.to_string()),
-        UploadError::AlreadyUploaded => {
-            Problem::new(StatusCode::CONFLICT, super::Code::InvalidRequest, error.to_string())
-        }
+        UploadError::AlreadyUploaded => Problem::new(StatusCode::CONFLICT, Code::InvalidRequest, error.to_string()),
         UploadError::TooLarge { .. } => Problem::too_large(error.to_string()),
         UploadError::Io(cause) => Problem::internal(&cause),
     }

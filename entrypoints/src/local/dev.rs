@@ -1,19 +1,28 @@
-//! Local development routes: issue tokens, publish the development key set, show recorded pushes.
+//! Local development routes: issue tokens, publish the development key set, show recorded pushes, and
+//! the OpenAPI document with these routes in it.
 //!
-//! They exist only when the server runs with the built-in development identity provider; with a real
-//! identity provider (Cognito) the router is built without them and they are `404` like any unknown path.
+//! They exist only when the server runs with the built-in development identity provider (`rookery serve`);
+//! with a real identity provider (Cognito) the router is built without them and they are `404` like any
+//! unknown path. They live here, in the local composition, because they are made of its adapters (the
+//! recording push gateway); the generic HTTP module knows no adapter.
+
+use std::sync::OnceLock;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rookery_adapters_memory::MemoryPushGateway;
 use rookery_domain::{Timestamp, UserId};
 use serde_json::Value;
+use utoipa::OpenApi;
 
-use super::auth::Authed;
-use super::dto::{DevTokenBody, DevTokenDto, PushDto, PushesDto};
-use super::extract::{self, JsonBody};
-use super::problem::Problem;
+use crate::http::auth::Authed;
+use crate::http::dto::{DevTokenBody, DevTokenDto, PushDto, PushesDto};
+use crate::http::extract::{self, JsonBody};
+use crate::http::openapi;
+use crate::http::problem::Problem;
 
 /// What the development routes need from an identity provider: signing tokens and publishing keys.
 pub trait TokenIssuer: Clone + Send + Sync + std::fmt::Debug + 'static {
@@ -88,4 +97,57 @@ pub fn public_routes<I: TokenIssuer>(issuer: I) -> Router {
 /// The development routes behind the bearer-token gate.
 pub fn authenticated_routes(gateway: MemoryPushGateway) -> Router {
     Router::new().route("/v1/dev/pushes", get(pushes)).with_state(gateway)
+}
+
+/// The development routes' part of the OpenAPI document.
+#[derive(Debug, OpenApi)]
+#[openapi(paths(issue_token, jwks, pushes))]
+struct DevApi;
+
+/// The OpenAPI document of the local server: the API's, with the development routes merged in.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| openapi::document_with(DevApi::openapi()))
+}
+
+/// `GET /openapi.json`, with the development routes.
+async fn serve_openapi() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], document())
+}
+
+/// `GET /openapi.json` of the local server, which needs no token (instead of [`crate::http::openapi_routes`]).
+pub fn openapi_routes() -> Router {
+    Router::new().route("/openapi.json", get(serve_openapi))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    #[test]
+    fn the_local_document_adds_the_development_routes_to_the_api() {
+        let local: Value = serde_json::from_str(document()).expect("valid JSON");
+        let generic: Value = serde_json::from_str(openapi::document()).expect("valid JSON");
+        let paths = local["paths"].as_object().expect("paths");
+        for path in ["/v1/dev/tokens", "/.well-known/jwks.json", "/v1/dev/pushes"] {
+            assert!(paths.contains_key(path), "missing {path}");
+            assert!(
+                generic["paths"].get(path).is_none(),
+                "{path} is not in the generic document"
+            );
+        }
+        for path in generic["paths"].as_object().expect("paths").keys() {
+            assert!(paths.contains_key(path), "the local document lacks {path}");
+        }
+        let pushes = &paths["/v1/dev/pushes"]["get"]["responses"];
+        for status in ["200", "401", "429", "500"] {
+            assert!(pushes.get(status).is_some(), "GET /v1/dev/pushes lacks {status}");
+        }
+        assert!(
+            paths["/v1/dev/tokens"]["post"]["responses"].get("415").is_some(),
+            "the common problems apply to the merged paths too"
+        );
+    }
 }

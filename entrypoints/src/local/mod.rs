@@ -2,6 +2,11 @@
 //! local media store, the recording push gateway and the feed driver, behind the one router.
 //!
 //! [`LocalServer::start`] is also what the HTTP tests use to run a real server in-process on a random port.
+//! The routes only this server has live here too: [`dev`] (development tokens, recorded pushes, and the
+//! OpenAPI document that lists them) and [`media`] (the local media store's signed URLs).
+
+pub mod dev;
+pub mod media;
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,10 +22,10 @@ use rookery_domain::{Timestamp, UserId};
 use rookery_ports::{Clock, Indexer, PushDispatcher, ServiceConfig};
 use serde_json::Value;
 
-use crate::feed::{FeedDriver, FeedHandle};
-use crate::http::dev::{self, TokenIssuer};
-use crate::http::{Api, RateLimit, Services, local_media, openapi_routes};
+use crate::feed::{FeedDriver, FeedHandle, INDEXER, PUSH_DISPATCHER};
+use crate::http::{Api, RateLimit, Services};
 use crate::server::{self, BindError, Serving};
+use dev::TokenIssuer;
 
 /// The services of the local server, over the memory adapters.
 pub type LocalServices =
@@ -222,7 +227,7 @@ impl LocalServer {
         // Each consumer follows the feed on its own. The search index lives in memory: it is rebuilt
         // from the whole feed before searches are answered.
         let rebuilding = Instant::now();
-        let indexing = FeedDriver::new("indexer", store.clone(), Indexer::new(search)).spawn();
+        let indexing = FeedDriver::new(INDEXER, store.clone(), Indexer::new(search)).spawn();
         let dispatcher = PushDispatcher::new(
             store.clone(),
             push.clone(),
@@ -230,7 +235,7 @@ impl LocalServer {
             services.devices.clone(),
             remember_for,
         );
-        let pushing = FeedDriver::new("push dispatcher", store.clone(), dispatcher).spawn();
+        let pushing = FeedDriver::new(PUSH_DISPATCHER, store.clone(), dispatcher).spawn();
         if replayed > 0 {
             indexing.caught_up_to(replayed).await;
             tracing::info!(
@@ -243,12 +248,12 @@ impl LocalServer {
         let api_config = server::api_config(config.rate_limit, config.request_timeout);
         let router = Api::new(verifier, api_config)
             .merge_authenticated(services.routes())
-            .merge_public(openapi_routes())
+            .merge_public(dev::openapi_routes())
             .merge_public(dev::public_routes(DevTokens {
                 provider,
                 clock: clock.clone(),
             }))
-            .merge_public(local_media::routes(media, clock, max_media))
+            .merge_public(media::routes(media, clock, max_media))
             .merge_authenticated(dev::authenticated_routes(push))
             .into_router();
 
