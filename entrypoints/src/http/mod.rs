@@ -7,6 +7,7 @@
 //! so that they get the same edge: request ids, problem documents, deadline, authentication and rate
 //! limiting. Nothing here knows an adapter: every handler is generic over the ports.
 
+pub mod account;
 pub mod auth;
 pub mod dto;
 pub mod edge;
@@ -26,8 +27,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use rookery_ports::{
-    Clock, DeviceService, EventStore, IdSource, IdentityVerifier, ItemService, MediaService, MediaStore,
-    MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+    AccountService, Clock, DeviceService, EventStore, IdSource, IdentityVerifier, ItemService, MediaService,
+    MediaStore, MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
 };
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -135,6 +136,8 @@ pub struct Services<S, C, I, X, P, M> {
     pub devices: DeviceService<S, C, I, P>,
     /// Media.
     pub media: MediaService<S, C, I, M>,
+    /// The caller's account: export.
+    pub account: AccountService<S, C, I, M>,
 }
 
 impl<S, C, I, X, P, M> Services<S, C, I, X, P, M>
@@ -149,14 +152,17 @@ where
     /// Every service over one set of adapters and one configuration.
     pub fn new(store: S, clock: C, ids: I, index: X, push: P, media: M, config: ServiceConfig) -> Self {
         let max_query_chars = config.limits.max_query_chars;
-        let writer = Writer::new(store.clone(), clock, ids, config);
+        let writer = Writer::new(store.clone(), clock.clone(), ids, config);
+        let media = MediaService::new(writer.clone(), media);
+        let account = AccountService::new(store.clone(), clock, media.clone());
         Self {
             items: ItemService::new(writer.clone()),
             sync: SyncService::new(store),
             search: SearchService::new(index, max_query_chars),
             messages: MessageService::new(writer.clone()),
             devices: DeviceService::new(writer.clone(), push),
-            media: MediaService::new(writer, media),
+            media,
+            account,
         }
     }
 
@@ -168,6 +174,7 @@ where
             .merge(media_routes(self.media.clone()))
             .merge(search_routes(self.search.clone()))
             .merge(message_routes(self.messages.clone()))
+            .merge(account_routes(self.account.clone()))
     }
 
     /// The router with every route of the contract and `/openapi.json` (no development or local media
@@ -234,6 +241,15 @@ pub fn media_routes<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(media: 
         .route("/v1/media", post(routes::create_media::<S, C, I, M>))
         .route("/v1/media/{id}", get(routes::get_media::<S, C, I, M>))
         .with_state(Arc::new(media))
+}
+
+/// The account routes (Lambda function 1): the caller's export.
+pub fn account_routes<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
+    account: AccountService<S, C, I, M>,
+) -> Router {
+    Router::new()
+        .route("/v1/me/export", get(account::export::<S, C, I, M>))
+        .with_state(Arc::new(account))
 }
 
 /// The search route (Lambda function 3).

@@ -43,6 +43,7 @@ const ITEMS_ROUTES: &[&str] = &[
     "/v1/sync",
     "/v1/devices",
     "/v1/media",
+    "/v1/me",
     "/openapi.json",
 ];
 const SEARCH_ROUTES: &[&str] = &["/v1/search"];

@@ -14,12 +14,13 @@ use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBac
 use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySource, cognito_issuer};
 use rookery_adapters_memory::{SystemClock, UlidIds};
 use rookery_ports::{
-    DeviceService, EventStore, Failure, Indexer, ItemService, MediaService, MediaStore, MessageService, PushDispatcher,
-    PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+    AccountService, DeviceService, EventStore, Failure, Indexer, ItemService, MediaService, MediaStore, MessageService,
+    PushDispatcher, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
 };
 
 use crate::http::{
-    ApiConfig, RateLimit, device_routes, item_routes, media_routes, message_routes, search_routes, sync_routes,
+    ApiConfig, RateLimit, account_routes, device_routes, item_routes, media_routes, message_routes, search_routes,
+    sync_routes,
 };
 
 /// The write path every function that writes shares: the clock, ids and configuration of a deployment.
@@ -27,16 +28,20 @@ fn writer<S: EventStore>(store: S) -> Writer<S, SystemClock, UlidIds> {
     Writer::new(store, SystemClock::new(), UlidIds::new(), ServiceConfig::default())
 }
 
-/// Function 1's authenticated routes (items, users' public items, sync, devices, media) over the event
+/// Function 1's authenticated routes (items, users' public items, sync, devices, media, the account's
+/// export) over the event
 /// store, the push gateway (device registration) and the media store. On AWS these are DynamoDB, SNS and
 /// S3; the tests put the memory adapters in their place (`entrypoints/tests/function_ports.rs`), so
 /// both compose the function the same way.
 pub fn items_function<S: EventStore, P: PushGateway, M: MediaStore>(store: S, push: P, media: M) -> Router {
     let writer = writer(store.clone());
+    let media = MediaService::new(writer.clone(), media);
+    let account = AccountService::new(store.clone(), SystemClock::new(), media.clone());
     item_routes(ItemService::new(writer.clone()))
         .merge(sync_routes(SyncService::new(store)))
-        .merge(device_routes(DeviceService::new(writer.clone(), push)))
-        .merge(media_routes(MediaService::new(writer, media)))
+        .merge(device_routes(DeviceService::new(writer, push)))
+        .merge(media_routes(media))
+        .merge(account_routes(account))
 }
 
 /// Function 3's authenticated route (search) over the search index: it needs nothing else.

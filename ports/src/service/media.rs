@@ -133,6 +133,14 @@ impl<S: EventStore, C: Clock, I: IdSource, M: MediaStore> MediaService<S, C, I, 
             .await
             .map_err(Failure::from)?
             .ok_or(AppError::NotFound)?;
+        self.view(object).await
+    }
+
+    /// How `object` looks to its owner now: its status, and a fresh download URL once uploaded.
+    ///
+    /// # Errors
+    /// `Unavailable` when the media store cannot tell or sign.
+    pub async fn view(&self, object: MediaObject) -> Result<MediaView, AppError> {
         let unavailable = |e: MediaError| match e {
             MediaError::Unavailable(failure) => AppError::Unavailable(failure),
         };

@@ -11,10 +11,12 @@
 //! | [`MessageService`] | store, clock, ids | `/v1/messages` |
 //! | [`DeviceService`] | store, clock, ids, push gateway | `/v1/devices` (and the push dispatcher's disabling) |
 //! | [`MediaService`] | store, clock, ids, media store | `/v1/media` |
+//! | [`AccountService`] | store, clock, and the media service | `/v1/me/export` |
 //!
 //! Every service that writes goes through one [`Writer`]: idempotent replay, the bounded retry when
 //! another writer moved the stream, and the event metadata.
 
+mod account;
 mod devices;
 mod items;
 mod media;
@@ -28,6 +30,7 @@ use std::time::Duration;
 use rookery_domain::{Limits, UserId};
 use serde::Serialize;
 
+pub use account::{AccountService, Export, ExportLine};
 pub use devices::{DeviceService, DeviceView};
 pub use items::{ItemService, ItemWritten};
 pub use media::{MediaCreated, MediaService, MediaView, SignedView};

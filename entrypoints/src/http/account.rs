@@ -1,0 +1,72 @@
+//! The caller's account routes: `GET /v1/me/export`, everything stored about the caller as NDJSON.
+//!
+//! The export is streamed line by line as [`AccountService`] reads it, so neither the server's memory
+//! nor the time to the first byte grows with the caller's stream. A failure after the first line can no
+//! longer change the status: the body is cut short instead, without its `end` line, which is how a
+//! client tells a partial export from a whole one; the failure is logged with the request id.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use rookery_ports::service::{Export, ExportLine};
+use rookery_ports::{AccountService, Clock, EventStore, IdSource, MediaStore};
+use serde_json::{Value, json};
+
+use super::auth::Authed;
+use super::dto::{FeedChangeDto, MediaDto};
+use super::request_id;
+
+/// The media type of an export.
+pub const NDJSON: &str = "application/x-ndjson";
+
+/// The JSON object of one export line.
+fn line(line: ExportLine) -> Value {
+    match line {
+        ExportLine::Header { user_id, exported_at } => json!({
+            "type": "export",
+            "user_id": user_id,
+            "exported_at": exported_at.to_string(),
+            "format": 1,
+        }),
+        ExportLine::Change(change) => json!(FeedChangeDto::from(change)),
+        ExportLine::Media(view) => {
+            let mut object = json!(MediaDto::from(view));
+            if let Some(members) = object.as_object_mut() {
+                members.insert("type".to_owned(), json!("media"));
+            }
+            object
+        }
+        ExportLine::End { events } => json!({"type": "end", "events": events}),
+    }
+}
+
+/// `GET /v1/me/export`: the caller's stream and media, oldest first, one JSON object per line.
+pub(crate) async fn export<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
+    State(account): State<Arc<AccountService<S, C, I, M>>>,
+    Authed(caller): Authed,
+) -> Response {
+    let request_id = request_id::current();
+    let export = account.export(&caller);
+    let lines = futures_util::stream::unfold(Some(export), move |state| {
+        let request_id = request_id.clone();
+        async move {
+            let mut export: Export<S, C, I, M> = state?;
+            match export.next().await {
+                Ok(Some(next)) => {
+                    let mut bytes = line(next).to_string().into_bytes();
+                    bytes.push(b'\n');
+                    Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), Some(export)))
+                }
+                Ok(None) => None,
+                Err(error) => {
+                    tracing::error!(%request_id, %error, "export cut short");
+                    Some((Err(std::io::Error::other("export cut short")), None))
+                }
+            }
+        }
+    });
+    ([(CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response()
+}
