@@ -564,3 +564,20 @@ pub struct ProblemDto {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn numbers_in_data_are_kept_exactly() {
+        let sent = r#"{"data": {"x": 4242416715920814.0, "y": 0.1, "z": 1.7976931348623157e308}}"#;
+        let body: PutItemBody = serde_json::from_str(sent).expect("a valid body");
+        assert_eq!(
+            Value::Object(body.data),
+            json!({"x": 4_242_416_715_920_814.0_f64, "y": 0.1, "z": f64::MAX})
+        );
+    }
+}
