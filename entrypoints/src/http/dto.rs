@@ -10,9 +10,32 @@ use rookery_domain::projection::{FeedChange, HistoryEvent, MessageEvent};
 use rookery_domain::{Item, Message, Platform, Visibility};
 use rookery_ports::SearchHit;
 use rookery_ports::app::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+
+/// Reads a JSON number that is a non-negative integer into a `u64`, whether it is written `3` or `3.0`:
+/// JSON (and JSON Schema's `integer`) does not tell the two apart, though some clients' encoders do.
+///
+/// # Errors
+/// When the number has a fraction, is negative, or is over `u64::MAX`.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::{Error, Unexpected};
+    // 2^64 as an `f64`, exactly: every whole `f64` below it fits a `u64`.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
+        Some(f) => Err(D::Error::invalid_value(
+            Unexpected::Float(f),
+            &"a non-negative whole number",
+        )),
+        None => Err(D::Error::custom("expected a non-negative whole number")),
+    }
+}
 
 /// Who may read an item besides its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -130,6 +153,7 @@ pub struct PutItemBody {
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
     /// The version whose state to restore.
+    #[serde(deserialize_with = "whole_number")]
     pub version: u64,
 }
 
@@ -401,6 +425,7 @@ pub struct MediaBody {
     /// The object's type: `image/*`, `video/*`, `audio/*` or `application/pdf`.
     pub content_type: String,
     /// Its size in bytes.
+    #[serde(deserialize_with = "whole_number")]
     pub size: u64,
 }
 
@@ -570,6 +595,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_however_they_are_written() {
+        let version = |body: &str| serde_json::from_str::<RestoreBody>(body).map(|b| b.version);
+        assert_eq!(version(r#"{"version": 3}"#).ok(), Some(3));
+        assert_eq!(version(r#"{"version": 3.0}"#).ok(), Some(3));
+        assert_eq!(version(r#"{"version": 3e2}"#).ok(), Some(300));
+        assert_eq!(
+            version(r#"{"version": 4242416715920814.0}"#).ok(),
+            Some(4_242_416_715_920_814)
+        );
+        assert_eq!(version(r#"{"version": 18446744073709551615}"#).ok(), Some(u64::MAX));
+        for bad in ["3.5", "-1", "-1.0", "18446744073709551616", "1e20", "\"3\"", "null"] {
+            assert!(version(&format!(r#"{{"version": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn numbers_in_data_are_kept_exactly() {
