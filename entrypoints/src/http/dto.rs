@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 
 use rookery_domain::projection::{FeedChange, HistoryEvent, MessageEvent};
 use rookery_domain::{Item, Message, Platform, Visibility};
-use rookery_ports::SearchHit;
 use rookery_ports::app::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
+use rookery_ports::{Scope, SearchHit};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+
+use super::openapi::schemas;
 
 /// Reads a JSON number that is a non-negative integer into a `u64`, whether it is written `3` or `3.0`:
 /// JSON (and JSON Schema's `integer`) does not tell the two apart, though some clients' encoders do.
@@ -40,6 +42,7 @@ fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Er
 /// Who may read an item besides its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = Visibility)]
 pub enum VisibilityDto {
     /// Only the owner.
     Private,
@@ -68,6 +71,7 @@ impl From<VisibilityDto> for Visibility {
 /// A push platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Platform)]
 pub enum PlatformDto {
     /// Apple Push Notification service, production.
     Apns,
@@ -97,14 +101,72 @@ impl From<PlatformDto> for Platform {
     }
 }
 
+/// Whose items a search returns (`?scope=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(default = "all")]
+#[schema(as = Scope)]
+pub enum ScopeDto {
+    /// The caller's items and public items of anyone.
+    #[default]
+    All,
+    /// The caller's items, private and public.
+    Mine,
+    /// Public items of anyone.
+    Public,
+}
+
+impl ScopeDto {
+    /// Every scope.
+    pub const ALL: [ScopeDto; 3] = [ScopeDto::All, ScopeDto::Mine, ScopeDto::Public];
+
+    /// The name in a query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeDto::All => "all",
+            ScopeDto::Mine => "mine",
+            ScopeDto::Public => "public",
+        }
+    }
+
+    /// The scope a query string names, if any.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == raw)
+    }
+}
+
+impl From<Scope> for ScopeDto {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::All => ScopeDto::All,
+            Scope::Mine => ScopeDto::Mine,
+            Scope::Public => ScopeDto::Public,
+        }
+    }
+}
+
+impl From<ScopeDto> for Scope {
+    fn from(scope: ScopeDto) -> Self {
+        match scope {
+            ScopeDto::All => Scope::All,
+            ScopeDto::Mine => Scope::Mine,
+            ScopeDto::Public => Scope::Public,
+        }
+    }
+}
+
 /// An item, as every item route answers it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Item)]
 pub struct ItemDto {
     /// The user who wrote it.
+    #[schema(value_type = schemas::UserId)]
     pub owner: String,
     /// Its collection.
+    #[schema(value_type = schemas::CollectionName)]
     pub collection: String,
     /// Its id.
+    #[schema(value_type = schemas::ItemId)]
     pub id: String,
     /// Its version: 1 on creation, +1 on each change.
     pub version: u64,
@@ -117,7 +179,7 @@ pub struct ItemDto {
     #[schema(format = DateTime)]
     pub updated_at: String,
     /// The client's document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = schemas::Data)]
     pub data: Map<String, Value>,
 }
 
@@ -141,7 +203,7 @@ impl From<Item> for ItemDto {
 #[serde(deny_unknown_fields)]
 pub struct PutItemBody {
     /// The new document; must be a JSON object.
-    #[schema(value_type = Object)]
+    #[schema(value_type = schemas::Data)]
     pub data: Map<String, Value>,
     /// The new visibility; omitted keeps the current one (private on creation).
     #[serde(default)]
@@ -152,13 +214,15 @@ pub struct PutItemBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
-    /// The version whose state to restore.
+    /// The version whose state to restore (`404` if there is none; `400` if it was a delete).
+    #[schema(value_type = schemas::VersionNumber)]
     #[serde(deserialize_with = "whole_number")]
     pub version: u64,
 }
 
 /// A page of items.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ItemPage)]
 pub struct ItemPageDto {
     /// The items, ordered by id.
     pub items: Vec<ItemDto>,
@@ -168,6 +232,7 @@ pub struct ItemPageDto {
 
 /// One change of an item, as history, sync and conflicts show it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = HistoryEvent)]
 pub struct HistoryEventDto {
     /// Position in the owner's change feed.
     pub seq: u64,
@@ -203,6 +268,7 @@ impl From<HistoryEvent> for HistoryEventDto {
 
 /// A page of an item's history.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = HistoryPage)]
 pub struct HistoryPageDto {
     /// The changes, oldest first.
     pub events: Vec<HistoryEventDto>,
@@ -212,6 +278,7 @@ pub struct HistoryPageDto {
 
 /// A message between users.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Message)]
 pub struct MessageDto {
     /// Its id.
     pub id: String,
@@ -244,6 +311,7 @@ impl From<Message> for MessageDto {
 
 /// A received message, as the change feed shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessageEvent)]
 pub struct MessageEventDto {
     /// Position in the recipient's change feed.
     pub seq: u64,
@@ -271,6 +339,7 @@ impl From<MessageEvent> for MessageEventDto {
 /// One entry of the change feed: an item change or a received message.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = FeedChange)]
 pub enum FeedChangeDto {
     /// An item change.
     Item(HistoryEventDto),
@@ -289,6 +358,7 @@ impl From<FeedChange> for FeedChangeDto {
 
 /// A page of the change feed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SyncPage)]
 pub struct SyncPageDto {
     /// The changes, oldest first.
     pub changes: Vec<FeedChangeDto>,
@@ -300,6 +370,7 @@ pub struct SyncPageDto {
 
 /// One search match.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SearchHit)]
 pub struct SearchHitDto {
     /// The item's owner.
     pub owner: String,
@@ -330,6 +401,7 @@ impl From<SearchHit> for SearchHitDto {
 
 /// Search results.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SearchResults)]
 pub struct SearchResultsDto {
     /// How many items match in all.
     pub found: u64,
@@ -344,17 +416,20 @@ pub struct SearchResultsDto {
 #[serde(deny_unknown_fields)]
 pub struct SendMessageBody {
     /// The recipient's user id.
+    #[schema(value_type = schemas::UserId)]
     pub to: String,
-    /// The text (at most 4,000 characters).
+    /// The text.
+    #[schema(value_type = schemas::MessageText)]
     pub text: String,
     /// Optional structured data for the app.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<schemas::Data>)]
     pub data: Option<Map<String, Value>>,
 }
 
 /// The answer to `POST /v1/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessageAccepted)]
 pub struct MessageAcceptedDto {
     /// The message's id.
     pub id: String,
@@ -373,6 +448,7 @@ impl From<MessageAccepted> for MessageAcceptedDto {
 
 /// A page of received messages.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessagePage)]
 pub struct MessagePageDto {
     /// The messages, oldest first.
     pub messages: Vec<MessageDto>,
@@ -387,11 +463,13 @@ pub struct DeviceBody {
     /// The push platform.
     pub platform: PlatformDto,
     /// The platform's device token.
+    #[schema(value_type = schemas::DeviceToken)]
     pub token: String,
 }
 
 /// A registered device.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceDto {
     /// The app's id for it.
     pub device_id: String,
@@ -413,6 +491,7 @@ impl From<DeviceView> for DeviceDto {
 
 /// The caller's devices.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Devices)]
 pub struct DevicesDto {
     /// The devices.
     pub devices: Vec<DeviceDto>,
@@ -422,15 +501,18 @@ pub struct DevicesDto {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaBody {
-    /// The object's type: `image/*`, `video/*`, `audio/*` or `application/pdf`.
+    /// The object's type (`400` for another).
+    #[schema(value_type = schemas::MediaContentType)]
     pub content_type: String,
-    /// Its size in bytes.
+    /// Its size in bytes (`413` over the limit).
+    #[schema(value_type = schemas::MediaSize)]
     #[serde(deserialize_with = "whole_number")]
     pub size: u64,
 }
 
 /// A signed upload.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Upload)]
 pub struct UploadDto {
     /// The URL to send the bytes to.
     pub url: String,
@@ -445,6 +527,7 @@ pub struct UploadDto {
 
 /// A signed download.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Download)]
 pub struct DownloadDto {
     /// The URL to fetch the bytes from.
     pub url: String,
@@ -464,6 +547,7 @@ impl From<SignedView> for DownloadDto {
 
 /// The answer to `POST /v1/media`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MediaCreated)]
 pub struct MediaCreatedDto {
     /// The object's id.
     pub id: String,
@@ -491,6 +575,7 @@ impl From<MediaCreated> for MediaCreatedDto {
 
 /// A media object.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Media)]
 pub struct MediaDto {
     /// Its id.
     pub id: String,
@@ -518,6 +603,7 @@ impl From<MediaView> for MediaDto {
 
 /// The answer to `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Health)]
 pub struct HealthDto {
     /// Always `ok`.
     pub status: String,
@@ -528,11 +614,13 @@ pub struct HealthDto {
 #[serde(deny_unknown_fields)]
 pub struct DevTokenBody {
     /// The user to issue a token for.
+    #[schema(value_type = schemas::UserId)]
     pub user_id: String,
 }
 
 /// A development token.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = DevToken)]
 pub struct DevTokenDto {
     /// The RS256 JWT.
     pub token: String,
@@ -543,6 +631,7 @@ pub struct DevTokenDto {
 
 /// A push the local gateway delivered.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Push)]
 pub struct PushDto {
     /// The device it went to.
     pub device_id: String,
@@ -560,6 +649,7 @@ pub struct PushDto {
 
 /// The pushes delivered to the caller's devices.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Pushes)]
 pub struct PushesDto {
     /// Oldest first.
     pub pushes: Vec<PushDto>,
@@ -567,6 +657,7 @@ pub struct PushesDto {
 
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Problem)]
 pub struct ProblemDto {
     /// Always `about:blank`.
     #[serde(rename = "type")]
@@ -576,6 +667,7 @@ pub struct ProblemDto {
     /// The HTTP status.
     pub status: u16,
     /// The stable error code.
+    #[schema(value_type = schemas::ProblemCode)]
     pub code: String,
     /// What went wrong, for people.
     pub detail: String,

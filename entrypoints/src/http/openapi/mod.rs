@@ -1,0 +1,172 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the handlers' annotations, the DTOs,
+//! and the constants and validating constructors the server checks requests with.
+//!
+//! Every rule a request must follow (id patterns, ranges, cursor formats, header values, body members,
+//! limits) is in the document, built from the code that enforces it ([`schemas`], [`params`]); every
+//! answer an operation can give is listed, the shared ones as response components ([`responses`]).
+//! A request the document allows is one the server accepts, unless the state forbids it (a missing
+//! item, a failed precondition), and a request it forbids is refused with a `4xx`.
+
+pub(crate) mod params;
+mod patterns;
+pub(crate) mod responses;
+pub(crate) mod schemas;
+
+use std::sync::OnceLock;
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Response};
+use utoipa::{Modify, OpenApi, ToResponse};
+
+use super::{dev, dto, items, routes};
+
+/// Adds the bearer-token scheme the secured operations name.
+#[derive(Debug)]
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.bearer_format = Some("JWT".to_owned());
+        http.description = Some("A JWT from the identity provider; the caller is its `sub`.".to_owned());
+        components.add_security_scheme("bearer", SecurityScheme::Http(http));
+    }
+}
+
+/// Adds what the edge of the API answers on its own, outside any handler.
+///
+/// Every secured operation sits behind the same layers (`super::Api::into_router`): the token gate
+/// (`401`, and `503` when the identity provider's keys cannot be fetched), the rate limiter (`429`),
+/// the body limit (`413`) and the deadline (`503`); and any handler may fail (`500`). Every response
+/// carries `X-Request-Id` (`super::request_id::edge`).
+#[derive(Debug)]
+struct Edge;
+
+fn response_ref<'r, R: ToResponse<'r>>() -> (&'r str, RefOr<Response>) {
+    let (name, _) = R::response();
+    (name, RefOr::Ref(Ref::from_response_name(name)))
+}
+
+fn add_edge_responses(operation: &mut Operation) {
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    if !secured {
+        return;
+    }
+    let edge = [
+        ("401", response_ref::<responses::Unauthorized>()),
+        ("413", response_ref::<responses::PayloadTooLarge>()),
+        ("429", response_ref::<responses::RateLimited>()),
+        ("500", response_ref::<responses::InternalError>()),
+        ("503", response_ref::<responses::Unavailable>()),
+    ];
+    for (status, (_, response)) in edge {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert(response);
+    }
+}
+
+fn add_request_id(response: &mut RefOr<Response>) {
+    if let RefOr::T(response) = response {
+        response.headers.entry("X-Request-Id".to_owned()).or_insert_with(|| {
+            RefOr::T(responses::header(
+                schemas::reference::<schemas::RequestId>(),
+                "The request's id: the client's `X-Request-Id` when it was 1 to 128 visible ASCII characters, \
+                 else a generated one.",
+                true,
+            ))
+        });
+    }
+}
+
+impl Modify for Edge {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_edge_responses(operation);
+                operation.responses.responses.values_mut().for_each(add_request_id);
+            }
+        }
+        if let Some(components) = openapi.components.as_mut() {
+            components.responses.values_mut().for_each(add_request_id);
+        }
+    }
+}
+
+/// The API's OpenAPI description.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Rookery HTTP API", version = "1", description = "Event-sourced mobile backend: items, sync, search, messages and push, media."),
+    paths(
+        items::put_item, items::patch_item, items::get_item, items::delete_item, items::list_items,
+        items::history, items::restore_item, items::get_public_item,
+        routes::sync, routes::search, routes::send_message, routes::messages,
+        routes::register_device, routes::devices, routes::remove_device,
+        routes::create_media, routes::get_media, routes::healthz,
+        dev::issue_token, dev::jwks, dev::pushes, serve,
+    ),
+    components(
+        schemas(
+            dto::ItemDto, dto::VisibilityDto, dto::PutItemBody, dto::RestoreBody, dto::ItemPageDto,
+            dto::HistoryEventDto, dto::HistoryPageDto, dto::MessageDto, dto::MessageEventDto, dto::FeedChangeDto,
+            dto::SyncPageDto, dto::SearchHitDto, dto::SearchResultsDto, dto::SendMessageBody, dto::MessageAcceptedDto,
+            dto::MessagePageDto, dto::PlatformDto, dto::DeviceBody, dto::DeviceDto, dto::DevicesDto, dto::MediaBody,
+            dto::UploadDto, dto::DownloadDto, dto::MediaCreatedDto, dto::MediaDto, dto::HealthDto, dto::DevTokenBody,
+            dto::DevTokenDto, dto::PushDto, dto::PushesDto, dto::ProblemDto, dto::ScopeDto,
+            schemas::CollectionName, schemas::ItemId, schemas::UserId, schemas::DeviceId, schemas::MediaId,
+            schemas::PageLimit, schemas::FeedCursor, schemas::HistoryCursor, schemas::ItemListCursor,
+            schemas::SearchCursor, schemas::SearchText, schemas::IdempotencyKey, schemas::EntityTag,
+            schemas::MediaContentType, schemas::MediaSize, schemas::DeviceToken, schemas::MessageText,
+            schemas::VersionNumber, schemas::Data, schemas::ItemPatch, schemas::ProblemCode, schemas::RequestId,
+        ),
+        responses(
+            responses::NotModified, responses::BadRequest, responses::Unauthorized, responses::NotFound,
+            responses::VersionConflict, responses::PayloadTooLarge, responses::UnsupportedMediaType,
+            responses::IdempotencyKeyReused, responses::RateLimited, responses::InternalError,
+            responses::Unavailable,
+        ),
+    ),
+    modifiers(&BearerScheme, &Edge),
+    tags(
+        (name = "items", description = "The user's unstructured data (Lambda function 1)"),
+        (name = "sync", description = "The change feed across a user's devices"),
+        (name = "search", description = "Full-text search (Lambda functions 2 and 3)"),
+        (name = "messages", description = "Messages and push (Lambda function 4)"),
+        (name = "devices", description = "Push devices"),
+        (name = "media", description = "Signed media uploads and downloads"),
+        (name = "development", description = "Only with the built-in development identity provider"),
+        (name = "operations", description = "Health and this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text, built once.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object)))]
+pub(crate) async fn serve() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], document())
+}
+
+#[cfg(test)]
+mod tests;
