@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use utoipa::openapi::link::Link;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response};
@@ -108,6 +110,154 @@ impl Modify for Edge {
     }
 }
 
+/// Adds links from the answers that name a resource to the operations on it, so that a client (or a
+/// stateful test) can follow them: an item written to its reads and writes (with its `ETag` as
+/// `If-Match`), a declared media object to its read, a registered device to its removal, and a page of
+/// the change feed to the next one and to the item its first change is about.
+#[derive(Debug)]
+struct Links;
+
+/// A link: from an operation's answers with these statuses to another operation, with its parameters
+/// and body members as runtime expressions.
+struct LinkSpec {
+    from: &'static str,
+    statuses: &'static [&'static str],
+    name: &'static str,
+    to: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+    body: &'static [(&'static str, &'static str)],
+}
+
+const WRITTEN: &[&str] = &["200", "201"];
+const ITEM: &[(&str, &str)] = &[("collection", "$request.path.collection"), ("id", "$request.path.id")];
+const ITEM_AT_TAG: &[(&str, &str)] = &[
+    ("collection", "$request.path.collection"),
+    ("id", "$request.path.id"),
+    ("header.If-Match", "$response.header.ETag"),
+];
+
+/// The item the first change of a feed page is about (absent when the page is empty or starts with
+/// a message).
+const FIRST_CHANGE: &[(&str, &str)] = &[
+    ("collection", "$response.body#/changes/0/collection"),
+    ("id", "$response.body#/changes/0/id"),
+];
+
+const fn link(
+    from: &'static str,
+    statuses: &'static [&'static str],
+    name: &'static str,
+    to: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+) -> LinkSpec {
+    LinkSpec {
+        from,
+        statuses,
+        name,
+        to,
+        parameters,
+        body: &[],
+    }
+}
+
+const LINKS: &[LinkSpec] = &[
+    link("put_item", WRITTEN, "GetItem", "get_item", ITEM),
+    link("put_item", WRITTEN, "PatchItem", "patch_item", ITEM_AT_TAG),
+    link("put_item", WRITTEN, "DeleteItem", "delete_item", ITEM_AT_TAG),
+    link("put_item", WRITTEN, "ItemHistory", "history", ITEM),
+    link(
+        "put_item",
+        WRITTEN,
+        "ListItems",
+        "list_items",
+        &[("collection", "$request.path.collection")],
+    ),
+    LinkSpec {
+        body: &[("version", "$response.body#/version")],
+        ..link("put_item", WRITTEN, "RestoreItem", "restore_item", ITEM)
+    },
+    link(
+        "put_item",
+        WRITTEN,
+        "GetPublicItem",
+        "get_public_item",
+        &[
+            ("owner", "$response.body#/owner"),
+            ("collection", "$request.path.collection"),
+            ("id", "$request.path.id"),
+        ],
+    ),
+    link("patch_item", &["200"], "GetItem", "get_item", ITEM),
+    LinkSpec {
+        body: &[("version", "$response.body#/version")],
+        ..link("patch_item", &["200"], "RestoreItem", "restore_item", ITEM)
+    },
+    link("restore_item", &["200"], "GetItem", "get_item", ITEM),
+    link(
+        "create_media",
+        &["201"],
+        "GetMedia",
+        "get_media",
+        &[("id", "$response.body#/id")],
+    ),
+    link(
+        "register_device",
+        &["200"],
+        "RemoveDevice",
+        "remove_device",
+        &[("device_id", "$request.path.device_id")],
+    ),
+    link(
+        "sync",
+        &["200"],
+        "NextPage",
+        "sync",
+        &[("since", "$response.body#/next_cursor")],
+    ),
+    link("sync", &["200"], "GetChangedItem", "get_item", FIRST_CHANGE),
+    link("sync", &["200"], "WriteChangedItem", "put_item", FIRST_CHANGE),
+];
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let Some(id) = operation.operation_id.clone() else {
+                    continue;
+                };
+                for spec in LINKS.iter().filter(|spec| spec.from == id) {
+                    let body = (!spec.body.is_empty()).then(|| {
+                        let members = spec.body.iter().map(|(name, value)| ((*name).to_owned(), json!(value)));
+                        Value::Object(members.collect())
+                    });
+                    let link = spec
+                        .parameters
+                        .iter()
+                        .fold(Link::builder().operation_id(spec.to), |link, (name, value)| {
+                            link.parameter(*name, *value)
+                        })
+                        .request_body(body)
+                        .build();
+                    for status in spec.statuses {
+                        if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) {
+                            response.links.insert(spec.name.to_owned(), RefOr::T(link.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The API's OpenAPI description.
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -141,7 +291,7 @@ impl Modify for Edge {
             responses::Unavailable,
         ),
     ),
-    modifiers(&BearerScheme, &Edge),
+    modifiers(&BearerScheme, &Edge, &Links),
     tags(
         (name = "items", description = "The user's unstructured data (Lambda function 1)"),
         (name = "sync", description = "The change feed across a user's devices"),
