@@ -52,13 +52,19 @@ macro_rules! string_id {
         pub struct $name(String);
 
         impl $name {
+            /// The pattern every value matches, as a regular expression, for describing the id outside Rust.
+            pub const PATTERN: &'static str = $pattern;
+
+            /// The longest value, in bytes (all of them ASCII).
+            pub const MAX_LEN: usize = $max;
+
             /// Validates `value` against the pattern of this id.
             ///
             /// # Errors
             /// [`IdError`] when `value` is empty, too long or holds a character outside the pattern.
             pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
-                check($kind, &value, $max, $first, $rest, $pattern)?;
+                check($kind, &value, $max, $first, $rest, concat!("must match ", $pattern))?;
                 Ok(Self(value))
             }
 
@@ -114,33 +120,33 @@ fn user_rest(b: u8) -> bool {
 
 string_id!(
     /// A collection name: `^[a-z][a-z0-9_-]{0,63}$`.
-    CollectionName, "collection", 64, lower_alpha, collection_rest, "must match ^[a-z][a-z0-9_-]{0,63}$"
+    CollectionName, "collection", 64, lower_alpha, collection_rest, "^[a-z][a-z0-9_-]{0,63}$"
 );
 string_id!(
     /// An item id: `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$` (client-generated UUIDs fit).
-    ItemId, "item id", 128, alnum, item_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    ItemId, "item id", 128, alnum, item_rest, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 );
 string_id!(
     /// A user id, the `sub` of a verified token: `^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$`.
     ///
     /// Cognito subjects are UUIDs; the development provider accepts names like `alice`.
-    UserId, "user id", 128, alnum, user_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$"
+    UserId, "user id", 128, alnum, user_rest, "^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$"
 );
 string_id!(
     /// A device id chosen by the app: the same pattern as an item id.
-    DeviceId, "device id", 128, alnum, item_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    DeviceId, "device id", 128, alnum, item_rest, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 );
 string_id!(
     /// A message id, minted by the server's id source.
-    MessageId, "message id", 128, alnum, item_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    MessageId, "message id", 128, alnum, item_rest, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 );
 string_id!(
     /// A media object id, minted by the server's id source.
-    MediaId, "media id", 128, alnum, item_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    MediaId, "media id", 128, alnum, item_rest, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 );
 string_id!(
     /// A stored event's id, minted by the server's id source.
-    EventId, "event id", 128, alnum, item_rest, "must match ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    EventId, "event id", 128, alnum, item_rest, "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 );
 
 /// The address of one item: its collection and id (the owner is always known from context).

@@ -78,18 +78,34 @@ impl MediaObject {
     }
 }
 
+/// The top-level types whose every subtype may be declared (`image/*`, ...).
+pub const ALLOWED_TOP_LEVEL_TYPES: [&str; 3] = ["image", "video", "audio"];
+
+/// The single types that may be declared besides those under [`ALLOWED_TOP_LEVEL_TYPES`].
+pub const ALLOWED_EXACT_TYPES: [&str; 1] = ["application/pdf"];
+
+/// The longest subtype, in bytes (RFC 6838 §4.2).
+pub const MAX_SUBTYPE_LEN: usize = 127;
+
+/// The characters a subtype may hold besides ASCII letters and digits (RFC 6838 §4.2).
+pub const SUBTYPE_PUNCTUATION: &str = "!#$&^_.+-";
+
+/// True when `b` may appear in a subtype.
+pub fn is_subtype_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || SUBTYPE_PUNCTUATION.as_bytes().contains(&b)
+}
+
 fn allowed_type(content_type: &str) -> bool {
-    if content_type == "application/pdf" {
+    if ALLOWED_EXACT_TYPES.contains(&content_type) {
         return true;
     }
     let Some((kind, subtype)) = content_type.split_once('/') else {
         return false;
     };
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b);
-    matches!(kind, "image" | "video" | "audio")
+    ALLOWED_TOP_LEVEL_TYPES.contains(&kind)
         && !subtype.is_empty()
-        && subtype.len() <= 127
-        && subtype.bytes().all(token)
+        && subtype.len() <= MAX_SUBTYPE_LEN
+        && subtype.bytes().all(is_subtype_byte)
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! Rookery's composition roots: the HTTP API, the in-process change feed driver, the local server
-//! behind `rookery serve`, and (later) the Lambda functions.
+//! behind `rookery serve`, and the Lambda functions.
 //!
-//! [`http::router`] is the one router of `API.md`, generic over the adapters ([`rookery_ports::Ports`])
-//! and the identity verifier; [`feed`] drives the indexer and the push dispatcher from a store's
-//! change feed ([`rookery_ports::ChangeFeed`]), each from its stored position; [`local`] wires the memory adapters into a running server, and [`reindex`]
-//! rebuilds and checks the search index offline. [`aws`] runs the same router over the AWS adapters
-//! (`rookery serve --backend aws`) and bootstraps their resources (`rookery aws bootstrap`).
+//! [`http`] holds the route sets of `API.md` over the services of `rookery_ports::service`, behind one
+//! edge ([`Api`]); [`feed`] drives each consumer of the log from a store's change feed
+//! ([`rookery_ports::ChangeFeed`]), each from its stored position; [`local`] composes `rookery serve`
+//! (memory or SQLite, with the development routes), and [`reindex`] rebuilds and checks the search index
+//! offline. [`aws`] runs the same route sets over the AWS adapters (`rookery serve --backend aws`) and
+//! bootstraps their resources (`rookery aws bootstrap`); [`lambda`] holds what the Lambda binaries share.
 
 pub mod aws;
 pub mod feed;

@@ -13,6 +13,14 @@ use crate::AppError;
 pub const DEFAULT_LIMIT: usize = 50;
 /// The largest page size a client may ask for.
 pub const MAX_LIMIT: usize = 100;
+/// The longest cursor read; anything longer is refused before it is decoded.
+pub const MAX_CURSOR_LEN: usize = 512;
+/// The kind of a feed cursor ([`seq_cursor`]): `s:<seq>`, before base64url.
+pub const SEQ_KIND: char = 's';
+/// The kind of a history cursor ([`version_cursor`]): `v:<version>`, before base64url.
+pub const VERSION_KIND: char = 'v';
+/// The kind of an item-list cursor ([`id_cursor`]): `i:<item id>`, before base64url.
+pub const ID_KIND: char = 'i';
 
 /// Checks a client's page size: absent means [`DEFAULT_LIMIT`]; 1 to [`MAX_LIMIT`] otherwise.
 ///
@@ -21,7 +29,7 @@ pub const MAX_LIMIT: usize = 100;
 pub fn page_size(limit: Option<u64>) -> Result<usize, AppError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
-        Some(n @ 1..=100) => Ok(n as usize),
+        Some(n) if (1..=MAX_LIMIT as u64).contains(&n) => Ok(n as usize),
         Some(_) => Err(AppError::Invalid(format!("limit must be between 1 and {MAX_LIMIT}"))),
     }
 }
@@ -32,7 +40,7 @@ fn encode(kind: char, position: &str) -> String {
 
 fn decode(kind: char, cursor: &str) -> Result<String, AppError> {
     let bad = || AppError::Invalid("invalid cursor".into());
-    if cursor.len() > 512 {
+    if cursor.len() > MAX_CURSOR_LEN {
         return Err(bad());
     }
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
@@ -46,7 +54,7 @@ fn decode(kind: char, cursor: &str) -> Result<String, AppError> {
 
 /// A cursor after feed position `seq`.
 pub fn seq_cursor(seq: Seq) -> String {
-    encode('s', &seq.0.to_string())
+    encode(SEQ_KIND, &seq.0.to_string())
 }
 
 /// Reads a feed cursor; `None` is the beginning.
@@ -57,7 +65,7 @@ pub fn parse_seq(cursor: Option<&str>) -> Result<Seq, AppError> {
     let Some(cursor) = cursor else {
         return Ok(Seq(0));
     };
-    decode('s', cursor)?
+    decode(SEQ_KIND, cursor)?
         .parse()
         .map(Seq)
         .map_err(|_| AppError::Invalid("invalid cursor".into()))
@@ -65,7 +73,7 @@ pub fn parse_seq(cursor: Option<&str>) -> Result<Seq, AppError> {
 
 /// A cursor after item version `version`.
 pub fn version_cursor(version: Version) -> String {
-    encode('v', &version.0.to_string())
+    encode(VERSION_KIND, &version.0.to_string())
 }
 
 /// Reads a history cursor; `None` is the beginning.
@@ -76,7 +84,7 @@ pub fn parse_version(cursor: Option<&str>) -> Result<Version, AppError> {
     let Some(cursor) = cursor else {
         return Ok(Version(0));
     };
-    decode('v', cursor)?
+    decode(VERSION_KIND, cursor)?
         .parse()
         .map(Version)
         .map_err(|_| AppError::Invalid("invalid cursor".into()))
@@ -84,7 +92,7 @@ pub fn parse_version(cursor: Option<&str>) -> Result<Version, AppError> {
 
 /// A cursor after item id `id`.
 pub fn id_cursor(id: &ItemId) -> String {
-    encode('i', id.as_str())
+    encode(ID_KIND, id.as_str())
 }
 
 /// Reads an item-list cursor; `None` is the beginning.
@@ -95,7 +103,7 @@ pub fn parse_id(cursor: Option<&str>) -> Result<Option<ItemId>, AppError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
-    ItemId::parse(decode('i', cursor)?)
+    ItemId::parse(decode(ID_KIND, cursor)?)
         .map(Some)
         .map_err(|_| AppError::Invalid("invalid cursor".into()))
 }

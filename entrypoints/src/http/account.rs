@@ -44,6 +44,12 @@ fn line(line: ExportLine) -> Value {
 }
 
 /// `GET /v1/me/export`: the caller's stream and media, oldest first, one JSON object per line.
+#[utoipa::path(
+    get, path = "/v1/me/export", tag = "account",
+    responses((status = 200, content_type = "application/x-ndjson", body = String,
+        description = "One JSON object per line: the `export` header, every event of the caller's stream oldest first in the `/v1/sync` change shape, one `media` line per media object, and the `end` line with the number of events; an export without its `end` line was cut short")),
+    security(("bearer" = []))
+)]
 pub(crate) async fn export<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
     State(account): State<Arc<AccountService<S, C, I, M>>>,
     Authed(caller): Authed,

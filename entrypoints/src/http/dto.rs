@@ -8,15 +8,41 @@ use std::collections::BTreeMap;
 
 use rookery_domain::projection::{DeviceEvent, FeedChange, HistoryEvent, MediaEvent, MessageEvent};
 use rookery_domain::{Item, Message, Platform, Visibility};
-use rookery_ports::SearchHit;
 use rookery_ports::service::{DeviceView, MediaCreated, MediaView, MessageAccepted, SignedView};
-use serde::{Deserialize, Serialize};
+use rookery_ports::{Scope, SearchHit};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+
+use super::openapi::schemas;
+
+/// Reads a JSON number that is a non-negative integer into a `u64`, whether it is written `3` or `3.0`:
+/// JSON (and JSON Schema's `integer`) does not tell the two apart, though some clients' encoders do.
+///
+/// # Errors
+/// When the number has a fraction, is negative, or is over `u64::MAX`.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    use serde::de::{Error, Unexpected};
+    // 2^64 as an `f64`, exactly: every whole `f64` below it fits a `u64`.
+    const LIMIT: f64 = 18_446_744_073_709_551_616.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(n) = number.as_u64() {
+        return Ok(n);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..LIMIT).contains(&f) => Ok(f as u64),
+        Some(f) => Err(D::Error::invalid_value(
+            Unexpected::Float(f),
+            &"a non-negative whole number",
+        )),
+        None => Err(D::Error::custom("expected a non-negative whole number")),
+    }
+}
 
 /// Who may read an item besides its owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = Visibility)]
 pub enum VisibilityDto {
     /// Only the owner.
     Private,
@@ -45,6 +71,7 @@ impl From<VisibilityDto> for Visibility {
 /// A push platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = Platform)]
 pub enum PlatformDto {
     /// Apple Push Notification service, production.
     Apns,
@@ -74,14 +101,72 @@ impl From<PlatformDto> for Platform {
     }
 }
 
+/// Whose items a search returns (`?scope=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(default = "all")]
+#[schema(as = Scope)]
+pub enum ScopeDto {
+    /// The caller's items and public items of anyone.
+    #[default]
+    All,
+    /// The caller's items, private and public.
+    Mine,
+    /// Public items of anyone.
+    Public,
+}
+
+impl ScopeDto {
+    /// Every scope.
+    pub const ALL: [ScopeDto; 3] = [ScopeDto::All, ScopeDto::Mine, ScopeDto::Public];
+
+    /// The name in a query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeDto::All => "all",
+            ScopeDto::Mine => "mine",
+            ScopeDto::Public => "public",
+        }
+    }
+
+    /// The scope a query string names, if any.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == raw)
+    }
+}
+
+impl From<Scope> for ScopeDto {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::All => ScopeDto::All,
+            Scope::Mine => ScopeDto::Mine,
+            Scope::Public => ScopeDto::Public,
+        }
+    }
+}
+
+impl From<ScopeDto> for Scope {
+    fn from(scope: ScopeDto) -> Self {
+        match scope {
+            ScopeDto::All => Scope::All,
+            ScopeDto::Mine => Scope::Mine,
+            ScopeDto::Public => Scope::Public,
+        }
+    }
+}
+
 /// An item, as every item route answers it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Item)]
 pub struct ItemDto {
     /// The user who wrote it.
+    #[schema(value_type = schemas::UserId)]
     pub owner: String,
     /// Its collection.
+    #[schema(value_type = schemas::CollectionName)]
     pub collection: String,
     /// Its id.
+    #[schema(value_type = schemas::ItemId)]
     pub id: String,
     /// Its version: 1 on creation, +1 on each change.
     pub version: u64,
@@ -94,7 +179,7 @@ pub struct ItemDto {
     #[schema(format = DateTime)]
     pub updated_at: String,
     /// The client's document.
-    #[schema(value_type = Object)]
+    #[schema(value_type = schemas::Data)]
     pub data: Map<String, Value>,
 }
 
@@ -118,7 +203,7 @@ impl From<Item> for ItemDto {
 #[serde(deny_unknown_fields)]
 pub struct PutItemBody {
     /// The new document; must be a JSON object.
-    #[schema(value_type = Object)]
+    #[schema(value_type = schemas::Data)]
     pub data: Map<String, Value>,
     /// The new visibility; omitted keeps the current one (private on creation).
     #[serde(default)]
@@ -129,12 +214,15 @@ pub struct PutItemBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
-    /// The version whose state to restore.
+    /// The version whose state to restore (`404` if there is none; `400` if it was a delete).
+    #[schema(value_type = schemas::VersionNumber)]
+    #[serde(deserialize_with = "whole_number")]
     pub version: u64,
 }
 
 /// A page of items.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ItemPage)]
 pub struct ItemPageDto {
     /// The items, ordered by id.
     pub items: Vec<ItemDto>,
@@ -144,6 +232,7 @@ pub struct ItemPageDto {
 
 /// One change of an item, as history, sync and conflicts show it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = HistoryEvent)]
 pub struct HistoryEventDto {
     /// Position in the owner's change feed.
     pub seq: u64,
@@ -179,6 +268,7 @@ impl From<HistoryEvent> for HistoryEventDto {
 
 /// A page of an item's history.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = HistoryPage)]
 pub struct HistoryPageDto {
     /// The changes, oldest first.
     pub events: Vec<HistoryEventDto>,
@@ -188,6 +278,7 @@ pub struct HistoryPageDto {
 
 /// A message between users.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Message)]
 pub struct MessageDto {
     /// Its id.
     pub id: String,
@@ -220,6 +311,7 @@ impl From<Message> for MessageDto {
 
 /// A received message, as the change feed shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessageEvent)]
 pub struct MessageEventDto {
     /// Position in the recipient's change feed.
     pub seq: u64,
@@ -333,6 +425,7 @@ impl From<MediaEvent> for MediaEventDto {
 /// (clients ignore types they do not know).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = FeedChange)]
 pub enum FeedChangeDto {
     /// An item change.
     Item(HistoryEventDto),
@@ -357,6 +450,7 @@ impl From<FeedChange> for FeedChangeDto {
 
 /// A page of the change feed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SyncPage)]
 pub struct SyncPageDto {
     /// The changes, oldest first.
     pub changes: Vec<FeedChangeDto>,
@@ -368,6 +462,7 @@ pub struct SyncPageDto {
 
 /// One search match.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SearchHit)]
 pub struct SearchHitDto {
     /// The item's owner.
     pub owner: String,
@@ -398,6 +493,7 @@ impl From<SearchHit> for SearchHitDto {
 
 /// Search results.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = SearchResults)]
 pub struct SearchResultsDto {
     /// How many items match in all.
     pub found: u64,
@@ -412,17 +508,20 @@ pub struct SearchResultsDto {
 #[serde(deny_unknown_fields)]
 pub struct SendMessageBody {
     /// The recipient's user id.
+    #[schema(value_type = schemas::UserId)]
     pub to: String,
-    /// The text (at most 4,000 characters).
+    /// The text.
+    #[schema(value_type = schemas::MessageText)]
     pub text: String,
     /// Optional structured data for the app.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<schemas::Data>)]
     pub data: Option<Map<String, Value>>,
 }
 
 /// The answer to `POST /v1/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessageAccepted)]
 pub struct MessageAcceptedDto {
     /// The message's id.
     pub id: String,
@@ -441,6 +540,7 @@ impl From<MessageAccepted> for MessageAcceptedDto {
 
 /// A page of received messages.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MessagePage)]
 pub struct MessagePageDto {
     /// The messages, oldest first.
     pub messages: Vec<MessageDto>,
@@ -455,11 +555,13 @@ pub struct DeviceBody {
     /// The push platform.
     pub platform: PlatformDto,
     /// The platform's device token.
+    #[schema(value_type = schemas::DeviceToken)]
     pub token: String,
 }
 
 /// A registered device.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceDto {
     /// The app's id for it.
     pub device_id: String,
@@ -481,6 +583,7 @@ impl From<DeviceView> for DeviceDto {
 
 /// The caller's devices.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Devices)]
 pub struct DevicesDto {
     /// The devices.
     pub devices: Vec<DeviceDto>,
@@ -490,14 +593,18 @@ pub struct DevicesDto {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaBody {
-    /// The object's type: `image/*`, `video/*`, `audio/*` or `application/pdf`.
+    /// The object's type (`400` for another).
+    #[schema(value_type = schemas::MediaContentType)]
     pub content_type: String,
-    /// Its size in bytes.
+    /// Its size in bytes (`413` over the limit).
+    #[schema(value_type = schemas::MediaSize)]
+    #[serde(deserialize_with = "whole_number")]
     pub size: u64,
 }
 
 /// A signed upload.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Upload)]
 pub struct UploadDto {
     /// The URL to send the bytes to.
     pub url: String,
@@ -512,6 +619,7 @@ pub struct UploadDto {
 
 /// A signed download.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Download)]
 pub struct DownloadDto {
     /// The URL to fetch the bytes from.
     pub url: String,
@@ -531,6 +639,7 @@ impl From<SignedView> for DownloadDto {
 
 /// The answer to `POST /v1/media`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = MediaCreated)]
 pub struct MediaCreatedDto {
     /// The object's id.
     pub id: String,
@@ -558,6 +667,7 @@ impl From<MediaCreated> for MediaCreatedDto {
 
 /// A media object.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Media)]
 pub struct MediaDto {
     /// Its id.
     pub id: String,
@@ -585,6 +695,7 @@ impl From<MediaView> for MediaDto {
 
 /// The answer to `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Health)]
 pub struct HealthDto {
     /// Always `ok`.
     pub status: String,
@@ -595,11 +706,13 @@ pub struct HealthDto {
 #[serde(deny_unknown_fields)]
 pub struct DevTokenBody {
     /// The user to issue a token for.
+    #[schema(value_type = schemas::UserId)]
     pub user_id: String,
 }
 
 /// A development token.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = DevToken)]
 pub struct DevTokenDto {
     /// The RS256 JWT.
     pub token: String,
@@ -610,6 +723,7 @@ pub struct DevTokenDto {
 
 /// A push the local gateway delivered.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Push)]
 pub struct PushDto {
     /// The device it went to.
     pub device_id: String,
@@ -627,6 +741,7 @@ pub struct PushDto {
 
 /// The pushes delivered to the caller's devices.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Pushes)]
 pub struct PushesDto {
     /// Oldest first.
     pub pushes: Vec<PushDto>,
@@ -634,6 +749,7 @@ pub struct PushesDto {
 
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Problem)]
 pub struct ProblemDto {
     /// Always `about:blank`.
     #[serde(rename = "type")]
@@ -643,6 +759,7 @@ pub struct ProblemDto {
     /// The HTTP status.
     pub status: u16,
     /// The stable error code.
+    #[schema(value_type = schemas::ProblemCode)]
     pub code: String,
     /// What went wrong, for people.
     pub detail: String,
@@ -655,4 +772,37 @@ pub struct ProblemDto {
     /// On `5xx`: the id to quote; it is in the server's logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn whole_numbers_are_read_however_they_are_written() {
+        let version = |body: &str| serde_json::from_str::<RestoreBody>(body).map(|b| b.version);
+        assert_eq!(version(r#"{"version": 3}"#).ok(), Some(3));
+        assert_eq!(version(r#"{"version": 3.0}"#).ok(), Some(3));
+        assert_eq!(version(r#"{"version": 3e2}"#).ok(), Some(300));
+        assert_eq!(
+            version(r#"{"version": 4242416715920814.0}"#).ok(),
+            Some(4_242_416_715_920_814)
+        );
+        assert_eq!(version(r#"{"version": 18446744073709551615}"#).ok(), Some(u64::MAX));
+        for bad in ["3.5", "-1", "-1.0", "18446744073709551616", "1e20", "\"3\"", "null"] {
+            assert!(version(&format!(r#"{{"version": {bad}}}"#)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_in_data_are_kept_exactly() {
+        let sent = r#"{"data": {"x": 4242416715920814.0, "y": 0.1, "z": 1.7976931348623157e308}}"#;
+        let body: PutItemBody = serde_json::from_str(sent).expect("a valid body");
+        assert_eq!(
+            Value::Object(body.data),
+            json!({"x": 4_242_416_715_920_814.0_f64, "y": 0.1, "z": f64::MAX})
+        );
+    }
 }

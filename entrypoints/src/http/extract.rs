@@ -312,9 +312,12 @@ pub struct IdempotencyKey {
     target: String,
 }
 
-/// True when `key` is 1 to 128 visible ASCII characters.
+/// The longest `Idempotency-Key`, in characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// True when `key` is 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII characters.
 pub fn valid_key(key: &str) -> bool {
-    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+    (1..=MAX_IDEMPOTENCY_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The fingerprint of a request: SHA-256, in hex, of method, path and query, and body.

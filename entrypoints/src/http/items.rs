@@ -16,8 +16,9 @@ use rookery_ports::{Clock, EventStore, IdSource, ItemService};
 use serde_json::Value;
 
 use super::auth::Authed;
-use super::dto::{HistoryEventDto, HistoryPageDto, ItemDto, ItemPageDto, ProblemDto, PutItemBody, RestoreBody};
+use super::dto::{HistoryEventDto, HistoryPageDto, ItemDto, ItemPageDto, PutItemBody, RestoreBody};
 use super::extract::{self, ApiPath, IdempotencyKey, JsonBody, Preconditions, QueryParams, etag, not_modified};
+use super::openapi::{params, responses as answers, schemas};
 use super::problem::Problem;
 
 /// An item answer: the item as JSON with its `ETag`.
@@ -33,18 +34,18 @@ fn item_response(status: StatusCode, item: Item) -> Response {
 /// `PUT /v1/items/{collection}/{id}`: create (`201`) or replace (`200`).
 #[utoipa::path(
     put, path = "/v1/items/{collection}/{id}", tag = "items",
-    params(
-        ("collection" = String, Path, description = "Collection name, `^[a-z][a-z0-9_-]{0,63}$`"),
-        ("id" = String, Path, description = "Item id, `^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`"),
-        ("If-Match" = Option<String>, Header, description = "Quoted version the item must be at"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: create only"),
-        ("Idempotency-Key" = Option<String>, Header, description = "1 to 128 visible ASCII characters"),
-    ),
+    params(params::ItemPath, params::CreateOrReplacePreconditions, params::Idempotency),
     request_body = PutItemBody,
     responses(
-        (status = 201, description = "Created", body = ItemDto, headers(("ETag" = String))),
-        (status = 200, description = "Replaced", body = ItemDto, headers(("ETag" = String))),
-        (status = 409, description = "Precondition failed", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The new version"),
+                ("Location" = String, description = "The item's path"))),
+        (status = 200, description = "Replaced", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The new version"))),
+        (status = 400, response = answers::BadRequest),
+        (status = 409, response = answers::VersionConflict),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -84,13 +85,19 @@ pub(crate) async fn put_item<S: EventStore, C: Clock, I: IdSource>(
 /// `PATCH /v1/items/{collection}/{id}`: an RFC 7396 merge patch of `{"data", "visibility"}`.
 #[utoipa::path(
     patch, path = "/v1/items/{collection}/{id}", tag = "items",
-    params(("collection" = String, Path), ("id" = String, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
-    request_body(content = Object, content_type = "application/merge-patch+json"),
+    params(params::ItemPath, params::IfMatch, params::Idempotency),
+    request_body(content(
+        (schemas::ItemPatch = "application/merge-patch+json"),
+        (schemas::ItemPatch = "application/json"),
+    )),
     responses(
-        (status = 200, description = "Patched", body = ItemDto, headers(("ETag" = String))),
-        (status = 404, description = "Absent or deleted", body = ProblemDto, content_type = "application/problem+json"),
-        (status = 409, description = "Precondition failed", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 200, description = "Patched", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The new version"))),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
+        (status = 409, response = answers::VersionConflict),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -113,13 +120,13 @@ pub(crate) async fn patch_item<S: EventStore, C: Clock, I: IdSource>(
 /// `GET /v1/items/{collection}/{id}`: the current state, or with `?version=N` the state then.
 #[utoipa::path(
     get, path = "/v1/items/{collection}/{id}", tag = "items",
-    params(("collection" = String, Path), ("id" = String, Path),
-        ("version" = Option<u64>, Query, description = "Time travel: the item as it was at this version"),
-        ("If-None-Match" = Option<String>, Header, description = "`304` when it names the current version")),
+    params(params::ItemPath, params::VersionQuery, params::IfNoneMatchRead),
     responses(
-        (status = 200, description = "The item", body = ItemDto, headers(("ETag" = String))),
-        (status = 304, description = "Not modified"),
-        (status = 404, description = "Absent, deleted, or no such version", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 200, description = "The item", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The version shown"))),
+        (status = 304, response = answers::NotModified),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
     ),
     security(("bearer" = []))
 )]
@@ -146,12 +153,13 @@ pub(crate) async fn get_item<S: EventStore, C: Clock, I: IdSource>(
 /// `DELETE /v1/items/{collection}/{id}`: `204`; the history stays.
 #[utoipa::path(
     delete, path = "/v1/items/{collection}/{id}", tag = "items",
-    params(("collection" = String, Path), ("id" = String, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(params::ItemPath, params::IfMatch, params::Idempotency),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "Absent or already deleted", body = ProblemDto, content_type = "application/problem+json"),
-        (status = 409, description = "Precondition failed", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
+        (status = 409, response = answers::VersionConflict),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -171,10 +179,11 @@ pub(crate) async fn delete_item<S: EventStore, C: Clock, I: IdSource>(
 /// `GET /v1/items/{collection}`: the caller's live items, by id.
 #[utoipa::path(
     get, path = "/v1/items/{collection}", tag = "items",
-    params(("collection" = String, Path),
-        ("limit" = Option<u64>, Query, description = "1 to 100, default 50"),
-        ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "A page of items", body = ItemPageDto)),
+    params(params::CollectionPath, params::ItemListPage),
+    responses(
+        (status = 200, description = "A page of items", body = ItemPageDto),
+        (status = 400, response = answers::BadRequest),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn list_items<S: EventStore, C: Clock, I: IdSource>(
@@ -196,11 +205,11 @@ pub(crate) async fn list_items<S: EventStore, C: Clock, I: IdSource>(
 /// `GET /v1/items/{collection}/{id}/history`: every change, oldest first.
 #[utoipa::path(
     get, path = "/v1/items/{collection}/{id}/history", tag = "items",
-    params(("collection" = String, Path), ("id" = String, Path),
-        ("limit" = Option<u64>, Query), ("cursor" = Option<String>, Query)),
+    params(params::ItemPath, params::HistoryPage),
     responses(
         (status = 200, description = "A page of the item's history", body = HistoryPageDto),
-        (status = 404, description = "The item never existed", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
     ),
     security(("bearer" = []))
 )]
@@ -221,12 +230,16 @@ pub(crate) async fn history<S: EventStore, C: Clock, I: IdSource>(
 /// `POST /v1/items/{collection}/{id}/restore`: the state of an earlier version, as a new version.
 #[utoipa::path(
     post, path = "/v1/items/{collection}/{id}/restore", tag = "items",
-    params(("collection" = String, Path), ("id" = String, Path),
-        ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    params(params::ItemPath, params::IfMatch, params::Idempotency),
     request_body = RestoreBody,
     responses(
-        (status = 200, description = "Restored", body = ItemDto, headers(("ETag" = String))),
-        (status = 404, description = "No such item or version", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 200, description = "Restored", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The new version"))),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
+        (status = 409, response = answers::VersionConflict),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -250,10 +263,12 @@ pub(crate) async fn restore_item<S: EventStore, C: Clock, I: IdSource>(
 /// `GET /v1/users/{owner}/items/{collection}/{id}`: a public item of anyone, or the caller's own.
 #[utoipa::path(
     get, path = "/v1/users/{owner}/items/{collection}/{id}", tag = "items",
-    params(("owner" = String, Path), ("collection" = String, Path), ("id" = String, Path)),
+    params(params::OwnerItemPath),
     responses(
-        (status = 200, description = "The item", body = ItemDto, headers(("ETag" = String))),
-        (status = 404, description = "Absent, or private to someone else", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 200, description = "The item", body = ItemDto,
+            headers(("ETag" = schemas::EntityTag, description = "The version shown"))),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
     ),
     security(("bearer" = []))
 )]

@@ -45,6 +45,21 @@ pub enum Code {
 }
 
 impl Code {
+    /// Every code, in the order of `API.md`.
+    pub const ALL: [Code; 11] = [
+        Code::Unauthorized,
+        Code::Forbidden,
+        Code::NotFound,
+        Code::VersionConflict,
+        Code::PreconditionRequired,
+        Code::InvalidRequest,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::RateLimited,
+        Code::IdempotencyKeyReused,
+        Code::Internal,
+    ];
+
     /// The code as it appears in the `code` member.
     pub fn as_str(self) -> &'static str {
         match self {

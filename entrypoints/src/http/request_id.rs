@@ -32,9 +32,12 @@ pub struct AnsweredUser(pub String);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+/// The longest request id echoed back, in characters.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
 /// True when `value` may be echoed back as a request id.
 pub fn is_sane(value: &str) -> bool {
-    (1..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
+    (1..=MAX_REQUEST_ID_LEN).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// A fresh request id: the time in milliseconds and 64 random bits, in hex (sortable, unguessable enough for logs).

@@ -18,18 +18,21 @@ use rookery_ports::{
 use super::auth::Authed;
 use super::dto::{
     DeviceBody, DeviceDto, DevicesDto, FeedChangeDto, HealthDto, MediaBody, MediaCreatedDto, MediaDto,
-    MessageAcceptedDto, MessageDto, MessagePageDto, ProblemDto, SearchHitDto, SearchResultsDto, SendMessageBody,
+    MessageAcceptedDto, MessageDto, MessagePageDto, ScopeDto, SearchHitDto, SearchResultsDto, SendMessageBody,
     SyncPageDto,
 };
 use super::extract::{self, ApiPath, IdempotencyKey, JsonBody, QueryParams};
+use super::openapi::{params, responses as answers};
 use super::problem::Problem;
 
 /// `GET /v1/sync`: the caller's changes after a cursor, oldest first.
 #[utoipa::path(
     get, path = "/v1/sync", tag = "sync",
-    params(("since" = Option<String>, Query, description = "The `next_cursor` of the previous page; omit for the beginning"),
-        ("limit" = Option<u64>, Query, description = "1 to 100, default 50")),
-    responses((status = 200, description = "A page of changes", body = SyncPageDto)),
+    params(params::FeedPage),
+    responses(
+        (status = 200, description = "A page of changes", body = SyncPageDto),
+        (status = 400, response = answers::BadRequest),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn sync<S: EventStore>(
@@ -47,20 +50,21 @@ pub(crate) async fn sync<S: EventStore>(
 
 fn scope(raw: Option<&str>) -> Result<Scope, Problem> {
     match raw {
-        None | Some("all") => Ok(Scope::All),
-        Some("mine") => Ok(Scope::Mine),
-        Some("public") => Ok(Scope::Public),
-        Some(_) => Err(Problem::invalid("scope must be all, mine or public")),
+        None => Ok(ScopeDto::default().into()),
+        Some(raw) => ScopeDto::parse(raw)
+            .map(Scope::from)
+            .ok_or_else(|| Problem::invalid("scope must be all, mine or public")),
     }
 }
 
 /// `GET /v1/search`: plain-text search over the caller's and public items.
 #[utoipa::path(
     get, path = "/v1/search", tag = "search",
-    params(("q" = String, Query, description = "Plain text, 1 to 256 characters; every word must match"),
-        ("collection" = Option<String>, Query), ("scope" = Option<String>, Query, description = "all (default), mine or public"),
-        ("limit" = Option<u64>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, description = "Matches, best first", body = SearchResultsDto)),
+    params(params::SearchQuery),
+    responses(
+        (status = 200, description = "Matches, best first", body = SearchResultsDto),
+        (status = 400, response = answers::BadRequest),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn search<X: SearchIndex>(
@@ -93,9 +97,14 @@ pub(crate) async fn search<X: SearchIndex>(
 /// `POST /v1/messages`: stored durably, pushed asynchronously.
 #[utoipa::path(
     post, path = "/v1/messages", tag = "messages",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(params::Idempotency),
     request_body = SendMessageBody,
-    responses((status = 202, description = "Accepted", body = MessageAcceptedDto)),
+    responses(
+        (status = 202, description = "Accepted: stored, to be pushed", body = MessageAcceptedDto),
+        (status = 400, response = answers::BadRequest),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn send_message<S: EventStore, C: Clock, I: IdSource>(
@@ -116,8 +125,11 @@ pub(crate) async fn send_message<S: EventStore, C: Clock, I: IdSource>(
 /// `GET /v1/messages`: messages the caller received, oldest first.
 #[utoipa::path(
     get, path = "/v1/messages", tag = "messages",
-    params(("since" = Option<String>, Query), ("limit" = Option<u64>, Query)),
-    responses((status = 200, description = "A page of messages", body = MessagePageDto)),
+    params(params::FeedPage),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePageDto),
+        (status = 400, response = answers::BadRequest),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn messages<S: EventStore, C: Clock, I: IdSource>(
@@ -135,9 +147,14 @@ pub(crate) async fn messages<S: EventStore, C: Clock, I: IdSource>(
 /// `PUT /v1/devices/{device_id}`: register or refresh a device.
 #[utoipa::path(
     put, path = "/v1/devices/{device_id}", tag = "devices",
-    params(("device_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(params::RegisteredDevicePath, params::Idempotency),
     request_body = DeviceBody,
-    responses((status = 200, description = "Registered", body = DeviceDto)),
+    responses(
+        (status = 200, description = "Registered", body = DeviceDto),
+        (status = 400, response = answers::BadRequest),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
+    ),
     security(("bearer" = []))
 )]
 pub(crate) async fn register_device<S: EventStore, C: Clock, I: IdSource, P: PushGateway>(
@@ -175,10 +192,12 @@ pub(crate) async fn devices<S: EventStore, C: Clock, I: IdSource, P: PushGateway
 /// `DELETE /v1/devices/{device_id}`: unregister.
 #[utoipa::path(
     delete, path = "/v1/devices/{device_id}", tag = "devices",
-    params(("device_id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(params::DevicePath, params::Idempotency),
     responses(
         (status = 204, description = "Unregistered"),
-        (status = 404, description = "No such device", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -197,11 +216,13 @@ pub(crate) async fn remove_device<S: EventStore, C: Clock, I: IdSource, P: PushG
 /// `POST /v1/media`: declare an object and get a signed upload.
 #[utoipa::path(
     post, path = "/v1/media", tag = "media",
-    params(("Idempotency-Key" = Option<String>, Header)),
+    params(params::Idempotency),
     request_body = MediaBody,
     responses(
         (status = 201, description = "Declared", body = MediaCreatedDto),
-        (status = 413, description = "Size over the limit", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 400, response = answers::BadRequest),
+        (status = 415, response = answers::UnsupportedMediaType),
+        (status = 422, response = answers::IdempotencyKeyReused),
     ),
     security(("bearer" = []))
 )]
@@ -220,10 +241,11 @@ pub(crate) async fn create_media<S: EventStore, C: Clock, I: IdSource, M: MediaS
 /// `GET /v1/media/{id}`: the owner's object, with a download URL once uploaded.
 #[utoipa::path(
     get, path = "/v1/media/{id}", tag = "media",
-    params(("id" = String, Path)),
+    params(params::MediaPath),
     responses(
         (status = 200, description = "The object", body = MediaDto),
-        (status = 404, description = "Unknown, or someone else's", body = ProblemDto, content_type = "application/problem+json"),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
     ),
     security(("bearer" = []))
 )]

@@ -40,7 +40,13 @@ pub trait TokenIssuer: Clone + Send + Sync + std::fmt::Debug + 'static {
 #[utoipa::path(
     post, path = "/v1/dev/tokens", tag = "development",
     request_body = DevTokenBody,
-    responses((status = 200, description = "A token", body = DevTokenDto))
+    responses(
+        (status = 200, description = "A token", body = DevTokenDto),
+        (status = 400, response = crate::http::openapi::responses::BadRequest),
+        (status = 413, response = crate::http::openapi::responses::PayloadTooLarge),
+        (status = 415, response = crate::http::openapi::responses::UnsupportedMediaType),
+        (status = 500, response = crate::http::openapi::responses::InternalError),
+    )
 )]
 pub(crate) async fn issue_token<I: TokenIssuer>(
     State(issuer): State<I>,
