@@ -20,12 +20,16 @@ pub enum Scope {
 }
 
 /// A search, already validated: never a query language, only words.
+///
+/// The last word is always also a prefix (search as you type), so there is no field to say so: the API
+/// promises it for every search, and a switch no caller turns off would only be one more way for an
+/// index to differ from the others. Each index applies the rule itself (see [`SearchIndex::query`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchQuery {
     /// The caller; `Mine` and `All` are relative to them.
     pub caller: UserId,
-    /// Lowercase words, each to be matched literally against the words of the document's strings; all must match.
-    /// Never empty.
+    /// Lowercase words, each to be matched literally against the words of the document's strings; all must
+    /// match, the last one as a prefix of a word, the others as whole words. Never empty.
     pub words: Vec<String>,
     /// Only this collection, if given.
     pub collection: Option<CollectionName>,
@@ -83,8 +87,14 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
 
     /// Finds live items whose strings contain every word of `query`, best match first.
     ///
-    /// Implementations MUST treat the words as literal text (no query syntax), MUST restrict results
-    /// to `query.scope` (never another user's private item), and MUST count in `found` every match.
+    /// A document word matches a query word when it equals it; for the last query word, also when it
+    /// starts with it (`pass` finds `passport`). Every other query word stays a whole word, even when it
+    /// equals the last one.
+    ///
+    /// Implementations MUST treat the words as literal text (no query syntax: `*`, `?`, quotes, `:` and
+    /// brackets are characters to match, never wildcards, fields or operators, so a word holding them can
+    /// only ever match a document word holding them too), MUST restrict results to `query.scope` (never
+    /// another user's private item), and MUST count in `found` every match.
     ///
     /// # Errors
     /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.
