@@ -72,6 +72,17 @@ pub enum SearchError {
     Unavailable(#[from] Failure),
 }
 
+/// Why applying a slice of changes stopped, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("change {index} of the slice was not applied: {error}")]
+pub struct ApplyFailure {
+    /// Position in the slice of the first change that may not have been applied: every change before
+    /// it was applied (later ones may have been too, which applying them again makes harmless).
+    pub index: usize,
+    /// Why it failed.
+    pub error: SearchError,
+}
+
 /// A full-text index of live items (CloudSearch or OpenSearch on AWS; in memory locally).
 pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Applies changes, in any order, any number of times.
@@ -84,6 +95,28 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`SearchError::Unavailable`]; the caller retries the whole slice, which the rule above makes safe.
     fn apply(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), SearchError>> + Send;
+
+    /// Applies changes as [`SearchIndex::apply`] does and, when that fails, names the first change that
+    /// may not have been applied, so the change log redelivers from that record and no further back.
+    ///
+    /// Implementations whose writes report per change (a bulk request) SHOULD override it; the default
+    /// applies the slice, and after a failure applies the changes one by one to find the first that fails.
+    ///
+    /// # Errors
+    /// [`ApplyFailure`] naming the change: every change before it MUST have been applied.
+    fn apply_each(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), ApplyFailure>> + Send {
+        async move {
+            if self.apply(changes).await.is_ok() {
+                return Ok(());
+            }
+            for (index, change) in changes.iter().enumerate() {
+                self.apply(std::slice::from_ref(change))
+                    .await
+                    .map_err(|error| ApplyFailure { index, error })?;
+            }
+            Ok(())
+        }
+    }
 
     /// Finds live items whose strings contain every word of `query`, best match first.
     ///

@@ -129,7 +129,7 @@ pub async fn cloudsearch_index() -> Result<(FakeCloudSearch, CloudSearchIndex), 
     config.cloudsearch_search_endpoint = Some(fake.endpoint.clone());
     let index = AwsClients::load(config)
         .await
-        .search_index()
+        .cloudsearch_index()
         .ok_or("no CloudSearch index configured")?;
     Ok((fake, index))
 }
