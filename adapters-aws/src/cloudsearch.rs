@@ -7,7 +7,8 @@
 //! every change not newer is dropped; and within a batch only the newest change per item is kept.
 //!
 //! Queries use the structured parser. User words only ever appear inside single-quoted strings with `\`
-//! and `'` escaped, so no text can become syntax; the scope and the collection are filters (`fq`).
+//! and `'` escaped, so no text can become syntax; the last word is a `prefix` term (search as you type),
+//! the others whole-word `term`s; the scope and the collection are filters (`fq`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -63,17 +64,30 @@ fn term(field: &str, value: &str) -> String {
     format!("(term field={field} {})", quote(value))
 }
 
-/// The structured query (`q`) for the words: every word must match the `text` field.
+/// The structured query (`q`) for the words: every word must match the `text` field, the last one as a
+/// prefix of a word (search as you type).
 ///
-/// Each word is first split the way documents are (letters and digits, lowercased), so matching does not
-/// depend on CloudSearch's analyzer; `None` when no word has any letter or digit (nothing can match).
+/// Documents hold the words the domain splits their strings into (letters and digits, lowercased); a
+/// query word that is not one such word (`field:x`, `pass*`) can equal no word of any document, so the
+/// query matches nothing and `None` is returned, as when no word is given. Splitting it instead would
+/// make `pass*` find `passport`, reading the `*` as the wildcard it must never be.
 pub fn words_query(words: &[String]) -> Option<String> {
-    let terms: Vec<String> = words
-        .iter()
-        .flat_map(|w| split_words(w))
-        .map(|w| term("text", &w))
-        .collect();
-    (!terms.is_empty()).then(|| format!("(and {})", terms.join(" ")))
+    let mut terms: Vec<String> = Vec::with_capacity(words.len());
+    for word in words {
+        let lower = word.to_lowercase();
+        let single = {
+            let mut split = split_words(&lower);
+            split.next().as_deref() == Some(lower.as_str()) && split.next().is_none()
+        };
+        if !single {
+            return None;
+        }
+        terms.push(lower);
+    }
+    let last = terms.pop()?;
+    let mut parts: Vec<String> = terms.iter().map(|w| term("text", w)).collect();
+    parts.push(format!("(prefix field=text {})", quote(&last)));
+    Some(format!("(and {})", parts.join(" ")))
 }
 
 /// The filter (`fq`): live documents, within the scope, in the collection if one is named.
@@ -401,14 +415,21 @@ mod tests {
         assert_eq!(quote(r"a\b"), r"'a\\b'");
         assert_eq!(quote(r"x\') (or matchall) ('"), r"'x\\\') (or matchall) (\''");
         assert_eq!(
-            words_query(&["a".into(), "O'Brien".into()]).as_deref(),
-            Some("(and (term field=text 'a') (term field=text 'o') (term field=text 'brien'))")
+            words_query(&["a".into(), "Brien".into()]).as_deref(),
+            Some("(and (term field=text 'a') (prefix field=text 'brien'))")
         );
         assert_eq!(
-            words_query(&["'".into(), r"\".into()]),
-            None,
-            "no letters, nothing to match"
+            words_query(&["pass".into()]).as_deref(),
+            Some("(and (prefix field=text 'pass'))"),
+            "the last word is a prefix"
         );
+        for not_a_word in ["O'Brien", "pass*", "'", r"\", "a b", "field:x"] {
+            assert_eq!(
+                words_query(&["a".into(), not_a_word.into()]),
+                None,
+                "{not_a_word:?} can equal no indexed word: nothing to match"
+            );
+        }
     }
 
     #[test]

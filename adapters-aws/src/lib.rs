@@ -1,7 +1,9 @@
-//! AWS adapters for Rookery's ports (DynamoDB, DynamoDB Streams, CloudSearch, SNS, S3 and CloudFront, Cognito).
+//! AWS adapters for Rookery's ports (DynamoDB, DynamoDB Streams, CloudSearch, OpenSearch, SNS, S3 and
+//! CloudFront, Cognito).
 //!
 //! Each module implements one port against one service, with the same contract as the memory adapters:
-//! [`dynamo::DynamoStore`] (event store), [`cloudsearch::CloudSearchIndex`] (search index),
+//! [`dynamo::DynamoStore`] (event store), [`opensearch::OpenSearchIndex`] and
+//! [`cloudsearch::CloudSearchIndex`] (search index, one of them chosen as [`search::AwsSearchIndex`]),
 //! [`sns::SnsPushGateway`] (push), [`s3::S3MediaStore`] (media), and [`jwt`] (identity).
 //! [`streams`] decodes DynamoDB Streams records and polls a stream for the indexer and push dispatcher.
 //! [`config`] reads the environment and builds the clients, which share the one HTTP client of [`http`];
@@ -13,7 +15,9 @@ pub mod dynamo;
 pub mod error;
 pub mod http;
 pub mod jwt;
+pub mod opensearch;
 pub mod s3;
+pub mod search;
 pub mod sns;
 pub mod streams;
 
@@ -21,6 +25,8 @@ pub use cloudsearch::CloudSearchIndex;
 pub use config::{AwsClients, AwsConfig, BootstrapReport, ConfigError, bootstrap};
 pub use dynamo::DynamoStore;
 pub use error::RetryPolicy;
+pub use opensearch::{OpenSearchIndex, OpenSearchService};
 pub use s3::{CloudFrontSigner, S3MediaStore};
+pub use search::AwsSearchIndex;
 pub use sns::SnsPushGateway;
 pub use streams::{BatchHandler, HandlerFn, PollError, StreamPoller};

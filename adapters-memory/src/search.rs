@@ -1,10 +1,11 @@
-//! The memory search index: version-guarded documents and tombstones, whole-word matching, stable paging.
+//! The memory search index: version-guarded documents and tombstones, word matching, stable paging.
 //!
 //! Per item it keeps only the change with the highest version ever applied, a document or a tombstone,
 //! so any order and repetition of changes gives the same index. An inverted index from word to items
-//! keeps a query from scanning every document.
+//! keeps a query from scanning every document; it is ordered, so the last query word, which also
+//! matches as a prefix (search as you type), reads one contiguous range of it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rookery_domain::projection::{IndexChange, SearchDocument, words};
@@ -55,8 +56,9 @@ struct State {
     slots: Vec<(DocKey, Entry)>,
     /// Which slot holds each item.
     by_key: HashMap<DocKey, Slot>,
-    /// Word to the slots of the live documents holding it (search sorts its matches, so no order is kept).
-    postings: HashMap<String, HashSet<Slot>>,
+    /// Word to the slots of the live documents holding it, in word order (so the words sharing a prefix
+    /// are neighbours); search sorts its matches, so no order is kept within a word.
+    postings: BTreeMap<String, HashSet<Slot>>,
 }
 
 impl State {
@@ -225,23 +227,40 @@ impl MemorySearchIndex {
 
     fn search(state: &State, query: &SearchQuery) -> Result<SearchPage, SearchError> {
         let offset = parse_cursor(query.cursor.as_deref())?;
-        let mut wanted: Vec<String> = query.words.iter().map(|w| w.to_lowercase()).collect();
-        wanted.sort();
-        wanted.dedup();
-        // Start from the rarest word's postings: every match must hold it.
-        let Some(rarest) = wanted
-            .iter()
-            .map(|w| state.postings.get(w))
-            .min_by_key(|set| set.map_or(0, HashSet::len))
-            .flatten()
-        else {
-            return Ok(SearchPage {
-                found: 0,
-                hits: Vec::new(),
-                next_cursor: None,
-            });
+        let empty = SearchPage {
+            found: 0,
+            hits: Vec::new(),
+            next_cursor: None,
         };
-        let mut matches: Vec<(f64, &DocKey, &Document)> = rarest
+        let Some((last, rest)) = query.words.split_last() else {
+            return Ok(empty);
+        };
+        let prefix = last.to_lowercase();
+        let mut whole: Vec<String> = rest.iter().map(|w| w.to_lowercase()).collect();
+        whole.sort();
+        whole.dedup();
+        let with_prefix = || {
+            state
+                .postings
+                .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(word, _)| word.starts_with(prefix.as_str()))
+        };
+        // Candidates: the rarest whole word's postings (every match must hold it), or, with only the
+        // prefix to go by, the postings of every word it starts.
+        let candidates: HashSet<Slot> = if whole.is_empty() {
+            with_prefix().flat_map(|(_, slots)| slots.iter().copied()).collect()
+        } else {
+            let Some(rarest) = whole
+                .iter()
+                .map(|w| state.postings.get(w))
+                .min_by_key(|set| set.map_or(0, HashSet::len))
+                .flatten()
+            else {
+                return Ok(empty);
+            };
+            rarest.clone()
+        };
+        let mut matches: Vec<(f64, &DocKey, &Document)> = candidates
             .iter()
             .filter_map(|slot| {
                 let (target, entry) = state.slots.get(*slot)?;
@@ -256,10 +275,20 @@ impl MemorySearchIndex {
                     return None;
                 }
                 let mut score = 0u64;
-                for word in &wanted {
+                for word in &whole {
                     score += u64::from(*document.counts.get(word)?);
                 }
-                Some((score as f64, target, document))
+                // Words the prefix starts count once, the word itself twice: an exact match ranks higher.
+                let mut prefixed = 0u64;
+                for (word, count) in &document.counts {
+                    if word.starts_with(prefix.as_str()) {
+                        prefixed += u64::from(*count) * if *word == prefix { 2 } else { 1 };
+                    }
+                }
+                if prefixed == 0 {
+                    return None;
+                }
+                Some(((score + prefixed) as f64, target, document))
             })
             .collect();
         // Best first; ties in (owner, collection, id) order so pages are stable between calls.
@@ -376,7 +405,14 @@ mod tests {
         assert_eq!(found(&["fox"]).await?.found, 1);
         assert_eq!(found(&["quick", "red"]).await?.found, 1);
         assert_eq!(found(&["brown", "cat"]).await?.found, 0);
-        assert_eq!(found(&["fo"]).await?.found, 0, "whole words only");
+        assert_eq!(found(&["fo"]).await?.found, 1, "the last word is also a prefix");
+        assert_eq!(
+            found(&["fo", "red"]).await?.found,
+            0,
+            "other words are whole words only"
+        );
+        assert_eq!(found(&["red", "qu"]).await?.found, 1);
+        assert_eq!(found(&["ed"]).await?.found, 0, "a prefix starts the word");
         assert_eq!(
             found(&["quick-brown"]).await?.found,
             0,

@@ -167,8 +167,9 @@ pub(crate) fn match_expression(query_words: &[String]) -> Option<String> {
     let last = wanted.pop()?;
     wanted.sort();
     wanted.dedup();
+    // A word equal to the last stays: as a whole word it asks more than the prefix does.
     let mut expression = String::new();
-    for word in wanted.iter().filter(|w| **w != last) {
+    for word in &wanted {
         expression.push_str(&fts_string(word));
         expression.push(' ');
     }

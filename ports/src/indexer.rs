@@ -49,18 +49,16 @@ impl<I: SearchIndex> Indexer<I> {
             .collect();
         for chunk in changes.chunks(self.chunk.max(1)) {
             let batch: Vec<IndexChange> = chunk.iter().map(|(_, change)| change.clone()).collect();
-            if let Err(error) = self.index.apply(&batch).await {
-                tracing::warn!(%error, "index batch failed; retrying change by change to find the first failure");
-                // Find the exact record that fails, so the change log redelivers from there and no further back.
-                for (i, change) in chunk {
-                    self.index
-                        .apply(std::slice::from_ref(change))
-                        .await
-                        .map_err(|error| BatchFailure {
-                            index: *i,
-                            failure: failure(error),
-                        })?;
-                }
+            // The index names the first change it could not apply, so the change log redelivers from
+            // that record and no further back.
+            if let Err(failed) = self.index.apply_each(&batch).await {
+                // An index it could not have named means the whole chunk: everything before the chunk is applied.
+                let index = chunk.get(failed.index).or(chunk.first()).map_or(0, |(i, _)| *i);
+                tracing::warn!(error = %failed.error, record = index, "a search index change failed");
+                return Err(BatchFailure {
+                    index,
+                    failure: failure(failed.error),
+                });
             }
         }
         Ok(())

@@ -34,7 +34,7 @@ pub use identity::{AuthError, IdentityVerifier, Principal};
 pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
-pub use search::{Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
+pub use search::{ApplyFailure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 pub use service::{
     AccountService, Caller, DeviceService, Idempotency, ItemService, MediaService, MessageService, SearchService,
     ServiceConfig, SyncService, Writer,

@@ -20,12 +20,16 @@ pub enum Scope {
 }
 
 /// A search, already validated: never a query language, only words.
+///
+/// The last word is always also a prefix (search as you type), so there is no field to say so: the API
+/// promises it for every search, and a switch no caller turns off would only be one more way for an
+/// index to differ from the others. Each index applies the rule itself (see [`SearchIndex::query`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchQuery {
     /// The caller; `Mine` and `All` are relative to them.
     pub caller: UserId,
-    /// Lowercase words, each to be matched literally against the words of the document's strings; all must match.
-    /// Never empty.
+    /// Lowercase words, each to be matched literally against the words of the document's strings; all must
+    /// match, the last one as a prefix of a word, the others as whole words. Never empty.
     pub words: Vec<String>,
     /// Only this collection, if given.
     pub collection: Option<CollectionName>,
@@ -68,6 +72,17 @@ pub enum SearchError {
     Unavailable(#[from] Failure),
 }
 
+/// Why applying a slice of changes stopped, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("change {index} of the slice was not applied: {error}")]
+pub struct ApplyFailure {
+    /// Position in the slice of the first change that may not have been applied: every change before
+    /// it was applied (later ones may have been too, which applying them again makes harmless).
+    pub index: usize,
+    /// Why it failed.
+    pub error: SearchError,
+}
+
 /// A full-text index of live items (CloudSearch or OpenSearch on AWS; in memory locally).
 pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Applies changes, in any order, any number of times.
@@ -81,10 +96,38 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// [`SearchError::Unavailable`]; the caller retries the whole slice, which the rule above makes safe.
     fn apply(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), SearchError>> + Send;
 
+    /// Applies changes as [`SearchIndex::apply`] does and, when that fails, names the first change that
+    /// may not have been applied, so the change log redelivers from that record and no further back.
+    ///
+    /// Implementations whose writes report per change (a bulk request) SHOULD override it; the default
+    /// applies the slice, and after a failure applies the changes one by one to find the first that fails.
+    ///
+    /// # Errors
+    /// [`ApplyFailure`] naming the change: every change before it MUST have been applied.
+    fn apply_each(&self, changes: &[IndexChange]) -> impl Future<Output = Result<(), ApplyFailure>> + Send {
+        async move {
+            if self.apply(changes).await.is_ok() {
+                return Ok(());
+            }
+            for (index, change) in changes.iter().enumerate() {
+                self.apply(std::slice::from_ref(change))
+                    .await
+                    .map_err(|error| ApplyFailure { index, error })?;
+            }
+            Ok(())
+        }
+    }
+
     /// Finds live items whose strings contain every word of `query`, best match first.
     ///
-    /// Implementations MUST treat the words as literal text (no query syntax), MUST restrict results
-    /// to `query.scope` (never another user's private item), and MUST count in `found` every match.
+    /// A document word matches a query word when it equals it; for the last query word, also when it
+    /// starts with it (`pass` finds `passport`). Every other query word stays a whole word, even when it
+    /// equals the last one.
+    ///
+    /// Implementations MUST treat the words as literal text (no query syntax: `*`, `?`, quotes, `:` and
+    /// brackets are characters to match, never wildcards, fields or operators, so a word holding them can
+    /// only ever match a document word holding them too), MUST restrict results to `query.scope` (never
+    /// another user's private item), and MUST count in `found` every match.
     ///
     /// # Errors
     /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.

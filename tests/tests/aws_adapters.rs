@@ -1,12 +1,15 @@
-//! The AWS adapters against moto (DynamoDB, DynamoDB Streams, SNS, S3) and a fake CloudSearch domain:
-//! every port contract suite, plus what only the AWS side has (pages over 1 MB, transaction limits,
-//! the stream poller, what SNS recorded, bootstrap, query injection).
+//! The AWS adapters against moto (DynamoDB, DynamoDB Streams, SNS, S3), a fake CloudSearch domain and an
+//! OpenSearch stand-in (as a domain and as a Serverless collection): every port contract suite, plus what
+//! only the AWS side has (pages over 1 MB, transaction limits, the stream poller, what SNS recorded,
+//! bootstrap, query injection, OpenSearch's mappings, tombstones, bulk failures and signing).
 //!
 //! One moto server serves the whole binary (started on first use); each test uses its own table,
 //! bucket and platform applications, so tests run in parallel without seeing each other.
 
 use std::sync::{Arc, Mutex};
 
+use rookery_adapters_aws::OpenSearchService;
+use rookery_adapters_aws::cloudsearch::document_id;
 use rookery_adapters_aws::streams::HandlerFn;
 use rookery_adapters_memory::MemorySearchIndex;
 use rookery_domain::projection::search_document;
@@ -15,7 +18,8 @@ use rookery_ports::{
     AppendBatch, AppendError, BatchFailure, EventStore, Failure, Indexer, Scope, SearchIndex, SearchQuery,
 };
 use rookery_tests::aws::{
-    CloudSearchFakes, DynamoStores, S3Stores, SnsGateways, cloudsearch_index, dynamo_store, moto,
+    CloudSearchFakes, DynamoStores, OpenSearchFakes, S3Stores, SnsGateways, cloudsearch_index, dynamo_store, moto,
+    opensearch_index,
 };
 use rookery_tests::fixtures::{
     BoxError, Outcome, at, device, item_payload, key, media_object, message_payload, new_event, object, registered,
@@ -32,6 +36,14 @@ event_store_contract!(
 push_gateway_contract!(sns_push_gateway, SnsGateways);
 media_store_contract!(s3_media_store, S3Stores);
 search_index_contract!(cloudsearch_search_index, CloudSearchFakes::default());
+search_index_contract!(
+    opensearch_domain_search_index,
+    OpenSearchFakes::new(OpenSearchService::Domain)
+);
+search_index_contract!(
+    opensearch_serverless_search_index,
+    OpenSearchFakes::new(OpenSearchService::Serverless)
+);
 
 /// An item as the index receives it.
 fn item(
@@ -525,6 +537,285 @@ async fn cloudsearch_injection_never_reaches_another_users_private_item() -> Out
         index.query(&mine).await?.found,
         0,
         "the stale upsert did not resurrect the item"
+    );
+    Ok(())
+}
+
+const BOTH: [OpenSearchService; 2] = [OpenSearchService::Domain, OpenSearchService::Serverless];
+
+fn upsert(item: &rookery_domain::Item) -> rookery_domain::projection::IndexChange {
+    rookery_domain::projection::IndexChange::Upsert(search_document(item))
+}
+
+fn delete(
+    owner: &rookery_domain::UserId,
+    key: &rookery_domain::ItemKey,
+    version: u64,
+) -> rookery_domain::projection::IndexChange {
+    rookery_domain::projection::IndexChange::Delete {
+        owner: owner.clone(),
+        key: key.clone(),
+        version: Version(version),
+    }
+}
+
+fn mine(caller: &rookery_domain::UserId, word: &str) -> SearchQuery {
+    SearchQuery {
+        caller: caller.clone(),
+        words: vec![word.to_owned()],
+        collection: None,
+        scope: Scope::Mine,
+        limit: 10,
+        cursor: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_creates_its_index_with_strict_mappings_under_an_alias_on_first_write() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let alice = user("alice")?;
+        assert_eq!(index.query(&mine(&alice, "tea")).await?.found, 0, "nothing written yet");
+        assert_eq!(fake.alias(index.alias()), None, "a search creates nothing");
+        let tea = item(&alice, &key("notes", "t")?, 1, Visibility::Private, json!({"t": "tea"}));
+        index.apply(&[upsert(&tea)]).await?;
+        assert_eq!(fake.alias(index.alias()), Some(vec![index.first_index()]));
+        let (strict, fields) = fake.mapping(&index.first_index()).ok_or("no mapping")?;
+        assert!(strict, "unknown fields are refused, not guessed");
+        assert_eq!(fields.get("words").map(String::as_str), Some("text/whitespace"));
+        assert_eq!(fields.get("item").map(String::as_str), Some("object/false"));
+        assert_eq!(fields.get("doc_id").map(String::as_str), Some("keyword"));
+        // Another process (a clone has its own start) finds the alias and creates nothing.
+        index.ensure_index().await?;
+        let creates = fake.requests().iter().filter(|r| r.starts_with("PUT ")).count();
+        assert_eq!(creates, 1, "{service:?}: {:?}", fake.requests());
+        assert_eq!(index.query(&mine(&alice, "tea")).await?.found, 1);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_deletes_are_tombstones_that_no_stale_write_gets_past() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let alice = user("alice")?;
+        let k = key("notes", "n1")?;
+        let v1 = item(&alice, &k, 1, Visibility::Public, json!({"t": "ghost"}));
+        index.apply(&[upsert(&v1)]).await?;
+        index.apply(&[delete(&alice, &k, 2)]).await?;
+        let doc = fake
+            .document(index.alias(), &document_id(&alice, &k))
+            .ok_or("the tombstone is a document")?;
+        assert_eq!(
+            (doc.source["state"].as_str(), doc.source["version"].as_u64()),
+            (Some("deleted"), Some(2)),
+            "{service:?}"
+        );
+        assert!(doc.source.get("item").is_none(), "a tombstone keeps no data");
+        if service == OpenSearchService::Domain {
+            assert_eq!(doc.version, 2, "the external version is the item's");
+        }
+        // The stand-in forgets a really deleted document's version at once (a domain does after
+        // index.gc_deletes); the tombstone is never deleted, so the stale upsert is still refused.
+        index.apply(&[upsert(&v1)]).await?;
+        assert_eq!(index.query(&mine(&alice, "ghost")).await?.found, 0, "{service:?}");
+        let back = item(&alice, &k, 3, Visibility::Public, json!({"t": "ghost again"}));
+        index.apply(&[upsert(&back)]).await?;
+        assert_eq!(index.query(&mine(&alice, "ghost")).await?.hits[0].item, back);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_a_failed_bulk_item_makes_the_indexer_report_exactly_its_record() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let store = rookery_adapters_memory::MemoryEventStore::in_memory();
+        let (alice, bob) = (user("alice")?, user("bob")?);
+        let keys = [key("notes", "a")?, key("notes", "b")?, key("notes", "c")?];
+        let payload = |k: &rookery_domain::ItemKey, text: &str| {
+            item_payload(
+                k,
+                Version(1),
+                Some(object(json!({"t": text}))),
+                Visibility::Private,
+                true,
+                at(0),
+            )
+        };
+        let events = vec![
+            new_event(message_payload(&bob, &alice, "hi", at(1))?, at(1))?,
+            new_event(payload(&keys[0], "first"), at(2))?,
+            new_event(payload(&keys[1], "second"), at(3))?,
+            new_event(message_payload(&bob, &alice, "again", at(4))?, at(4))?,
+            new_event(payload(&keys[2], "third"), at(5))?,
+        ];
+        let stored = append_all(&store, events, 1).await?;
+        fake.reject_writes_to(&document_id(&alice, &keys[1]));
+        let indexer = Indexer::new(index.clone());
+        let failed = indexer
+            .handle(&stored)
+            .await
+            .err()
+            .ok_or("the rejected item fails the batch")?;
+        assert_eq!(
+            failed.index, 2,
+            "{service:?}: the record of the rejected change, not the batch"
+        );
+        assert!(failed.failure.retryable, "a 429 is worth retrying: {}", failed.failure);
+        let bulks = fake.requests().iter().filter(|r| r.contains("/_bulk")).count();
+        assert_eq!(
+            bulks, 1,
+            "{service:?}: one _bulk request, no change-by-change search for the failure"
+        );
+        assert_eq!(
+            index.query(&mine(&alice, "first")).await?.found,
+            1,
+            "the record before it is indexed"
+        );
+        fake.heal();
+        indexer.handle(&stored[failed.index..]).await?;
+        for word in ["first", "second", "third"] {
+            assert_eq!(index.query(&mine(&alice, word)).await?.found, 1, "{service:?} {word}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_writes_a_batch_in_one_bulk_request_the_way_its_service_takes_it() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let alice = user("alice")?;
+        let mut changes = Vec::new();
+        for n in 0..250 {
+            changes.push(upsert(&item(
+                &alice,
+                &key("notes", &format!("n{n}"))?,
+                1,
+                Visibility::Private,
+                json!({"t": format!("bulk word{n}")}),
+            )));
+        }
+        index.apply(&changes).await?;
+        let bulks: Vec<String> = fake.requests().into_iter().filter(|r| r.contains("/_bulk")).collect();
+        let expected = match service {
+            OpenSearchService::Domain => format!("POST /{}/_bulk?refresh=wait_for", index.alias()),
+            OpenSearchService::Serverless => format!("POST /{}/_bulk", index.alias()),
+        };
+        assert_eq!(bulks, vec![expected], "{service:?}");
+        assert_eq!(index.count_live().await?, 250);
+        let page = index
+            .query(&SearchQuery {
+                limit: 100,
+                ..mine(&alice, "bulk")
+            })
+            .await?;
+        assert_eq!((page.found, page.hits.len()), (250, 100));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_counts_live_items_and_erases_an_owner_by_query() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let (alice, bob) = (user("alice")?, user("bob")?);
+        let mut changes = Vec::new();
+        for (owner, n) in [(&alice, 0), (&alice, 1), (&bob, 2)] {
+            changes.push(upsert(&item(
+                owner,
+                &key("notes", &format!("n{n}"))?,
+                1,
+                Visibility::Public,
+                json!({"t": "shared"}),
+            )));
+        }
+        changes.push(delete(&alice, &key("notes", "gone")?, 4));
+        index.apply(&changes).await?;
+        assert_eq!(index.count_live().await?, 3, "{service:?}: tombstones are not items");
+        assert_eq!(index.erase_owner(&alice).await?, 3, "two items and a tombstone");
+        assert_eq!(index.count_live().await?, 1);
+        assert_eq!(fake.documents(index.alias()).len(), 1, "only bob's item is left");
+        assert!(
+            fake.requests()
+                .iter()
+                .any(|r| r.contains("/_delete_by_query?conflicts=proceed")),
+            "{:?}",
+            fake.requests()
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_injection_never_reaches_another_users_private_item() -> Outcome {
+    for service in BOTH {
+        let (_fake, index) = opensearch_index(service).await?;
+        let (alice, mallory) = (user("alice")?, user("mallory")?);
+        let secret = item(
+            &alice,
+            &key("notes", "s1")?,
+            1,
+            Visibility::Private,
+            json!({"t": "secret plans"}),
+        );
+        let own = item(
+            &mallory,
+            &key("notes", "m1")?,
+            1,
+            Visibility::Private,
+            json!({"t": "my plans"}),
+        );
+        index.apply(&[upsert(&secret), upsert(&own)]).await?;
+        let attacks = [
+            "plans\"}},{\"match_all\":{}}]}}",
+            "{\"match_all\":{}}",
+            "owner:alice",
+            "*",
+            "plans OR owner:alice",
+            "secret",
+            "sec",
+        ];
+        for attack in attacks {
+            for scope in [Scope::Mine, Scope::All, Scope::Public] {
+                let query = SearchQuery {
+                    scope,
+                    ..mine(&mallory, attack)
+                };
+                let page = index
+                    .query(&query)
+                    .await
+                    .map_err(|e| format!("{attack:?} {scope:?}: {e}"))?;
+                assert!(
+                    page.hits.iter().all(|h| h.item.owner == mallory),
+                    "{service:?} {attack:?} {scope:?}: {:?}",
+                    page.hits
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_requests_signed_for_the_other_service_are_refused() -> Outcome {
+    // An index that signs for a domain, pointed at a stand-in that expects a Serverless collection.
+    let (fake, _) = opensearch_index(OpenSearchService::Serverless).await?;
+    let mut config = rookery_adapters_aws::AwsConfig::new("unused", "unused").with_emulator(&fake.endpoint);
+    config.search = rookery_adapters_aws::config::SearchBackend::OpenSearch;
+    config.opensearch_endpoint = Some(fake.endpoint.clone());
+    config.opensearch_service = OpenSearchService::Domain;
+    let index = rookery_adapters_aws::AwsClients::load(config)
+        .await
+        .opensearch_index()
+        .ok_or("configured")?;
+    let alice = user("alice")?;
+    let tea = item(&alice, &key("notes", "t")?, 1, Visibility::Private, json!({"t": "tea"}));
+    let refused = index.apply(&[upsert(&tea)]).await;
+    assert!(
+        matches!(&refused, Err(rookery_ports::SearchError::Unavailable(f)) if !f.retryable && f.message.contains("403")),
+        "{refused:?}"
     );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! its stream feeding the index and the pushes, SNS, and S3 presigned uploads and downloads.
 //!
 //! Also here: the same journey steps on the memory backend (they are one journey, not two), CloudSearch
-//! as the index, an index outage that must not hold back pushes, a restart that rebuilds the in-process
+//! and OpenSearch (its stand-in) as the index, an index outage that must not hold back pushes, a restart that rebuilds the in-process
 //! index from the table without pushing again, and the real binary (`rookery aws bootstrap`, `rookery
 //! serve --backend aws`, and start-up failures that list every problem at once).
 //!
@@ -17,9 +17,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use reqwest::Method;
+use rookery_adapters_aws::OpenSearchService;
 use rookery_tests::aws::cloudsearch_fake::FakeCloudSearch;
 use rookery_tests::aws::cognito::CognitoPool;
 use rookery_tests::aws::moto::{moto, unique_name};
+use rookery_tests::aws::opensearch_fake::FakeOpenSearch;
 use rookery_tests::http::aws::{AwsSearch, MotoPushes, spawn_aws_app, spawn_aws_app_with};
 use rookery_tests::http::journey::{self, DevPushes, PushProbe, TestDevice, search};
 use rookery_tests::http::{Answer, EVENTUALLY, RookeryProcess, eventually, rookery_binary, spawn_app};
@@ -159,6 +161,62 @@ async fn with_cloudsearch_the_stream_feeds_the_index_that_search_reads() {
     })
     .await
     .expect("the deleted trip leaves CloudSearch");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_opensearch_the_stream_feeds_the_index_that_search_reads_as_you_type() {
+    let fake = FakeOpenSearch::spawn("es").await.expect("an OpenSearch stand-in");
+    let app = spawn_aws_app_with(AwsSearch::OpenSearch {
+        endpoint: fake.endpoint.clone(),
+        service: OpenSearchService::Domain,
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.access_user("bob").await;
+    alice
+        .put(
+            "/v1/items/trips/k1",
+            &json!({"data": {"headline": "Kilimanjaro at dawn"}, "visibility": "public"}),
+        )
+        .await
+        .expect_status(201);
+    alice
+        .put(
+            "/v1/items/trips/k2",
+            &json!({"data": {"headline": "Kilimanjaro budget"}}),
+        )
+        .await
+        .expect_status(201);
+    let found = eventually(EVENTUALLY, || async {
+        let answer = search(&bob, "kilim").await.expect_status(200);
+        (answer.body["found"] == 1).then_some(answer)
+    })
+    .await
+    .expect("the public trip reaches OpenSearch and Bob finds it as he types");
+    assert_eq!(found.body["hits"][0]["owner"], alice.id());
+    assert_eq!(found.body["hits"][0]["id"], "k1");
+    let own = eventually(EVENTUALLY, || async {
+        let answer = search(&alice, "kilimanjaro bud").await.expect_status(200);
+        (answer.body["found"] == 1).then_some(answer)
+    })
+    .await
+    .expect("Alice finds her private trip by a whole word and a prefix");
+    assert_eq!(own.body["hits"][0]["id"], "k2");
+    let stars = search(&bob, "kilim*").await.expect_status(200);
+    assert_eq!(stars.body["found"], 1, "a `*` is text: the same as `kilim`");
+    alice.delete("/v1/items/trips/k1").await.expect_status(204);
+    eventually(EVENTUALLY, || async {
+        (search(&bob, "kilimanjaro").await.body["found"] == 0).then_some(())
+    })
+    .await
+    .expect("the deleted trip leaves OpenSearch");
+    let tombstones = fake
+        .documents("rookery-items")
+        .into_iter()
+        .filter(|d| d.source["state"] == "deleted")
+        .count();
+    assert_eq!(tombstones, 1, "the delete is a tombstone");
     app.shutdown().await;
 }
 

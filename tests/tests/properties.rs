@@ -1,4 +1,5 @@
-//! Reliability properties of the use cases, over the memory adapters, with random schedules and injected faults.
+//! Reliability properties of the use cases, over the memory adapters, with random schedules and injected faults
+//! (and the indexer's convergence once more through the OpenSearch adapter and its stand-in).
 //!
 //! Each property runs 256 random cases. A case builds a current-thread tokio runtime and fresh adapters
 //! with a manual clock and sequential ids, so a failing case is reproducible from its seed alone.
@@ -8,6 +9,8 @@ use std::future::Future;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use rookery_adapters_aws::OpenSearchService;
+use rookery_adapters_aws::cloudsearch::document_id;
 use rookery_adapters_memory::{
     FailMode, FaultTarget, Faults, Faulty, ManualClock, MemoryEventStore, MemoryPushGateway, MemorySearchIndex,
 };
@@ -20,8 +23,9 @@ use rookery_ports::service::Page;
 use rookery_ports::{
     AppError, Caller, EventStore, Indexer, MediaStore, PushGateway, PushOutcome, Scope, SearchIndex, SearchQuery,
 };
+use rookery_tests::aws::opensearch_index;
 use rookery_tests::fixtures::{BoxError, device, key, object, user};
-use rookery_tests::memory::{RecordingGateway, TestBackend, app_with, memory_app, memory_media};
+use rookery_tests::memory::{MemoryBackend, RecordingGateway, TestBackend, app_with, memory_app, memory_media};
 use serde_json::{Value, json};
 
 /// Runs one case's async body on a fresh current-thread runtime.
@@ -525,14 +529,14 @@ where
     Ok(())
 }
 
-async fn indexer_converges_under_any_delivery_schedule_case(
-    commands: Vec<(usize, usize, Op, Pre)>,
-    d: Deliveries,
-) -> Result<(), BoxError> {
+/// A random history of item commands by two users on three keys, and its whole log.
+async fn commanded_log(
+    commands: &[(usize, usize, Op, Pre)],
+) -> Result<(MemoryBackend, [Caller; 2], [ItemKey; 3], Vec<StoredEvent>), BoxError> {
     let app = memory_app();
     let users = [Caller::new(user("alice")?), Caller::new(user("bob")?)];
     let keys = [key("notes", "a")?, key("notes", "b")?, key("todos", "c")?];
-    for (who, which, op, pre) in &commands {
+    for (who, which, op, pre) in commands {
         match command(&app, &users[*who], &keys[*which], op, *pre).await {
             Ok(_) | Err(AppError::NotFound | AppError::Conflict { .. } | AppError::Invalid(_)) => {}
             Err(other) => return Err(other.into()),
@@ -542,11 +546,11 @@ async fn indexer_converges_under_any_delivery_schedule_case(
     for caller in &users {
         log.extend(whole_feed(app.store(), &caller.user).await?);
     }
+    Ok((app, users, keys, log))
+}
 
-    let reference = MemorySearchIndex::new();
-    Indexer::new(reference.clone()).handle(&log).await?;
-
-    // A schedule: the log permuted, with some events delivered again at random places.
+/// A schedule: the log permuted, with some events delivered again at random places.
+fn scheduled(log: &[StoredEvent], d: &Deliveries) -> Vec<StoredEvent> {
     let mut schedule: Vec<(u32, usize)> = (0..log.len()).map(|i| (d.order[i % d.order.len()], i)).collect();
     schedule.sort();
     let mut deliveries: Vec<StoredEvent> = schedule.into_iter().map(|(_, i)| log[i].clone()).collect();
@@ -556,6 +560,55 @@ async fn indexer_converges_under_any_delivery_schedule_case(
             deliveries.insert(position, log[which % log.len()].clone());
         }
     }
+    deliveries
+}
+
+/// No deleted item is found by `index`; every live one is, at its current version.
+async fn search_agrees_with_the_heads<I: SearchIndex>(
+    app: &MemoryBackend,
+    users: &[Caller],
+    keys: &[ItemKey],
+    index: &I,
+) -> Result<(), BoxError> {
+    for caller in users {
+        for k in keys {
+            let head = app.store().item_head(&caller.user, k).await?;
+            let tag = format!("u{}x{}", caller.user, k.id).replace(['-', '.', ':', '_'], "");
+            let query = SearchQuery {
+                caller: caller.user.clone(),
+                words: vec![tag.to_lowercase()],
+                collection: Some(k.collection.clone()),
+                scope: Scope::Mine,
+                limit: 100,
+                cursor: None,
+            };
+            let page = index.query(&query).await?;
+            let found: Vec<&Item> = page.hits.iter().map(|h| &h.item).filter(|i| i.key() == *k).collect();
+            match &head.item {
+                None => assert!(
+                    found.is_empty(),
+                    "{k} of {} is deleted or absent and never found",
+                    caller.user
+                ),
+                Some(item) if item.data.contains_key("tag") => {
+                    assert_eq!(found, vec![item], "{k} of {} is found as it is now", caller.user);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn indexer_converges_under_any_delivery_schedule_case(
+    commands: Vec<(usize, usize, Op, Pre)>,
+    d: Deliveries,
+) -> Result<(), BoxError> {
+    let (app, users, keys, log) = commanded_log(&commands).await?;
+    let reference = MemorySearchIndex::new();
+    Indexer::new(reference.clone()).handle(&log).await?;
+    let deliveries = scheduled(&log, &d);
+
     let faults = Faults::new();
     faults.mode(if d.lost_acks {
         FailMode::AfterCommit
@@ -576,36 +629,50 @@ async fn indexer_converges_under_any_delivery_schedule_case(
         reference.snapshot()?,
         "the same index as in-order delivery"
     );
+    search_agrees_with_the_heads(&app, &users, &keys, index.inner()).await
+}
 
-    // No deleted item is found; every live one is, at its current version.
-    for caller in &users {
-        for k in &keys {
-            let head = app.store().item_head(&caller.user, k).await?;
-            let tag = format!("u{}x{}", caller.user, k.id).replace(['-', '.', ':', '_'], "");
-            let query = SearchQuery {
-                caller: caller.user.clone(),
-                words: vec![tag.to_lowercase()],
-                collection: Some(k.collection.clone()),
-                scope: Scope::Mine,
-                limit: 100,
-                cursor: None,
-            };
-            let page = index.inner().query(&query).await?;
-            let found: Vec<&Item> = page.hits.iter().map(|h| &h.item).filter(|i| i.key() == *k).collect();
-            match &head.item {
-                None => assert!(
-                    found.is_empty(),
-                    "{k} of {} is deleted or absent and never found",
-                    caller.user
-                ),
-                Some(item) if item.data.contains_key("tag") => {
-                    assert_eq!(found, vec![item], "{k} of {} is found as it is now", caller.user);
-                }
-                Some(_) => {}
-            }
-        }
+/// The same property through the OpenSearch adapter and its stand-in (a domain or a Serverless collection),
+/// with the faults injected by the stand-in: `_bulk` items refused with `429`, and, for lost
+/// acknowledgements, whole `_bulk` requests applied but answered `502`.
+async fn indexer_converges_on_opensearch_case(
+    commands: Vec<(usize, usize, Op, Pre)>,
+    d: Deliveries,
+    service: OpenSearchService,
+) -> Result<(), BoxError> {
+    let (app, users, keys, log) = commanded_log(&commands).await?;
+    let reference = MemorySearchIndex::new();
+    Indexer::new(reference.clone()).handle(&log).await?;
+    let deliveries = scheduled(&log, &d);
+
+    let (fake, index) = opensearch_index(service).await?;
+    let lost = if d.lost_acks { d.share } else { 0.0 };
+    fake.inject_faults(d.share, lost, d.seed);
+    let indexer = Indexer::new(index.clone());
+    deliver(&deliveries, &d.batch_sizes, |batch| {
+        let indexer = indexer.clone();
+        async move { indexer.handle(&batch).await }
+    })
+    .await?;
+    fake.heal();
+
+    // Document by document, the stand-in holds what in-order delivery gives, tombstones included.
+    let mut expected = BTreeMap::new();
+    for entry in reference.snapshot()? {
+        expected.insert(document_id(&entry.owner, &entry.key), (entry.version.0, entry.item));
     }
-    Ok(())
+    let mut held = BTreeMap::new();
+    for doc in fake.documents(index.alias()) {
+        let item: Option<Item> = doc
+            .source
+            .get("item")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()?;
+        held.insert(doc.id, (doc.source["version"].as_u64().unwrap_or(0), item));
+    }
+    assert_eq!(held, expected, "{service:?}: the same documents as in-order delivery");
+    search_agrees_with_the_heads(&app, &users, &keys, &index).await
 }
 
 // (d) Following the feed yields every committed change exactly once, in commit order.
@@ -1005,5 +1072,20 @@ proptest! {
     #[test]
     fn a_failing_push_never_loses_a_message(plan in push_plan()) {
         run(a_failing_push_never_loses_a_message_case(plan))?;
+    }
+}
+
+proptest! {
+    // Each case starts a stand-in and talks HTTP to it: fewer cases, the same generators.
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn indexer_converges_on_opensearch_under_any_delivery_schedule(
+        commands in proptest::collection::vec((0usize..2, 0usize..3, op(), pre()), 1..30),
+        d in deliveries(),
+        serverless in any::<bool>(),
+    ) {
+        let service = if serverless { OpenSearchService::Serverless } else { OpenSearchService::Domain };
+        run(indexer_converges_on_opensearch_case(commands, d, service))?;
     }
 }

@@ -13,7 +13,9 @@ use super::settings::{AwsConfig, EnvironmentIdentity, SearchBackend};
 use crate::cloudsearch::CloudSearchIndex;
 use crate::dynamo::{DynamoStore, create_table};
 use crate::error::sdk_failure;
+use crate::opensearch::OpenSearchIndex;
 use crate::s3::{CloudFrontSigner, S3MediaStore};
+use crate::search::AwsSearchIndex;
 use crate::sns::{SnsPushGateway, ensure_platform_application};
 use crate::streams::StreamPoller;
 
@@ -136,14 +138,41 @@ impl AwsClients {
         gateway
     }
 
+    /// The configured search index: OpenSearch or CloudSearch; `None` with `ROOKERY_SEARCH=memory`
+    /// (or without the chosen engine's endpoints, which [`AwsConfig::from_env`] reports).
+    pub fn search_index(&self) -> Option<AwsSearchIndex> {
+        match self.config.search {
+            SearchBackend::Memory => None,
+            SearchBackend::CloudSearch => self.cloudsearch_index().map(AwsSearchIndex::CloudSearch),
+            SearchBackend::OpenSearch => self.opensearch_index().map(AwsSearchIndex::OpenSearch),
+        }
+    }
+
     /// The CloudSearch index, when `ROOKERY_SEARCH=cloudsearch`.
-    pub fn search_index(&self) -> Option<CloudSearchIndex> {
+    pub fn cloudsearch_index(&self) -> Option<CloudSearchIndex> {
         if self.config.search != SearchBackend::CloudSearch {
             return None;
         }
         let doc = self.config.cloudsearch_doc_endpoint.as_deref()?;
         let search = self.config.cloudsearch_search_endpoint.as_deref()?;
         Some(CloudSearchIndex::new(&self.sdk, doc, search).with_retry(self.config.retry))
+    }
+
+    /// The OpenSearch index, when `ROOKERY_SEARCH=opensearch`.
+    pub fn opensearch_index(&self) -> Option<OpenSearchIndex> {
+        if self.config.search != SearchBackend::OpenSearch {
+            return None;
+        }
+        let endpoint = self.config.opensearch_endpoint.as_deref()?;
+        Some(
+            OpenSearchIndex::new(
+                &self.sdk,
+                endpoint,
+                self.config.opensearch_service,
+                &self.config.opensearch_index,
+            )
+            .with_retry(self.config.retry),
+        )
     }
 }
 

@@ -17,7 +17,12 @@ mod clients;
 mod settings;
 
 pub use clients::{AwsClients, BootstrapReport, bootstrap};
-pub use settings::{AwsConfig, ConfigError, Emulator, EnvironmentCredentials, EnvironmentIdentity, SearchBackend};
+pub use settings::{
+    AwsConfig, ConfigError, DEFAULT_OPENSEARCH_INDEX, Emulator, EnvironmentCredentials, EnvironmentIdentity,
+    SearchBackend,
+};
+
+pub use crate::opensearch::OpenSearchService;
 
 pub use crate::s3::CloudFrontConfig;
 pub use crate::sns::PlatformCredentials;

@@ -9,6 +9,7 @@ use std::fmt;
 use rookery_domain::Platform;
 
 use crate::error::RetryPolicy;
+use crate::opensearch::{OpenSearchService, valid_alias};
 use crate::s3::{CloudFrontConfig, CloudFrontSigner};
 use crate::sns::PlatformCredentials;
 
@@ -20,7 +21,12 @@ pub enum SearchBackend {
     Memory,
     /// Amazon CloudSearch, through its document and search endpoints.
     CloudSearch,
+    /// An Amazon OpenSearch Service domain or an OpenSearch Serverless collection, through its endpoint.
+    OpenSearch,
 }
+
+/// The alias the OpenSearch index is written and searched through, unless `ROOKERY_OPENSEARCH_INDEX` names another.
+pub const DEFAULT_OPENSEARCH_INDEX: &str = "rookery-items";
 
 /// A local emulator (moto) to talk to instead of AWS: fixed test credentials, `us-east-1`, SDK retries off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +51,14 @@ pub struct AwsConfig {
     /// What [`bootstrap`](super::bootstrap) creates a platform application with, for platforms without an ARN
     /// (`ROOKERY_SNS_<PLATFORM>_CREDENTIAL` and `_PRINCIPAL`, `<PLATFORM>` being `APNS`, `APNS_SANDBOX` or `FCM`).
     pub sns_platform_credentials: BTreeMap<Platform, PlatformCredentials>,
-    /// Which search index (`ROOKERY_SEARCH=memory|cloudsearch`).
+    /// Which search index (`ROOKERY_SEARCH=memory|cloudsearch|opensearch`).
     pub search: SearchBackend,
+    /// The OpenSearch domain's or collection's endpoint (`ROOKERY_OPENSEARCH_ENDPOINT`), required with `opensearch`.
+    pub opensearch_endpoint: Option<String>,
+    /// A domain (`es`, the default) or a Serverless collection (`aoss`) (`ROOKERY_OPENSEARCH_SERVICE`).
+    pub opensearch_service: OpenSearchService,
+    /// The alias the index is used through (`ROOKERY_OPENSEARCH_INDEX`, default [`DEFAULT_OPENSEARCH_INDEX`]).
+    pub opensearch_index: String,
     /// CloudSearch document endpoint (`ROOKERY_CLOUDSEARCH_DOC_ENDPOINT`), required with `cloudsearch`.
     pub cloudsearch_doc_endpoint: Option<String>,
     /// CloudSearch search endpoint (`ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT`), required with `cloudsearch`.
@@ -92,6 +104,9 @@ impl AwsConfig {
             sns_fcm_arn: None,
             sns_platform_credentials: BTreeMap::new(),
             search: SearchBackend::Memory,
+            opensearch_endpoint: None,
+            opensearch_service: OpenSearchService::Domain,
+            opensearch_index: DEFAULT_OPENSEARCH_INDEX.to_owned(),
             cloudsearch_doc_endpoint: None,
             cloudsearch_search_endpoint: None,
             cognito_pool_id: None,
@@ -165,11 +180,41 @@ impl AwsConfig {
         config.search = match get("ROOKERY_SEARCH").as_deref() {
             None | Some("memory") => SearchBackend::Memory,
             Some("cloudsearch") => SearchBackend::CloudSearch,
+            Some("opensearch") => SearchBackend::OpenSearch,
             Some(other) => {
-                problems.push(format!("ROOKERY_SEARCH must be memory or cloudsearch, not {other:?}"));
+                problems.push(format!(
+                    "ROOKERY_SEARCH must be memory, cloudsearch or opensearch, not {other:?}"
+                ));
                 SearchBackend::Memory
             }
         };
+        config.opensearch_endpoint = get("ROOKERY_OPENSEARCH_ENDPOINT").map(|url| url.trim_end_matches('/').to_owned());
+        match config.opensearch_endpoint.as_deref() {
+            Some(url) if !is_url(url) || url.split("://").nth(1).is_some_and(|rest| rest.contains('/')) => {
+                problems.push("ROOKERY_OPENSEARCH_ENDPOINT must be an http(s) URL without a path".into());
+            }
+            None if config.search == SearchBackend::OpenSearch => {
+                problems.push("ROOKERY_OPENSEARCH_ENDPOINT is required with ROOKERY_SEARCH=opensearch".into());
+            }
+            _ => {}
+        }
+        config.opensearch_service = match get("ROOKERY_OPENSEARCH_SERVICE").as_deref() {
+            None => OpenSearchService::Domain,
+            Some(name) => OpenSearchService::parse(name).unwrap_or_else(|| {
+                problems.push(format!(
+                    "ROOKERY_OPENSEARCH_SERVICE must be es (a domain) or aoss (a Serverless collection), not {name:?}"
+                ));
+                OpenSearchService::Domain
+            }),
+        };
+        if let Some(alias) = get("ROOKERY_OPENSEARCH_INDEX") {
+            if !valid_alias(&alias) {
+                problems.push(format!(
+                    "ROOKERY_OPENSEARCH_INDEX must be 1 to 200 of a-z, 0-9, - and _, not starting with - or _, not {alias:?}"
+                ));
+            }
+            config.opensearch_index = alias;
+        }
         for (name, slot) in [
             ("ROOKERY_CLOUDSEARCH_DOC_ENDPOINT", &mut config.cloudsearch_doc_endpoint),
             (
@@ -365,7 +410,7 @@ mod tests {
         for expected in [
             "ROOKERY_TABLE is not set",
             "ROOKERY_BUCKET is not set",
-            "ROOKERY_SEARCH must be memory or cloudsearch",
+            "ROOKERY_SEARCH must be memory, cloudsearch or opensearch",
             "ROOKERY_SNS_FCM_ARN must be an ARN",
             "ROOKERY_CLOUDFRONT_KEY_PAIR_ID is required",
             "ROOKERY_CLOUDFRONT_PRIVATE_KEY (or _FILE) is required",
@@ -468,6 +513,67 @@ mod tests {
         assert_eq!(error.problems.len(), 2, "{error}");
         assert!(error.problems[0].contains("DOC_ENDPOINT must be an http(s) URL"));
         assert!(error.problems[1].contains("SEARCH_ENDPOINT is required"));
+    }
+
+    #[test]
+    fn opensearch_needs_an_endpoint_and_knows_its_two_services() {
+        let error = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SEARCH", "opensearch"),
+            ("ROOKERY_OPENSEARCH_SERVICE", "lambda"),
+            ("ROOKERY_OPENSEARCH_INDEX", "Items!"),
+        ]))
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 3, "{error}");
+        assert!(error.problems[0].contains("ROOKERY_OPENSEARCH_ENDPOINT is required"));
+        assert!(error.problems[1].contains("must be es (a domain) or aoss"));
+        assert!(error.problems[2].contains("ROOKERY_OPENSEARCH_INDEX must be"));
+
+        let bad_url = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_OPENSEARCH_ENDPOINT", "https://search-x.es.amazonaws.com/items"),
+        ]))
+        .unwrap_err();
+        assert!(bad_url.problems[0].contains("without a path"), "{bad_url}");
+
+        let serverless = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SEARCH", "opensearch"),
+            (
+                "ROOKERY_OPENSEARCH_ENDPOINT",
+                "https://abc.us-east-1.aoss.amazonaws.com/",
+            ),
+            ("ROOKERY_OPENSEARCH_SERVICE", "aoss"),
+        ]))
+        .unwrap();
+        assert_eq!(serverless.search, SearchBackend::OpenSearch);
+        assert_eq!(
+            serverless.opensearch_endpoint.as_deref(),
+            Some("https://abc.us-east-1.aoss.amazonaws.com")
+        );
+        assert_eq!(serverless.opensearch_service, OpenSearchService::Serverless);
+        assert_eq!(serverless.opensearch_index, DEFAULT_OPENSEARCH_INDEX);
+
+        let domain = AwsConfig::from_vars(vars(&[
+            ("ROOKERY_TABLE", "t"),
+            ("ROOKERY_BUCKET", "b"),
+            ("ROOKERY_SEARCH", "opensearch"),
+            (
+                "ROOKERY_OPENSEARCH_ENDPOINT",
+                "https://search-x.eu-west-1.es.amazonaws.com",
+            ),
+            ("ROOKERY_OPENSEARCH_INDEX", "prod-items"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            domain.opensearch_service,
+            OpenSearchService::Domain,
+            "es is the default"
+        );
+        assert_eq!(domain.opensearch_index, "prod-items");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The `rookery` binary on AWS services: `rookery serve --backend aws` and `rookery aws bootstrap`.
 //!
 //! [`serve`] runs the one router in a single process over the AWS adapters (DynamoDB, S3, SNS, Cognito,
-//! and CloudSearch or an in-process index), with DynamoDB Streams pollers doing what functions 2 and 4
-//! do on Lambda. It is meant for a laptop against an emulator (moto) and for a long-running host on AWS.
+//! and OpenSearch, CloudSearch or an in-process index), with DynamoDB Streams pollers doing what
+//! functions 2 and 4 do on Lambda. It is meant for a laptop against an emulator (moto) and for a long-running host on AWS.
 //! [`bootstrap`] creates what it needs (table and stream, bucket, SNS platform applications) and prints
 //! the variables to export. Settings are read through a lookup function (the process environment in
 //! the binary, a map in tests), and every problem is reported at once.

@@ -1,7 +1,7 @@
 //! `rookery serve --backend aws`: the one router in one process over the AWS adapters.
 //!
 //! The event store is DynamoDB, media is S3 (CloudFront when configured), push is SNS, identity is the
-//! Cognito user pool's key set, and search is CloudSearch or an in-process [`MemorySearchIndex`]
+//! Cognito user pool's key set, and search is OpenSearch, CloudSearch or an in-process [`MemorySearchIndex`]
 //! (`ROOKERY_SEARCH`). There are no development routes: users sign in with Cognito.
 //!
 //! Two [`StreamPoller`]s read the table's stream, one for the [`Indexer`] and one for the
@@ -290,10 +290,13 @@ impl AwsServer {
         };
         match config.search {
             SearchBackend::Memory => launch(options, parts, MemorySearchIndex::new(), true).await,
-            SearchBackend::CloudSearch => {
+            SearchBackend::CloudSearch | SearchBackend::OpenSearch => {
                 let Some(index) = parts.clients.search_index() else {
                     return Err(ConfigError {
-                        problems: vec!["ROOKERY_SEARCH=cloudsearch needs both CloudSearch endpoints".into()],
+                        problems: vec![
+                            "ROOKERY_SEARCH=cloudsearch needs both CloudSearch endpoints, opensearch its endpoint"
+                                .into(),
+                        ],
                     }
                     .into());
                 };
@@ -415,7 +418,7 @@ mod tests {
             "ROOKERY_COGNITO_CLIENT_ID is required",
             "ROOKERY_TABLE is not set",
             "ROOKERY_BUCKET is not set",
-            "ROOKERY_SEARCH must be memory or cloudsearch",
+            "ROOKERY_SEARCH must be memory, cloudsearch or opensearch",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

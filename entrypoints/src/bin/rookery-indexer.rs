@@ -1,4 +1,4 @@
-//! Lambda function 2: DynamoDB stream batches of the events table in, CloudSearch documents out.
+//! Lambda function 2: DynamoDB stream batches of the events table in, OpenSearch or CloudSearch documents out.
 //!
 //! Each record is decoded into the stored event it carries (bookkeeping rows carry none), the events
 //! go to the indexer, and the answer names the first record not indexed (`batchItemFailures`), so

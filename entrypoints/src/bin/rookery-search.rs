@@ -1,5 +1,5 @@
 //! Lambda function 3: the search route of the HTTP API, answered by the contract's router over the
-//! AWS adapters (the query goes to CloudSearch; nothing is written).
+//! AWS adapters (the query goes to OpenSearch or CloudSearch; nothing is written).
 //!
 //! Everything is built once per cold start, here; each invocation only runs the router.
 

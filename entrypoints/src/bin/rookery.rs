@@ -40,7 +40,7 @@ enum LogFormatArg {
 enum Backend {
     /// Embedded adapters and the development identity provider.
     Memory,
-    /// DynamoDB, S3, SNS, Cognito and CloudSearch or an in-process index, configured by the environment.
+    /// DynamoDB, S3, SNS, Cognito and OpenSearch, CloudSearch or an in-process index, configured by the environment.
     Aws,
 }
 

@@ -9,7 +9,7 @@
 //! the adapters those services use (decision 0004).
 
 use axum::Router;
-use rookery_adapters_aws::cloudsearch::CloudSearchIndex;
+use rookery_adapters_aws::AwsSearchIndex;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
 use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySource, cognito_issuer};
 use rookery_adapters_memory::{SystemClock, UlidIds};
@@ -75,9 +75,9 @@ pub enum ComposeError {
     /// Variables are missing or malformed.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The functions share no memory, so only CloudSearch can be their index.
+    /// The functions share no memory, so only OpenSearch or CloudSearch can be their index.
     #[error(
-        "ROOKERY_SEARCH must be cloudsearch on Lambda, with ROOKERY_CLOUDSEARCH_DOC_ENDPOINT and ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT"
+        "ROOKERY_SEARCH must be opensearch (with ROOKERY_OPENSEARCH_ENDPOINT) or cloudsearch (with ROOKERY_CLOUDSEARCH_DOC_ENDPOINT and ROOKERY_CLOUDSEARCH_SEARCH_ENDPOINT) on Lambda"
     )]
     NoSearchIndex,
     /// The API functions verify Cognito tokens and need the pool.
@@ -125,12 +125,12 @@ impl Aws {
         &self.clients
     }
 
-    /// The search index (CloudSearch).
+    /// The search index (OpenSearch or CloudSearch).
     ///
     /// # Errors
-    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
-    pub fn search_index(&self) -> Result<CloudSearchIndex, ComposeError> {
-        if self.clients.config().search != SearchBackend::CloudSearch {
+    /// [`ComposeError::NoSearchIndex`] unless OpenSearch or CloudSearch is configured.
+    pub fn search_index(&self) -> Result<AwsSearchIndex, ComposeError> {
+        if self.clients.config().search == SearchBackend::Memory {
             return Err(ComposeError::NoSearchIndex);
         }
         self.clients.search_index().ok_or(ComposeError::NoSearchIndex)
@@ -149,10 +149,10 @@ impl Aws {
         ))
     }
 
-    /// Function 3's route: CloudSearch only.
+    /// Function 3's route: the search index only.
     ///
     /// # Errors
-    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
+    /// [`ComposeError::NoSearchIndex`] unless OpenSearch or CloudSearch is configured.
     pub fn search_function(&self) -> Result<Router, ComposeError> {
         Ok(search_function(self.search_index()?))
     }
@@ -167,11 +167,11 @@ impl Aws {
         messages_function(self.clients.event_store(), self.clients.push_gateway())
     }
 
-    /// Function 2's use case: the indexer over CloudSearch.
+    /// Function 2's use case: the indexer over OpenSearch or CloudSearch.
     ///
     /// # Errors
-    /// [`ComposeError::NoSearchIndex`] unless CloudSearch is configured.
-    pub fn indexer(&self) -> Result<Indexer<CloudSearchIndex>, ComposeError> {
+    /// [`ComposeError::NoSearchIndex`] unless OpenSearch or CloudSearch is configured.
+    pub fn indexer(&self) -> Result<Indexer<AwsSearchIndex>, ComposeError> {
         Ok(Indexer::new(self.search_index()?))
     }
 

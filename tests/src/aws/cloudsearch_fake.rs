@@ -3,10 +3,12 @@
 //! No CloudSearch emulator exists, so the tests run the adapter against this: a document endpoint
 //! (`POST /2013-01-01/documents/batch`) that validates ids, field names and values as CloudSearch does,
 //! and a search endpoint (`GET /2013-01-01/search`) that parses the structured queries the adapter emits
-//! (`and`, `or`, `not`, `term`, `matchall`, single-quoted strings with `\` escapes) and evaluates them over
+//! (`and`, `or`, `not`, `term`, `prefix`, `matchall`, single-quoted strings with `\` escapes) and evaluates them over
 //! the stored documents. Because the query is really parsed, an escaping bug shows up as a syntax error or
 //! as a wrong match, which is what the injection tests look for.
 //! Text fields match whole lowercase words, like CloudSearch's analyzers; other fields match exactly.
+//! A `prefix` term is not analysed (CloudSearch does not analyse prefixes): on a text field it matches a
+//! word of the field that starts with it as given, on other fields a value that starts with it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -190,6 +192,13 @@ pub enum Expr {
         /// The value, unescaped.
         value: String,
     },
+    /// The field holds a word (text fields) or a value (other fields) starting with the value.
+    Prefix {
+        /// The field.
+        field: String,
+        /// The prefix, unescaped and not analysed.
+        value: String,
+    },
     /// Every document.
     MatchAll,
 }
@@ -289,7 +298,7 @@ fn parse_expr(tokens: &[Token], position: &mut usize) -> Result<Expr, String> {
                         _ => return Err("not takes one expression".into()),
                     }
                 }
-                "term" => {
+                "term" | "prefix" => {
                     let field = match tokens.get(*position) {
                         Some(Token::Word(option)) => option
                             .strip_prefix("field=")
@@ -304,7 +313,11 @@ fn parse_expr(tokens: &[Token], position: &mut usize) -> Result<Expr, String> {
                         other => return Err(format!("term needs a value, found {other:?}")),
                     };
                     *position += 1;
-                    Expr::Term { field, value }
+                    if op == "term" {
+                        Expr::Term { field, value }
+                    } else {
+                        Expr::Prefix { field, value }
+                    }
                 }
                 other => return Err(format!("unsupported operator {other}")),
             };
@@ -364,6 +377,19 @@ fn evaluate(expr: &Expr, id: &str, fields: &Map<String, Value>) -> Option<f64> {
             Some(present.iter().filter(|word| wanted.contains(word)).count() as f64)
         }
         Expr::Term { field, value } => values(fields, field).iter().any(|v| v == value).then_some(0.0),
+        Expr::Prefix { value, .. } if value.is_empty() => None,
+        Expr::Prefix { field, value } if TEXT_FIELDS.contains(&field.as_str()) => {
+            let starting = values(fields, field)
+                .iter()
+                .flat_map(|text| words(text).collect::<Vec<_>>())
+                .filter(|word| word.starts_with(value.as_str()))
+                .count();
+            (starting > 0).then_some(starting as f64)
+        }
+        Expr::Prefix { field, value } => values(fields, field)
+            .iter()
+            .any(|v| v.starts_with(value.as_str()))
+            .then_some(0.0),
     }
 }
 
@@ -444,7 +470,7 @@ mod tests {
     #[test]
     fn parses_the_subset_with_escapes() {
         let expr = parse(
-            r"(and (term field=text 'it\'s') (or (term field=owner 'a\\b') matchall) (not (term field=version 3)))",
+            r"(and (term field=text 'it\'s') (or (term field=owner 'a\\b') matchall) (not (term field=version 3)) (prefix field=text 'pa'))",
         )
         .unwrap();
         assert_eq!(
@@ -465,10 +491,16 @@ mod tests {
                     field: "version".into(),
                     value: "3".into()
                 })),
+                Expr::Prefix {
+                    field: "text".into(),
+                    value: "pa".into()
+                },
             ])
         );
         assert!(parse("(and (term field=text 'open)").is_err());
         assert!(parse("(term field=text 'a') extra").is_err());
         assert!(parse("(near field=text 'a')").is_err());
+        assert!(parse("(prefix 'a')").is_err(), "prefix needs field=");
+        assert!(parse("(prefix field=text 'a' 'b')").is_err());
     }
 }

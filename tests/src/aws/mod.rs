@@ -1,14 +1,18 @@
-//! Helpers for testing the AWS adapters: a moto server per test binary, a fake CloudSearch domain,
-//! and the contract-suite factories that make fresh, isolated adapters on them.
+//! Helpers for testing the AWS adapters: a moto server per test binary, a fake CloudSearch domain, an
+//! OpenSearch stand-in, and the contract-suite factories that make fresh, isolated adapters on them.
 
 pub mod cloudsearch_fake;
 pub mod cognito;
 pub mod moto;
+pub mod opensearch_fake;
 
 use std::sync::{Mutex, PoisonError};
 
 use rookery_adapters_aws::config::SearchBackend;
-use rookery_adapters_aws::{AwsClients, AwsConfig, CloudSearchIndex, DynamoStore, S3MediaStore, SnsPushGateway};
+use rookery_adapters_aws::{
+    AwsClients, AwsConfig, CloudSearchIndex, DynamoStore, OpenSearchIndex, OpenSearchService, S3MediaStore,
+    SnsPushGateway,
+};
 use rookery_ports::SignedRequest;
 
 use crate::contract::event_store::StoreFactory;
@@ -17,6 +21,7 @@ use crate::contract::push_gateway::PushFactory;
 use crate::contract::search_index::SearchFactory;
 use crate::fixtures::BoxError;
 use cloudsearch_fake::FakeCloudSearch;
+use opensearch_fake::FakeOpenSearch;
 
 /// A DynamoDB event store on a new table of the test binary's moto server.
 ///
@@ -129,7 +134,7 @@ pub async fn cloudsearch_index() -> Result<(FakeCloudSearch, CloudSearchIndex), 
     config.cloudsearch_search_endpoint = Some(fake.endpoint.clone());
     let index = AwsClients::load(config)
         .await
-        .search_index()
+        .cloudsearch_index()
         .ok_or("no CloudSearch index configured")?;
     Ok((fake, index))
 }
@@ -145,6 +150,52 @@ impl SearchFactory for CloudSearchFakes {
 
     async fn fresh(&self) -> Result<CloudSearchIndex, BoxError> {
         let (fake, index) = cloudsearch_index().await?;
+        self.fakes.lock().unwrap_or_else(PoisonError::into_inner).push(fake);
+        Ok(index)
+    }
+}
+
+/// An OpenSearch index on a fresh stand-in, signed for `service` (no moto needed): configured the way
+/// `ROOKERY_SEARCH=opensearch` configures it, with the emulator's fixed credentials and region.
+///
+/// # Errors
+/// When the stand-in cannot bind a port.
+pub async fn opensearch_index(service: OpenSearchService) -> Result<(FakeOpenSearch, OpenSearchIndex), BoxError> {
+    let fake = FakeOpenSearch::spawn(service.signing_name()).await?;
+    let mut config = AwsConfig::new("unused", "unused").with_emulator(&fake.endpoint);
+    config.search = SearchBackend::OpenSearch;
+    config.opensearch_endpoint = Some(fake.endpoint.clone());
+    config.opensearch_service = service;
+    let index = AwsClients::load(config)
+        .await
+        .opensearch_index()
+        .ok_or("no OpenSearch index configured")?;
+    Ok((fake, index))
+}
+
+/// Fresh OpenSearch indexes, each on its own stand-in, kept running as long as the factory.
+#[derive(Debug, Default)]
+pub struct OpenSearchFakes {
+    /// A domain (`es`) or a Serverless collection (`aoss`).
+    pub service: OpenSearchService,
+    fakes: Mutex<Vec<FakeOpenSearch>>,
+}
+
+impl OpenSearchFakes {
+    /// Stand-ins for `service`.
+    pub fn new(service: OpenSearchService) -> Self {
+        Self {
+            service,
+            fakes: Mutex::default(),
+        }
+    }
+}
+
+impl SearchFactory for OpenSearchFakes {
+    type Index = OpenSearchIndex;
+
+    async fn fresh(&self) -> Result<OpenSearchIndex, BoxError> {
+        let (fake, index) = opensearch_index(self.service).await?;
         self.fakes.lock().unwrap_or_else(PoisonError::into_inner).push(fake);
         Ok(index)
     }

@@ -745,6 +745,230 @@ pub async fn check_syntax_words_match_only_literally<F: SearchFactory>(factory: 
     Ok(())
 }
 
+/// The five items of the prefix checks: alice's private `passport renewal`, `pass the salt` and `compass rose`,
+/// bob's public `passing grade` (in `grades`) and private `passcode secret`, plus alice's private `nothing here`.
+async fn prefix_fixture<I: SearchIndex>(index: &I) -> Result<Vec<Item>, BoxError> {
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let items = vec![
+        item(
+            &alice,
+            &key("notes", "p1")?,
+            1,
+            Visibility::Private,
+            json!({"t": "Passport renewal"}),
+        ),
+        item(
+            &alice,
+            &key("notes", "p2")?,
+            1,
+            Visibility::Private,
+            json!({"t": "pass the salt"}),
+        ),
+        item(
+            &alice,
+            &key("notes", "p3")?,
+            1,
+            Visibility::Private,
+            json!({"t": "compass rose"}),
+        ),
+        item(
+            &bob,
+            &key("grades", "p4")?,
+            1,
+            Visibility::Public,
+            json!({"t": "passing grade"}),
+        ),
+        item(
+            &bob,
+            &key("notes", "p5")?,
+            1,
+            Visibility::Private,
+            json!({"t": "passcode secret"}),
+        ),
+        item(
+            &alice,
+            &key("notes", "n")?,
+            1,
+            Visibility::Private,
+            json!({"t": "nothing here"}),
+        ),
+    ];
+    index.apply(&items.iter().map(upsert).collect::<Vec<_>>()).await?;
+    Ok(items)
+}
+
+/// The (owner, key) of the fixture items with these ids.
+fn picked(items: &[Item], ids: &[&str]) -> BTreeSet<(UserId, ItemKey)> {
+    items
+        .iter()
+        .filter(|i| ids.contains(&i.id.as_str()))
+        .map(|i| (i.owner.clone(), i.key()))
+        .collect()
+}
+
+/// The last word also matches as a prefix of a word (search as you type: `pass` finds `passport`); every
+/// other word still matches whole words only, even when it equals the last; scope, collection, `found`
+/// and paging hold for prefix matches as for whole words.
+pub async fn check_last_word_matches_as_a_prefix<F: SearchFactory>(factory: &F) -> Outcome {
+    let index = factory.fresh().await?;
+    let items = prefix_fixture(&index).await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let cases: [(&[&str], &[&str]); 16] = [
+        (&["pass"], &["p1", "p2", "p4"]),
+        (&["p"], &["p1", "p2", "p4"]),
+        (&["passport"], &["p1"]),
+        (&["passports"], &[]),
+        (&["renewal", "pass"], &["p1"]),
+        (&["salt", "pa"], &["p2"]),
+        (&["pass", "the"], &["p2"]),
+        (&["pass", "pass"], &["p2"]),
+        (&["com"], &["p3"]),
+        (&["rose", "com"], &["p3"]),
+        (&["ros"], &["p3"]),
+        (&["ompass"], &[]),
+        (&["pass", "renewal"], &[]),
+        (&["renew", "passport"], &[]),
+        (&["com", "rose"], &[]),
+        (&["pas", "salt"], &[]),
+    ];
+    for (words, expected) in cases {
+        assert_eq!(
+            finds(&index, &alice, words).await?,
+            picked(&items, expected),
+            "{words:?}: only the last word is a prefix"
+        );
+    }
+
+    // Scope: a prefix never reaches another user's private item.
+    let scoped = |caller: &UserId, scope: Scope, words: &[&str]| SearchQuery {
+        scope,
+        ..query(caller, words)
+    };
+    let expectations = [
+        (scoped(&bob, Scope::All, &["pass"]), picked(&items, &["p4", "p5"])),
+        (scoped(&bob, Scope::Public, &["pass"]), picked(&items, &["p4"])),
+        (scoped(&alice, Scope::Mine, &["pass"]), picked(&items, &["p1", "p2"])),
+        (scoped(&alice, Scope::All, &["sec"]), picked(&items, &[])),
+        (scoped(&alice, Scope::Public, &["pass"]), picked(&items, &["p4"])),
+        (scoped(&bob, Scope::Mine, &["sec"]), picked(&items, &["p5"])),
+        (
+            SearchQuery {
+                collection: Some(collection("notes")?),
+                ..query(&alice, &["pass"])
+            },
+            picked(&items, &["p1", "p2"]),
+        ),
+    ];
+    for (q, expected) in expectations {
+        let (found, hits) = all_hits(&index, &q).await?;
+        assert_eq!(ids(&hits), expected, "{q:?}");
+        assert_eq!(found, expected.len() as u64, "{q:?}: found counts the prefix matches");
+    }
+
+    // Paging over prefix matches visits each once.
+    let (found, hits) = all_hits(
+        &index,
+        &SearchQuery {
+            limit: 1,
+            ..query(&alice, &["pa"])
+        },
+    )
+    .await?;
+    assert_eq!((found, ids(&hits)), (3, picked(&items, &["p1", "p2", "p4"])));
+    Ok(())
+}
+
+/// `*`, `?`, `%`, quotes, `:` and brackets in the user's text are text, never syntax: split into words the
+/// way the application does they give the ordinary prefix rule, and passed raw they neither fail nor
+/// widen the query (no wildcard, no field, no match-everything, no other user's private item).
+pub async fn check_prefix_text_is_never_syntax<F: SearchFactory>(factory: &F) -> Outcome {
+    let index = factory.fresh().await?;
+    let items = prefix_fixture(&index).await?;
+    let alice = user("alice")?;
+
+    // User text split into words the way the application does.
+    let texts: [(&str, &[&str]); 10] = [
+        ("pass*", &["p1", "p2", "p4"]),
+        ("*pass", &["p1", "p2", "p4"]),
+        ("\"pass", &["p1", "p2", "p4"]),
+        ("(pass)", &["p1", "p2", "p4"]),
+        ("[pass", &["p1", "p2", "p4"]),
+        ("pass:", &["p1", "p2", "p4"]),
+        ("t:pass", &[]),
+        ("pass*word", &[]),
+        ("com*ss", &[]),
+        ("renewal pa*", &["p1"]),
+    ];
+    for (text, expected) in texts {
+        let split: Vec<String> = words(text).collect();
+        let split: Vec<&str> = split.iter().map(String::as_str).collect();
+        assert_eq!(
+            finds(&index, &alice, &split).await?,
+            picked(&items, expected),
+            "text {text:?} as words {split:?}"
+        );
+    }
+
+    // Raw words full of syntax: no error, and every hit holds their letters by the prefix rule.
+    let wildcards = [
+        "*ass", "?ass", "%ass", "_ass", ".*ass", "*", "**", "*:*", "[* TO *]", "\"\"", "()",
+    ];
+    let raw = [
+        "pass*",
+        "*pass",
+        "p*",
+        "pa?s",
+        "pa??port",
+        "\"pass\"",
+        "'pass'",
+        "pass:",
+        ":pass",
+        "(pass",
+        "[pass",
+        "pass]",
+        "{pass}",
+        "pass~",
+        "pass^2",
+        "p%",
+        "pass_",
+        "owner:alice",
+        "visibility:public",
+        "state:live",
+        "(prefix field=text 'p')",
+        "{\"match_all\":{}}",
+    ];
+    for word in wildcards.iter().chain(raw.iter()) {
+        let letters: Vec<String> = words(word).collect();
+        let (found, hits) = all_hits(&index, &query(&alice, &[word]))
+            .await
+            .map_err(|e| format!("{word:?}: {e}"))?;
+        assert_eq!(found, hits.len() as u64, "{word:?}");
+        for hit in &hits {
+            let text: Vec<String> = search_document(hit)
+                .text
+                .iter()
+                .flat_map(|s| words(s).collect::<Vec<_>>())
+                .collect();
+            if let Some((last, rest)) = letters.split_last() {
+                assert!(
+                    rest.iter().all(|l| text.contains(l)) && text.iter().any(|t| t.starts_with(last.as_str())),
+                    "{word:?} matched {} literally only",
+                    hit.id
+                );
+            }
+            assert_ne!(hit.id.as_str(), "n", "{word:?} is not a wildcard");
+            assert!(
+                hit.visibility == Visibility::Public || hit.owner == alice,
+                "{word:?} reached another user's private item"
+            );
+        }
+        if letters.is_empty() || wildcards.contains(word) {
+            assert_eq!(found, 0, "{word:?} is no wildcard: no word starts with its letters");
+        }
+    }
+    Ok(())
+}
+
 /// Expands to one `#[tokio::test]` per search index check, inside `mod $name`, for the factory `$factory`.
 #[macro_export]
 macro_rules! search_index_contract {
@@ -760,6 +984,8 @@ macro_rules! search_index_contract {
             check_cursor_paging_visits_every_hit_once,
             check_bad_cursor_is_refused,
             check_syntax_words_match_only_literally,
+            check_last_word_matches_as_a_prefix,
+            check_prefix_text_is_never_syntax,
         );
     };
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use rookery_adapters_aws::OpenSearchService;
 use rookery_adapters_aws::config::{AwsClients, SearchBackend};
 use rookery_entrypoints::aws::{AwsServeConfig, AwsServer, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
@@ -33,6 +34,13 @@ pub enum AwsSearch {
         doc: String,
         /// The search endpoint.
         search: String,
+    },
+    /// OpenSearch at this endpoint (`ROOKERY_SEARCH=opensearch`).
+    OpenSearch {
+        /// The domain's or collection's endpoint.
+        endpoint: String,
+        /// A domain or a Serverless collection.
+        service: OpenSearchService,
     },
 }
 
@@ -74,10 +82,18 @@ pub async fn spawn_aws_app_with(search: AwsSearch) -> AwsTestApp {
     aws.cognito_pool_id = Some(pool.pool_id.clone());
     aws.cognito_client_id = Some(pool.client_id.clone());
     aws.cognito_jwks_url = Some(pool.jwks_url().expect("moto's address"));
-    if let AwsSearch::CloudSearch { doc, search } = search {
-        aws.search = SearchBackend::CloudSearch;
-        aws.cloudsearch_doc_endpoint = Some(doc);
-        aws.cloudsearch_search_endpoint = Some(search);
+    match search {
+        AwsSearch::Memory => {}
+        AwsSearch::CloudSearch { doc, search } => {
+            aws.search = SearchBackend::CloudSearch;
+            aws.cloudsearch_doc_endpoint = Some(doc);
+            aws.cloudsearch_search_endpoint = Some(search);
+        }
+        AwsSearch::OpenSearch { endpoint, service } => {
+            aws.search = SearchBackend::OpenSearch;
+            aws.opensearch_endpoint = Some(endpoint);
+            aws.opensearch_service = service;
+        }
     }
     let options = ServeOptions {
         addr: "127.0.0.1:0".parse().expect("loopback address"),

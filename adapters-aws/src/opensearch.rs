@@ -1,0 +1,335 @@
+//! The OpenSearch index: an Amazon OpenSearch Service domain or an OpenSearch Serverless collection,
+//! through its REST API, with SigV4-signed requests.
+//!
+//! Versions are guarded by OpenSearch itself (see `docs/decisions/0005-opensearch-versioning.md`): every
+//! item has one document, and a delete writes a tombstone document carrying the delete's version instead
+//! of deleting it, so no version is ever forgotten (a domain forgets a deleted document's version after
+//! `index.gc_deletes`). On a domain a write is an `index` with `version_type=external`, which OpenSearch
+//! refuses unless the version is newer; on a collection, where that option is not offered, it is an
+//! upsert whose script keeps the newer version.
+//!
+//! Writes go in `_bulk` requests; each item's result maps back to its change, so a failure names the
+//! first change not applied ([`SearchIndex::apply_each`]). Queries are JSON (`bool` of `term`, `prefix`
+//! and filters), never a query string: no user text can become syntax. Pages continue with
+//! `search_after` on (score, document id), a stable order, and `found` is exact (`track_total_hits`).
+//! The index is used through an alias, created with its mappings on first write.
+
+mod body;
+mod signing;
+
+use aws_config::SdkConfig;
+use rookery_domain::UserId;
+use rookery_domain::projection::IndexChange;
+use rookery_ports::{ApplyFailure, Failure, SearchError, SearchIndex, SearchPage, SearchQuery};
+use serde_json::{Value, json};
+
+use crate::error::RetryPolicy;
+use body::{MAX_BULK_BYTES, bulk_chunks, bulk_outcome, decode_cursor, index_definition, read_page, search_body};
+use signing::{Answer, Transport};
+
+/// Which OpenSearch offering the endpoint is, which decides the signing name and how versions are guarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenSearchService {
+    /// An Amazon OpenSearch Service domain (`es`): external versions.
+    #[default]
+    Domain,
+    /// An OpenSearch Serverless collection (`aoss`): conditional upserts.
+    Serverless,
+}
+
+impl OpenSearchService {
+    /// The SigV4 service name: `es` or `aoss`.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            OpenSearchService::Domain => "es",
+            OpenSearchService::Serverless => "aoss",
+        }
+    }
+
+    /// The service a signing name names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "es" => Some(OpenSearchService::Domain),
+            "aoss" => Some(OpenSearchService::Serverless),
+            _ => None,
+        }
+    }
+}
+
+/// True when `name` can be the alias (and, with `-1` appended, the index name): 1 to 200 of `a-z`,
+/// `0-9`, `-` and `_`, not starting with `-` or `_` (OpenSearch's rules, kept to a path-safe subset).
+pub fn valid_alias(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.starts_with(['-', '_'])
+}
+
+/// The search index on one OpenSearch domain or collection, used through an alias. Clones share the
+/// credentials cache and the knowledge that the index exists.
+#[derive(Debug, Clone)]
+pub struct OpenSearchIndex {
+    transport: Transport,
+    service: OpenSearchService,
+    alias: String,
+    retry: RetryPolicy,
+    ready: std::sync::Arc<tokio::sync::OnceCell<()>>,
+}
+
+const JSON: &str = "application/json";
+const NDJSON: &str = "application/x-ndjson";
+
+impl OpenSearchIndex {
+    /// The index behind `alias` at `endpoint` (the domain's or collection's URL), signed for `service`
+    /// with the region and credentials of `sdk`.
+    pub fn new(sdk: &SdkConfig, endpoint: &str, service: OpenSearchService, alias: &str) -> Self {
+        Self {
+            transport: Transport::new(sdk, endpoint, service),
+            service,
+            alias: alias.to_owned(),
+            retry: RetryPolicy::default(),
+            ready: std::sync::Arc::default(),
+        }
+    }
+
+    /// The same index with another retry policy for transient failures.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The alias the index is used through.
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    /// The name of the index the alias is created on.
+    pub fn first_index(&self) -> String {
+        format!("{}-1", self.alias)
+    }
+
+    /// Sends a request, retrying when no answer came or the answer is a throttle or server error.
+    async fn call(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<Answer, Failure> {
+        self.retry
+            .run(Failure::is_retryable, || async {
+                let answer = self.transport.send(method, path, content_type, body.clone()).await?;
+                if crate::error::is_transient(None, Some(answer.status)) {
+                    return Err(answer.failure(&format!("{method} {path}")));
+                }
+                Ok(answer)
+            })
+            .await
+    }
+
+    async fn call_json(&self, method: &str, path: &str, body: &Value) -> Result<Answer, Failure> {
+        self.call(method, path, JSON, body.to_string().into_bytes()).await
+    }
+
+    /// Creates the index with its mappings under the alias, unless the alias exists. Safe to run from
+    /// several processes at once, and again.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses (the mappings, the permissions) or cannot be reached.
+    pub async fn ensure_index(&self) -> Result<(), Failure> {
+        let alias = &self.alias;
+        let found = self.call("GET", &format!("/_alias/{alias}"), JSON, Vec::new()).await?;
+        if found.is_success() {
+            return Ok(());
+        }
+        if found.status != 404 {
+            return Err(found.failure(&format!("GET /_alias/{alias}")));
+        }
+        let index = self.first_index();
+        let created = self
+            .call_json("PUT", &format!("/{index}"), &index_definition(alias))
+            .await?;
+        if created.is_success() {
+            tracing::info!(%index, %alias, "created the OpenSearch index");
+            return Ok(());
+        }
+        if created.error_type() != Some("resource_already_exists_exception") {
+            return Err(created.failure(&format!("PUT /{index}")));
+        }
+        // The index exists without the alias (another process is creating it, or one was interrupted).
+        let actions = json!({"actions": [{"add": {"index": index, "alias": alias, "is_write_index": true}}]});
+        let added = self.call_json("POST", "/_aliases", &actions).await?;
+        if added.is_success() {
+            Ok(())
+        } else {
+            Err(added.failure("POST /_aliases"))
+        }
+    }
+
+    async fn ready(&self) -> Result<(), Failure> {
+        self.ready.get_or_try_init(|| self.ensure_index()).await.map(|_| ())
+    }
+
+    /// How many live items the index holds (tombstones not counted), by `_count`.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached.
+    pub async fn count_live(&self) -> Result<u64, Failure> {
+        let path = format!("/{}/_count", self.alias);
+        let query = json!({"query": {"term": {"state": {"value": body::LIVE}}}});
+        let answer = self.call_json("POST", &path, &query).await?;
+        if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
+            return Ok(0);
+        }
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")));
+        }
+        answer.body["count"]
+            .as_u64()
+            .ok_or_else(|| Failure::permanent("_count answered no count"))
+    }
+
+    /// Deletes every document of `owner`, tombstones included, by `_delete_by_query` (account erasure),
+    /// and returns how many were deleted.
+    ///
+    /// With its tombstones gone, an owner's old change arriving later would be applied again: the caller
+    /// must make sure no change of an erased owner reaches the index afterwards.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses, cannot be reached, or reports documents it could not delete.
+    pub async fn erase_owner(&self, owner: &UserId) -> Result<u64, Failure> {
+        let mut path = format!("/{}/_delete_by_query?conflicts=proceed", self.alias);
+        if self.service == OpenSearchService::Domain {
+            path.push_str("&refresh=true");
+        }
+        let query = json!({"query": {"term": {"owner": {"value": owner.as_str()}}}});
+        let answer = self.call_json("POST", &path, &query).await?;
+        if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
+            return Ok(0);
+        }
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")));
+        }
+        if answer.body["failures"].as_array().is_some_and(|f| !f.is_empty()) {
+            return Err(Failure::transient(format!(
+                "_delete_by_query left documents of {owner}: {}",
+                answer.body["failures"]
+            )));
+        }
+        Ok(answer.body["deleted"].as_u64().unwrap_or(0))
+    }
+
+    /// The `_bulk` path: through the alias, and on a domain waiting for the refresh that makes the
+    /// changes searchable (a collection refreshes on its own schedule and takes no `refresh`).
+    fn bulk_path(&self) -> String {
+        match self.service {
+            OpenSearchService::Domain => format!("/{}/_bulk?refresh=wait_for", self.alias),
+            OpenSearchService::Serverless => format!("/{}/_bulk", self.alias),
+        }
+    }
+
+    /// Sends one `_bulk` body of `len` changes, retrying it whole while its first failure is transient
+    /// (safe: each change is guarded by version, so one applied already is refused or left alone).
+    async fn bulk(&self, body: &str, len: usize) -> Result<(), (usize, Failure)> {
+        let path = self.bulk_path();
+        let mut tried = 1;
+        loop {
+            let outcome = match self
+                .transport
+                .send("POST", &path, NDJSON, body.as_bytes().to_vec())
+                .await
+            {
+                Ok(answer) if answer.is_success() => bulk_outcome(&answer.body, len, self.service),
+                Ok(answer) => Err((0, answer.failure(&format!("POST {path}")))),
+                Err(failure) => Err((0, failure)),
+            };
+            match outcome {
+                Err((_, failure)) if failure.retryable && tried < self.retry.attempts.max(1) => {
+                    tracing::warn!(%failure, "a _bulk item failed; sending the batch again");
+                    tokio::time::sleep(self.retry.backoff(tried)).await;
+                    tried += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
+impl SearchIndex for OpenSearchIndex {
+    async fn apply(&self, changes: &[IndexChange]) -> Result<(), SearchError> {
+        self.apply_each(changes).await.map_err(|failed| failed.error)
+    }
+
+    async fn apply_each(&self, changes: &[IndexChange]) -> Result<(), ApplyFailure> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let failed = |index: usize, failure: Failure| ApplyFailure {
+            index,
+            error: SearchError::Unavailable(failure),
+        };
+        self.ready().await.map_err(|failure| failed(0, failure))?;
+        let chunks = bulk_chunks(changes, self.service, MAX_BULK_BYTES).map_err(|(i, f)| failed(i, f))?;
+        for chunk in chunks {
+            self.bulk(&chunk.body, chunk.len)
+                .await
+                .map_err(|(i, failure)| failed(chunk.first + i, failure))?;
+        }
+        Ok(())
+    }
+
+    async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
+        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let Some(request) = search_body(query, after.as_ref()) else {
+            return Ok(SearchPage {
+                found: 0,
+                hits: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let path = format!("/{}/_search", self.alias);
+        let answer = self.call_json("POST", &path, &request).await?;
+        if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
+            // Nothing was ever written: the index is created on the first write.
+            return Ok(SearchPage {
+                found: 0,
+                hits: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")).into());
+        }
+        Ok(read_page(&answer.body, query.limit)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_have_their_signing_names() {
+        assert_eq!(OpenSearchService::Domain.signing_name(), "es");
+        assert_eq!(OpenSearchService::Serverless.signing_name(), "aoss");
+        assert_eq!(OpenSearchService::parse("aoss"), Some(OpenSearchService::Serverless));
+        assert_eq!(OpenSearchService::parse("es"), Some(OpenSearchService::Domain));
+        assert_eq!(OpenSearchService::parse("ES"), None);
+    }
+
+    #[test]
+    fn aliases_are_path_safe_index_names() {
+        for good in ["rookery-items", "a", "items_2"] {
+            assert!(valid_alias(good), "{good}");
+        }
+        for bad in [
+            "",
+            "-items",
+            "_items",
+            "Items",
+            "a/b",
+            "a b",
+            "a*",
+            "..",
+            &"a".repeat(201),
+        ] {
+            assert!(!valid_alias(bad), "{bad}");
+        }
+    }
+}
