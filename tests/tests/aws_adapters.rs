@@ -73,7 +73,7 @@ async fn append_all<S: EventStore>(
     let mut events = events.into_iter().peekable();
     while events.peek().is_some() {
         let batch: Vec<NewEvent> = events.by_ref().take(per_batch).collect();
-        let expected_seq = Seq(stored.len() as u64);
+        let expected_seq = Some(Seq(stored.len() as u64));
         stored.extend(
             store
                 .append(AppendBatch {
@@ -140,7 +140,7 @@ async fn a_transaction_over_four_megabytes_is_refused_before_any_write() -> Outc
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(0),
+            expected_seq: Some(Seq(0)),
             item_versions: Vec::new(),
             events,
             idempotency: None,
@@ -237,7 +237,7 @@ async fn mixed_stream<S: EventStore>(store: &S) -> Result<Vec<StoredEvent>, BoxE
             store
                 .append(AppendBatch {
                     owner: alice.clone(),
-                    expected_seq: Seq(i as u64),
+                    expected_seq: Some(Seq(i as u64)),
                     item_versions,
                     events: vec![new_event(payload, at(i as u64))?],
                     idempotency,
@@ -330,7 +330,7 @@ async fn the_stream_poller_decodes_exactly_the_stored_events_and_resumes_at_a_fa
     let more = store
         .append(AppendBatch {
             owner: alice,
-            expected_seq: Seq(7),
+            expected_seq: Some(Seq(7)),
             item_versions: Vec::new(),
             events: vec![new_event(
                 message_payload(&user("carol")?, &user("alice")?, "later", at(9))?,
