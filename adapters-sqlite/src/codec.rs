@@ -164,7 +164,7 @@ pub(crate) fn record_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Idempote
 #[derive(Debug)]
 pub(crate) struct PreparedAppend {
     pub(crate) owner: UserId,
-    pub(crate) expected_seq: Seq,
+    pub(crate) expected_seq: Option<Seq>,
     pub(crate) item_versions: Vec<(ItemKey, Version)>,
     pub(crate) events: Vec<PreparedEvent>,
     pub(crate) idempotency: Option<PreparedRecord>,
@@ -203,7 +203,7 @@ impl PreparedAppend {
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
             // The seq is a placeholder until the writer assigns it (see `log::claim_seqs`).
-            let event = PreparedEvent::new(event.stored(&owner, expected_seq))?;
+            let event = PreparedEvent::new(event.stored(&owner, expected_seq.unwrap_or(Seq(0))))?;
             let size = event.size();
             if size > MAX_EVENT_BYTES {
                 return Err(too_large(format!(

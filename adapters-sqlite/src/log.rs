@@ -31,17 +31,17 @@ pub(crate) fn last_seq(conn: &Connection, owner: &UserId) -> Result<Seq, Failure
     Ok(Seq(uint(seq.unwrap_or(0), "a stream's last seq")?))
 }
 
-/// Checks the seq condition of an append and answers the seq its events continue from.
+/// Answers the seq an append's events continue from: the stream's last seq, which must be `expected`
+/// when the append names one.
 ///
-/// This is the one place the condition lives. When `expected_seq` becomes optional (the store then
-/// serializing a user's appends itself), `None` simply accepts `current` here: the writer's transaction
-/// already makes the read and the write of the stream's head one step.
-fn claim_seqs(conn: &Connection, owner: &UserId, expected: Seq) -> Result<Seq, AppendError> {
+/// This is the one place the condition lives. An append that names no seq simply continues from the
+/// current last seq: the writer thread runs appends one at a time in its transaction, so the read and
+/// the move of the stream's head are one step, and a user's appends are serialized without a retry.
+fn claim_seqs(conn: &Connection, owner: &UserId, expected: Option<Seq>) -> Result<Seq, AppendError> {
     let current = last_seq(conn, owner)?;
-    if current == expected {
-        Ok(current)
-    } else {
-        Err(AppendError::SeqMoved { current })
+    match expected {
+        Some(expected) if expected != current => Err(AppendError::SeqMoved { current }),
+        _ => Ok(current),
     }
 }
 
@@ -103,8 +103,8 @@ pub(crate) fn put_record(conn: &Connection, record: &PreparedRecord) -> Result<(
     Ok(())
 }
 
-/// Appends a prepared batch inside the writer's transaction: the contract's checks (seq, item versions,
-/// idempotency key, in that order), then the events and every projection they change.
+/// Appends a prepared batch inside the writer's transaction: the contract's checks (seq when named, item
+/// versions, idempotency key, in that order), then the events and every projection they change.
 ///
 /// On an error the caller rolls back to its savepoint, so nothing of a refused append stays.
 pub(crate) fn append(conn: &Connection, batch: PreparedAppend) -> Result<Appended, AppendError> {

@@ -80,7 +80,7 @@ fn put(key: &ItemKey, version: u64, data: Value) -> NewEvent {
 fn batch(owner: &UserId, expected_seq: u64, events: Vec<NewEvent>) -> AppendBatch {
     AppendBatch {
         owner: owner.clone(),
-        expected_seq: Seq(expected_seq),
+        expected_seq: Some(Seq(expected_seq)),
         item_versions: Vec::new(),
         events,
         idempotency: None,

@@ -12,6 +12,7 @@
 //! which every transport feeds through [`batch::deliver`]. Nothing here names a vendor, a transport
 //! or HTTP.
 
+pub mod backoff;
 pub mod batch;
 pub mod cursor;
 pub mod dispatcher;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod store;
 pub mod system;
 
+pub use backoff::Backoff;
 pub use batch::BatchHandler;
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};

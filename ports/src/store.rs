@@ -43,8 +43,16 @@ pub struct IdempotencyWrite {
 pub struct AppendBatch {
     /// Whose stream.
     pub owner: UserId,
-    /// The stream's last seq as the writer read it: the events get `expected_seq + 1`, `+ 2`, ...
-    pub expected_seq: Seq,
+    /// Where the events go in the stream.
+    ///
+    /// `Some(seq)`: the stream's last seq as the writer read it; the events get `seq + 1`, `+ 2`, ... and
+    /// the append is refused if anything else was appended since. A writer names the seq only when its
+    /// decision depends on the whole stream's state (the device registry), never for item writes.
+    ///
+    /// `None`: at the end of the stream, whatever was appended since the writer looked; the store assigns
+    /// the next seqs itself, atomically with the write. Only the item versions and the idempotency key guard
+    /// such an append, so concurrent writes of one user to different items all go through.
+    pub expected_seq: Option<Seq>,
     /// For each item the events change, its version as the writer read it ([`Version::NONE`] if never used).
     pub item_versions: Vec<(ItemKey, Version)>,
     /// The events, in order. At least one, unless `idempotency` is set.
@@ -56,7 +64,9 @@ pub struct AppendBatch {
 /// Why an append did not happen. Nothing of a refused append is visible afterwards.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppendError {
-    /// The stream's last seq is not `expected_seq`: someone else appended. Re-read and retry.
+    /// The stream's last seq is not `expected_seq` (which was `Some`): someone else appended. Re-read and retry.
+    ///
+    /// Never the answer to an append with `expected_seq: None`.
     #[error("the stream moved on to seq {current}")]
     SeqMoved {
         /// The stream's actual last seq.
@@ -76,7 +86,9 @@ pub enum AppendError {
     /// The batch breaks a limit of the store (event size, events per append, bytes per append).
     #[error("too large for the store: {0}")]
     TooLarge(String),
-    /// The store failed; with `retryable`, the same append may succeed later.
+    /// The store failed; with `retryable`, the same append may succeed later. For an append with
+    /// `expected_seq: None` on a store that cannot serialize a user's appends, this is also the answer
+    /// when other appends kept moving the stream until the store's deadline (retryable).
     #[error(transparent)]
     Unavailable(#[from] Failure),
 }
@@ -103,17 +115,24 @@ impl From<StoreError> for Failure {
 pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Appends `batch.events` to `batch.owner`'s stream, all or nothing.
     ///
-    /// Implementations MUST check, atomically with the write: the stream's last seq equals
-    /// `expected_seq` (else [`AppendError::SeqMoved`]); each item in `item_versions` is at that version
-    /// (else [`AppendError::VersionMoved`]); no unexpired record holds the idempotency key
-    /// (else [`AppendError::KeyTaken`]). On success the events are stored with seqs
-    /// `expected_seq + 1 ..`, the item heads, device registry and media objects reflect them,
-    /// the idempotency record is stored, and the stored events are returned.
+    /// Implementations MUST check, atomically with the write: with `expected_seq: Some(seq)`, the
+    /// stream's last seq equals `seq` (else [`AppendError::SeqMoved`]); each item in `item_versions` is at
+    /// that version (else [`AppendError::VersionMoved`]); no unexpired record holds the idempotency key
+    /// (else [`AppendError::KeyTaken`]); in that order. On success the events are stored with the seqs
+    /// that follow the stream's last one (`seq + 1 ..` for `Some(seq)`), the item heads, device registry
+    /// and media objects reflect them, the idempotency record is stored, and the stored events are returned.
+    ///
+    /// With `expected_seq: None` implementations MUST serialize the owner's appends themselves: the
+    /// events get the seqs after the stream's last one at the moment of the write, with no gap and no
+    /// seq given twice, and the append MUST NOT fail because other appends (to other items) moved the
+    /// stream. A store whose only serialization point is a conditional write (DynamoDB) MUST retry a
+    /// moved seq itself, with jittered backoff, until a deadline of a few seconds.
     ///
     /// # Errors
     /// As above; [`AppendError::TooLarge`] before trying when the batch cannot fit the store;
     /// [`AppendError::Unavailable`] when the store failed (then nothing was written, or the outcome
-    /// is unknown and a retry will see `SeqMoved`).
+    /// is unknown and a retry will see `SeqMoved`, `VersionMoved` or `KeyTaken`), and, retryable, when
+    /// an append with `expected_seq: None` could not get its turn before the store's deadline.
     fn append(&self, batch: AppendBatch) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send;
 
     /// Writes an idempotency record on its own (used to remember that a push was sent).

@@ -1,26 +1,31 @@
 //! The AWS adapters against moto (DynamoDB, DynamoDB Streams, SNS, S3), a fake CloudSearch domain and an
 //! OpenSearch stand-in (as a domain and as a Serverless collection): every port contract suite, plus what
 //! only the AWS side has (pages over 1 MB, transaction limits, the stream poller, what SNS recorded,
-//! bootstrap, query injection, OpenSearch's mappings, tombstones, bulk failures and signing).
+//! bootstrap, query injection, OpenSearch's mappings, tombstones, bulk failures and signing), and
+//! concurrent writes of one user through the services, which on DynamoDB wait for their turn on the
+//! user's head.
 //!
 //! One moto server serves the whole binary (started on first use); each test uses its own table,
 //! bucket and platform applications, so tests run in parallel without seeing each other.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rookery_adapters_aws::OpenSearchService;
 use rookery_adapters_aws::cloudsearch::document_id;
+use rookery_adapters_aws::dynamo::Contention;
 use rookery_adapters_aws::streams::HandlerFn;
 use rookery_adapters_memory::MemorySearchIndex;
 use rookery_domain::projection::search_document;
 use rookery_domain::{EventPayload, NewEvent, Platform, Seq, StoredEvent, Version, Visibility};
 use rookery_ports::{
-    AppendBatch, AppendError, BatchFailure, EventStore, Failure, Indexer, Scope, SearchIndex, SearchQuery,
+    AppendBatch, AppendError, Backoff, BatchFailure, EventStore, Failure, Indexer, Scope, SearchIndex, SearchQuery,
 };
 use rookery_tests::aws::{
     CloudSearchFakes, DynamoStores, OpenSearchFakes, S3Stores, SnsGateways, cloudsearch_index, dynamo_store, moto,
-    opensearch_index,
+    moto_contention, opensearch_index,
 };
+use rookery_tests::concurrency::{merge_patches_of_one_item_all_apply, writes_of_one_user_to_distinct_items_all_apply};
 use rookery_tests::fixtures::{
     BoxError, Outcome, at, device, item_payload, key, media_object, message_payload, new_event, object, registered,
     user,
@@ -85,7 +90,7 @@ async fn append_all<S: EventStore>(
     let mut events = events.into_iter().peekable();
     while events.peek().is_some() {
         let batch: Vec<NewEvent> = events.by_ref().take(per_batch).collect();
-        let expected_seq = Seq(stored.len() as u64);
+        let expected_seq = Some(Seq(stored.len() as u64));
         stored.extend(
             store
                 .append(AppendBatch {
@@ -152,7 +157,7 @@ async fn a_transaction_over_four_megabytes_is_refused_before_any_write() -> Outc
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(0),
+            expected_seq: Some(Seq(0)),
             item_versions: Vec::new(),
             events,
             idempotency: None,
@@ -249,7 +254,7 @@ async fn mixed_stream<S: EventStore>(store: &S) -> Result<Vec<StoredEvent>, BoxE
             store
                 .append(AppendBatch {
                     owner: alice.clone(),
-                    expected_seq: Seq(i as u64),
+                    expected_seq: Some(Seq(i as u64)),
                     item_versions,
                     events: vec![new_event(payload, at(i as u64))?],
                     idempotency,
@@ -342,7 +347,7 @@ async fn the_stream_poller_decodes_exactly_the_stored_events_and_resumes_at_a_fa
     let more = store
         .append(AppendBatch {
             owner: alice,
-            expected_seq: Seq(7),
+            expected_seq: Some(Seq(7)),
             item_versions: Vec::new(),
             events: vec![new_event(
                 message_payload(&user("carol")?, &user("alice")?, "later", at(9))?,
@@ -817,5 +822,130 @@ async fn opensearch_requests_signed_for_the_other_service_are_refused() -> Outco
         matches!(&refused, Err(rookery_ports::SearchError::Unavailable(f)) if !f.retryable && f.message.contains("403")),
         "{refused:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_writers_of_one_user_all_succeed_on_dynamodb() -> Outcome {
+    let store = dynamo_store().await?.1.with_contention(moto_contention());
+    writes_of_one_user_to_distinct_items_all_apply(store, 16).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_merge_patches_of_one_item_all_apply_on_dynamodb() -> Outcome {
+    let store = dynamo_store().await?.1.with_contention(moto_contention());
+    merge_patches_of_one_item_all_apply(store, 8).await
+}
+
+/// Seq-less appends of one user from several processes at once (each its own store, so they race on the
+/// user's head in DynamoDB rather than queue in one process) all succeed: each store tries again where the
+/// head went, with backoff, and the stream ends with exactly the seqs `1..=N`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_of_one_user_from_several_processes_all_succeed() -> Outcome {
+    const PROCESSES: usize = 4;
+    const TASKS: usize = 2;
+    let (clients, _) = dynamo_store().await?;
+    let alice = user("alice")?;
+    let start = Arc::new(tokio::sync::Barrier::new(PROCESSES * TASKS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..PROCESSES {
+        let store = clients.event_store().with_contention(moto_contention());
+        for t in 0..TASKS {
+            let (store, alice, start) = (store.clone(), alice.clone(), Arc::clone(&start));
+            let k = key("notes", &format!("p{p}-t{t}"))?;
+            let change = |version: u64| {
+                let data = Some(object(json!({"p": p, "t": t, "version": version})));
+                new_event(
+                    item_payload(&k, Version(version), data, Visibility::Private, version == 1, at(0)),
+                    at(version),
+                )
+            };
+            let events = [change(1)?, change(2)?];
+            tasks.spawn(async move {
+                start.wait().await;
+                let mut seqs = Vec::new();
+                for (version, event) in (0..).zip(events) {
+                    let stored = store
+                        .append(AppendBatch {
+                            owner: alice.clone(),
+                            expected_seq: None,
+                            item_versions: vec![(k.clone(), Version(version))],
+                            events: vec![event],
+                            idempotency: None,
+                        })
+                        .await?;
+                    seqs.extend(stored.iter().map(|e| e.seq.0));
+                }
+                Ok::<_, AppendError>(seqs)
+            });
+        }
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        seqs.extend(joined??);
+    }
+    seqs.sort_unstable();
+    let total = (PROCESSES * TASKS * 2) as u64;
+    assert_eq!(seqs, (1..=total).collect::<Vec<_>>());
+    let stored: Vec<u64> = clients
+        .event_store()
+        .read_feed(&alice, Seq(0), 100)
+        .await?
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(stored, seqs, "the stream holds every append, consecutively");
+    Ok(())
+}
+
+/// With no time to wait, a seq-less append that finds the head moved by another process answers a
+/// retryable `Unavailable` (which the HTTP edge turns into `503` with `Retry-After`), never `SeqMoved`,
+/// and writes nothing: the appends that succeeded hold exactly the seqs `1..=N`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_out_of_time_on_a_busy_stream_is_retryable_and_writes_nothing() -> Outcome {
+    const PROCESSES: usize = 16;
+    let (clients, _) = dynamo_store().await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let start = Arc::new(tokio::sync::Barrier::new(PROCESSES));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..PROCESSES {
+        let store = clients.event_store().with_contention(Contention {
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+            deadline: Duration::ZERO,
+        });
+        let (alice, start) = (alice.clone(), Arc::clone(&start));
+        let event = new_event(
+            message_payload(&bob, &alice, &format!("m{i}"), at(i as u64))?,
+            at(i as u64),
+        )?;
+        tasks.spawn(async move {
+            start.wait().await;
+            store
+                .append(AppendBatch {
+                    owner: alice,
+                    expected_seq: None,
+                    item_versions: Vec::new(),
+                    events: vec![event],
+                    idempotency: None,
+                })
+                .await
+        });
+    }
+    let mut appended = 0u64;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok(_) => appended += 1,
+            Err(AppendError::Unavailable(failure)) if failure.is_retryable() => {}
+            Err(other) => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    let seqs: Vec<u64> = clients
+        .event_store()
+        .read_feed(&alice, Seq(0), 100)
+        .await?
+        .iter()
+        .map(|e| e.seq.0)
+        .collect();
+    assert_eq!(seqs, (1..=appended).collect::<Vec<_>>());
     Ok(())
 }

@@ -66,11 +66,12 @@ struct Broken {
 impl EventStore for Broken {
     async fn append(&self, mut batch: AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
         if let StoreBug::NoSeqCheck = self.bug {
-            batch.expected_seq = self
-                .inner
-                .last_seq(&batch.owner)
-                .await
-                .map_err(|StoreError::Unavailable(f)| f)?;
+            batch.expected_seq = Some(
+                self.inner
+                    .last_seq(&batch.owner)
+                    .await
+                    .map_err(|StoreError::Unavailable(f)| f)?,
+            );
         }
         self.inner.append(batch).await
     }

@@ -6,20 +6,24 @@
 //! the device registry (`"devices"`), media objects (`"media#<id>"`) and idempotency records (`"idem#<key>"`);
 //! one more partition (`pk = "owners"`) lists every user with a stream, so rebuilds can page owners in order.
 //! An append is one `TransactWriteItems` guarded by the user head's seq, each item head's version and
-//! the idempotency record, so exactly one of several racing writers wins.
+//! the idempotency record, so exactly one of several racing writers wins; an append that names no seq is
+//! tried again by the store at the head's new seq (with jittered backoff, until a deadline), so only a
+//! moved item version or a taken key ever reaches the writer.
 //!
 //! The module is split by job: `rows` spells keys and attributes, `transaction` builds an append's
 //! `TransactWriteItems` within DynamoDB's limits, `cancellation` reads why one was cancelled,
-//! `store` holds [`DynamoStore`] and its reads, and `table` creates the table.
+//! `store` holds [`DynamoStore`] and its reads, `turns` queues one process's appends to each user, and
+//! `table` creates the table.
 
 mod cancellation;
 mod rows;
 mod store;
 mod table;
 mod transaction;
+mod turns;
 
 pub use rows::KIND_EVENT;
 pub(crate) use rows::decode_event_json;
-pub use store::DynamoStore;
+pub use store::{Contention, DynamoStore};
 pub use table::create_table;
 pub use transaction::{MAX_ITEM_BYTES, MAX_TRANSACTION_ACTIONS, MAX_TRANSACTION_BYTES};

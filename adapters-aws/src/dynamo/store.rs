@@ -1,8 +1,16 @@
 //! The [`DynamoStore`] itself: reads (strongly consistent, paginated to the end) and the append that runs
 //! a prepared transaction and maps its outcome onto the port's errors.
+//!
+//! The conditional `TransactWriteItems` on the user head is what serializes a user's appends. An append
+//! that names no seq therefore waits for its process's turn on the user (see `turns`), reads the head
+//! itself (or takes it from the append before it), and when an append of another process moved it first,
+//! tries again at the seq the cancellation reported, after a jittered exponential wait, until
+//! [`Contention::deadline`]; only then does it answer a retryable `Unavailable`. Writes of one user to
+//! different items never fail because of each other; they only wait for their turn.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -14,7 +22,10 @@ use rookery_domain::{
     CollectionName, EventPayload, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp,
     UserId, Version,
 };
-use rookery_ports::{AppendBatch, AppendError, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError};
+use rookery_ports::{
+    AppendBatch, AppendError, Backoff, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+};
+use tokio::time::Instant;
 
 use super::cancellation::{Cancelled, TxError, classify_transaction_error};
 use super::rows::{
@@ -22,7 +33,56 @@ use super::rows::{
     idempotency_condition, idempotency_item, item_prefix, item_sk, json_failure, key_of, media_sk, s, user_pk,
 };
 use super::transaction::{Prepared, prepare};
+use super::turns::Turns;
 use crate::error::{RetryPolicy, sdk_failure};
+
+/// How an append that names no seq waits for its turn while other appends of the same user move the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contention {
+    /// The jittered wait between two tries.
+    pub backoff: Backoff,
+    /// How long an append may wait for its turn and keep trying before it answers a retryable `Unavailable`.
+    pub deadline: Duration,
+}
+
+impl Default for Contention {
+    /// Waits of up to 5 ms, doubling to 250 ms, for at most 5 s: far longer than a user's own devices keep
+    /// a head busy, and well within API Gateway's 29 s.
+    fn default() -> Self {
+        Self {
+            backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(250)),
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How one try of an append at a given seq ended, when it did not succeed.
+#[derive(Debug)]
+enum Tried {
+    /// The user head was not at the seq tried; it was at this one.
+    SeqMoved(Seq),
+    /// Cancelled by a conflicting transaction or throttling, after the retry policy's attempts: nothing
+    /// was written, and another try may succeed.
+    Contended(String),
+    /// Anything else: the answer.
+    Failed(AppendError),
+}
+
+impl Tried {
+    fn into_error(self) -> AppendError {
+        match self {
+            Tried::SeqMoved(current) => AppendError::SeqMoved { current },
+            Tried::Contended(why) => AppendError::Unavailable(Failure::transient(why)),
+            Tried::Failed(error) => error,
+        }
+    }
+}
+
+impl From<Failure> for Tried {
+    fn from(failure: Failure) -> Self {
+        Tried::Failed(AppendError::Unavailable(failure))
+    }
+}
 
 /// The event store on one DynamoDB table (see the module docs for the layout).
 #[derive(Debug, Clone)]
@@ -30,6 +90,9 @@ pub struct DynamoStore {
     client: Client,
     table: Arc<str>,
     retry: RetryPolicy,
+    contention: Contention,
+    /// This store's (and its clones') appends in flight, one at a time per user.
+    turns: Arc<Turns>,
     /// The most rows one `Query` page may evaluate (DynamoDB also stops a page at 1 MB).
     page_limit: usize,
 }
@@ -49,8 +112,18 @@ impl DynamoStore {
             client,
             table: Arc::from(table.into()),
             retry: RetryPolicy::default(),
+            contention: Contention::default(),
+            turns: Arc::default(),
             page_limit: 1000,
         }
+    }
+
+    /// The same store waiting for its turn under `contention` when an append that names no seq finds the
+    /// user's head moved.
+    #[must_use]
+    pub fn with_contention(mut self, contention: Contention) -> Self {
+        self.contention = contention;
+        self
     }
 
     /// The same store reading at most `rows` rows per `Query` page (at least 1).
@@ -158,25 +231,146 @@ impl DynamoStore {
         }
     }
 
-    async fn transact(&self, prepared: &Prepared) -> Result<(), TxError> {
-        self.retry
+    /// Runs a prepared transaction under the retry policy; answers its outcome and how many times it was sent.
+    async fn transact(&self, prepared: &Prepared) -> (Result<(), TxError>, u32) {
+        let mut sent = 0;
+        let outcome = self
+            .retry
             .run(
                 |error: &TxError| match error {
                     TxError::Cancelled(Cancelled::Transient(_)) => true,
                     TxError::Other(failure) => failure.is_retryable(),
                     TxError::Cancelled(_) => false,
                 },
-                || async {
-                    self.client
-                        .transact_write_items()
-                        .set_transact_items(Some(prepared.actions.clone()))
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| classify_transaction_error(&e, &prepared.roles))
+                || {
+                    sent += 1;
+                    async {
+                        self.client
+                            .transact_write_items()
+                            .set_transact_items(Some(prepared.actions.clone()))
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| classify_transaction_error(&e, &prepared.roles))
+                    }
                 },
             )
-            .await
+            .await;
+        (outcome, sent)
+    }
+
+    /// The event at `seq` of `owner`'s stream, if there is one.
+    async fn event_at(&self, owner: &UserId, seq: Seq) -> Result<Option<StoredEvent>, Failure> {
+        self.get(user_pk(owner), event_sk(seq.0))
+            .await?
+            .as_ref()
+            .map(decode_row_event)
+            .transpose()
+    }
+
+    /// One try of `batch` continuing the stream from seq `at`.
+    async fn try_append(&self, batch: &AppendBatch, at: Seq) -> Result<Vec<StoredEvent>, Tried> {
+        let has_device_events = batch
+            .events
+            .iter()
+            .any(|e| matches!(e.payload, EventPayload::Device(_)));
+        // The registry is read after the head was seen at `at`: if another append moved it since, the seq
+        // moved too and the transaction below is refused, so a registry it writes is always the one at `at`.
+        let devices = if has_device_events {
+            Some(self.devices_now(&batch.owner).await?)
+        } else {
+            None
+        };
+        let prepared = prepare(&self.table, batch, at, devices.as_ref()).map_err(Tried::Failed)?;
+        let (outcome, sent) = self.transact(&prepared).await;
+        let refused = |error| Err(Tried::Failed(error));
+        match outcome {
+            Ok(()) => Ok(prepared.stored),
+            Err(TxError::Cancelled(Cancelled::SeqMoved(current))) => {
+                // A transaction sent again after a failure whose outcome was unknown (a timeout) finds the
+                // head moved by its own first sending when that one was committed: its events are there.
+                if sent > 1
+                    && let Some(first) = prepared.stored.first()
+                    && self
+                        .event_at(&batch.owner, first.seq)
+                        .await?
+                        .is_some_and(|stored| stored.event_id == first.event_id)
+                {
+                    return Ok(prepared.stored);
+                }
+                Err(Tried::SeqMoved(current))
+            }
+            Err(TxError::Cancelled(Cancelled::VersionMoved(key, current))) => {
+                refused(AppendError::VersionMoved { key, current })
+            }
+            Err(TxError::Cancelled(Cancelled::KeyTaken)) => refused(AppendError::KeyTaken),
+            // Not retried here: the same transaction would most likely be cancelled the same way.
+            Err(TxError::Cancelled(Cancelled::Unexplained(why))) => {
+                refused(AppendError::Unavailable(Failure::transient(why)))
+            }
+            Err(TxError::Cancelled(Cancelled::Transient(why))) => Err(Tried::Contended(why)),
+            Err(TxError::Cancelled(Cancelled::Permanent(why))) => {
+                refused(AppendError::Unavailable(Failure::permanent(why)))
+            }
+            Err(TxError::Other(failure)) => refused(AppendError::Unavailable(failure)),
+        }
+    }
+
+    /// Appends a batch that names no seq at the end of the stream: waits for this process's turn on the
+    /// user, tries at the head (as the previous append left it, or as read), and while appends of other
+    /// processes move the head first, waits (jittered, growing) and tries again where the head went;
+    /// all until the deadline.
+    async fn append_at_end(&self, batch: &AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
+        let deadline = Instant::now() + self.contention.deadline;
+        let busy = |tries: u32, why: &str| {
+            tracing::warn!(
+                owner = %batch.owner,
+                tries,
+                deadline_ms = self.contention.deadline.as_millis(),
+                "an append could not get its turn on a busy stream"
+            );
+            AppendError::Unavailable(Failure::transient(format!(
+                "other appends of this user kept the stream busy ({tries} tries): {why}; try again"
+            )))
+        };
+        let Ok(mut turn) = tokio::time::timeout_at(deadline, self.turns.take(&batch.owner)).await else {
+            return Err(busy(0, "waiting for this process's earlier appends"));
+        };
+        let mut at = match turn.known_seq() {
+            Some(seq) => seq,
+            None => self.last_seq_of(&batch.owner).await?,
+        };
+        turn.leave_at(None);
+        let mut retry = 0;
+        loop {
+            let why = match self.try_append(batch, at).await {
+                Ok(stored) => {
+                    turn.leave_at(stored.last().map(|event| event.seq));
+                    return Ok(stored);
+                }
+                Err(Tried::SeqMoved(current)) => {
+                    // A head only moves up: a cancellation that saw it at or below the seq tried says
+                    // nothing new, so read it.
+                    at = if current > at {
+                        current
+                    } else {
+                        self.last_seq_of(&batch.owner).await?
+                    };
+                    format!("the stream kept moving (last at seq {at})")
+                }
+                Err(Tried::Contended(why)) => {
+                    at = self.last_seq_of(&batch.owner).await?;
+                    why
+                }
+                Err(Tried::Failed(error)) => return Err(error),
+            };
+            retry += 1;
+            let delay = self.contention.backoff.delay(retry);
+            if Instant::now() + delay >= deadline {
+                return Err(busy(retry, &why));
+            }
+            tokio::time::sleep(delay).await;
+        }
     }
 }
 
@@ -184,43 +378,19 @@ impl EventStore for DynamoStore {
     async fn append(&self, batch: AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
         if batch.events.is_empty() && batch.idempotency.is_none() && batch.item_versions.is_empty() {
             // Nothing to write and nothing to guard but the seq: answer as the transaction would.
+            let Some(expected) = batch.expected_seq else {
+                return Ok(Vec::new());
+            };
             let current = self.last_seq_of(&batch.owner).await?;
-            return if current == batch.expected_seq {
+            return if current == expected {
                 Ok(Vec::new())
             } else {
                 Err(AppendError::SeqMoved { current })
             };
         }
-        let has_device_events = batch
-            .events
-            .iter()
-            .any(|e| matches!(e.payload, EventPayload::Device(_)));
-        // The registry read here is the one at `expected_seq`: if another append moved it, the seq moved too
-        // and the transaction below is refused.
-        let devices = if has_device_events {
-            Some(self.devices_now(&batch.owner).await?)
-        } else {
-            None
-        };
-        let prepared = prepare(&self.table, &batch, devices.as_ref())?;
-        match self.transact(&prepared).await {
-            Ok(()) => Ok(prepared.stored),
-            Err(TxError::Cancelled(Cancelled::SeqMoved(current))) => Err(AppendError::SeqMoved { current }),
-            Err(TxError::Cancelled(Cancelled::VersionMoved(key, current))) => {
-                Err(AppendError::VersionMoved { key, current })
-            }
-            Err(TxError::Cancelled(Cancelled::KeyTaken)) => Err(AppendError::KeyTaken),
-            // Not retried here: the same transaction would most likely be cancelled the same way.
-            Err(TxError::Cancelled(Cancelled::Unexplained(why))) => {
-                Err(AppendError::Unavailable(Failure::transient(why)))
-            }
-            Err(TxError::Cancelled(Cancelled::Transient(why))) => {
-                Err(AppendError::Unavailable(Failure::transient(why)))
-            }
-            Err(TxError::Cancelled(Cancelled::Permanent(why))) => {
-                Err(AppendError::Unavailable(Failure::permanent(why)))
-            }
-            Err(TxError::Other(failure)) => Err(AppendError::Unavailable(failure)),
+        match batch.expected_seq {
+            Some(expected) => self.try_append(&batch, expected).await.map_err(Tried::into_error),
+            None => self.append_at_end(&batch).await,
         }
     }
 

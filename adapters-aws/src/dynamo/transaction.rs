@@ -96,13 +96,18 @@ fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failur
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-/// Builds the transaction for `batch`, given the owner's device registry as of `expected_seq`.
+/// Builds the transaction for `batch` continuing the stream from seq `at` (the batch's expected seq, or
+/// the head the store read for a batch that names none), given the owner's device registry as of `at`.
+///
+/// The user head is guarded at `at` whenever the batch has events: that condition is what serializes a
+/// user's appends. A batch with no events guards it only when it names a seq.
 ///
 /// # Errors
 /// [`AppendError::TooLarge`] when the batch breaks a DynamoDB limit (checked here, before any call).
 pub(super) fn prepare(
     table: &str,
     batch: &AppendBatch,
+    at: Seq,
     devices_now: Option<&Devices>,
 ) -> Result<Prepared, AppendError> {
     if batch.events.len() > MAX_EVENTS_PER_APPEND {
@@ -118,12 +123,12 @@ pub(super) fn prepare(
         .iter()
         .cloned()
         .zip(1..)
-        .map(|(event, i)| event.stored(owner, Seq(batch.expected_seq.0 + i)))
+        .map(|(event, i)| event.stored(owner, Seq(at.0 + i)))
         .collect();
     let mut actions: Vec<Action> = Vec::new();
 
     // The user head: moved to the last new seq, or only checked when the batch holds no events.
-    let expected = batch.expected_seq.0;
+    let expected = at.0;
     let head_condition = if expected == 0 {
         ("attribute_not_exists(pk)".to_owned(), HashMap::new(), HashMap::new())
     } else {
@@ -137,12 +142,14 @@ pub(super) fn prepare(
     head.insert("kind".into(), s("head"));
     head.insert("owner".into(), s(owner.as_str()));
     head.insert("last_seq".into(), n(expected + stored.len() as u64));
-    actions.push(Action {
-        role: Role::UserHead(batch.expected_seq),
-        item: head,
-        condition: Some(head_condition),
-        check_only: stored.is_empty(),
-    });
+    if !stored.is_empty() || batch.expected_seq.is_some() {
+        actions.push(Action {
+            role: Role::UserHead(at),
+            item: head,
+            condition: Some(head_condition),
+            check_only: stored.is_empty(),
+        });
+    }
     if expected == 0 && !stored.is_empty() {
         let mut entry = key_of(OWNERS_PK.into(), owner.as_str().into());
         entry.insert("kind".into(), s("owner"));
@@ -380,7 +387,7 @@ mod tests {
     fn batch(events: Vec<NewEvent>, item_versions: Vec<(ItemKey, Version)>) -> AppendBatch {
         AppendBatch {
             owner: user("alice"),
-            expected_seq: Seq(0),
+            expected_seq: Some(Seq(0)),
             item_versions,
             events,
             idempotency: None,
@@ -393,6 +400,7 @@ mod tests {
         let result = prepare(
             "t",
             &batch(vec![item_event(&key("a"), 1, &big)], vec![(key("a"), Version::NONE)]),
+            Seq(0),
             None,
         );
         assert!(matches!(&result, Err(AppendError::TooLarge(why)) if why.contains("400") || why.contains("409600")));
@@ -402,7 +410,7 @@ mod tests {
     fn a_transaction_over_4_mb_is_too_large_before_any_call() {
         // Twenty messages of 250 KB each fit one row each but not one transaction.
         let events = (0..20).map(|i| message(i, "y".repeat(250 * 1024))).collect();
-        let result = prepare("t", &batch(events, Vec::new()), None);
+        let result = prepare("t", &batch(events, Vec::new()), Seq(0), None);
         assert!(
             matches!(&result, Err(AppendError::TooLarge(why)) if why.contains("per transaction")),
             "{result:?}"
@@ -412,7 +420,7 @@ mod tests {
     #[test]
     fn a_transaction_over_100_actions_is_too_large_before_any_call() {
         let versions = (0..120).map(|i| (key(&format!("k{i}")), Version(1))).collect();
-        let result = prepare("t", &batch(vec![message(0, "hi".into())], versions), None);
+        let result = prepare("t", &batch(vec![message(0, "hi".into())], versions), Seq(0), None);
         assert!(
             matches!(&result, Err(AppendError::TooLarge(why)) if why.contains("actions")),
             "{result:?}"
@@ -423,7 +431,7 @@ mod tests {
     fn more_events_than_the_port_allows_are_too_large() {
         let events = (0..=MAX_EVENTS_PER_APPEND).map(|i| message(i, "hi".into())).collect();
         assert!(matches!(
-            prepare("t", &batch(events, Vec::new()), None),
+            prepare("t", &batch(events, Vec::new()), Seq(0), None),
             Err(AppendError::TooLarge(_))
         ));
     }
@@ -444,7 +452,7 @@ mod tests {
             },
             expired_before: Timestamp::from_millis(0),
         });
-        let prepared = prepare("t", &guarded, None).unwrap();
+        let prepared = prepare("t", &guarded, Seq(0), None).unwrap();
         for (action, role) in prepared.actions.iter().zip(&prepared.roles) {
             let asked = action
                 .put()
@@ -467,7 +475,7 @@ mod tests {
     #[test]
     fn a_batch_changing_one_item_twice_writes_its_head_once_and_both_history_rows() {
         let events = vec![item_event(&key("a"), 1, "one"), item_event(&key("a"), 2, "two")];
-        let prepared = prepare("t", &batch(events, vec![(key("a"), Version::NONE)]), None).unwrap();
+        let prepared = prepare("t", &batch(events, vec![(key("a"), Version::NONE)]), Seq(0), None).unwrap();
         let puts: Vec<&Attrs> = prepared
             .actions
             .iter()
@@ -491,5 +499,40 @@ mod tests {
             1
         );
         assert_eq!(prepared.stored.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_batch_naming_no_seq_guards_the_head_where_the_store_read_it_and_only_with_events() {
+        let mut at_end = batch(vec![item_event(&key("a"), 1, "one")], vec![(key("a"), Version::NONE)]);
+        at_end.expected_seq = None;
+        let prepared = prepare("t", &at_end, Seq(7), None).unwrap();
+        assert!(prepared.roles.contains(&Role::UserHead(Seq(7))), "{:?}", prepared.roles);
+        assert_eq!(prepared.stored.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![8]);
+        let head = prepared
+            .actions
+            .iter()
+            .filter_map(|a| a.put().map(|p| p.item()))
+            .find(|item| get_s(item, "sk").unwrap() == HEAD_SK)
+            .unwrap();
+        assert_eq!(get_n(head, "last_seq").unwrap(), 8);
+
+        let mut record_only = batch(Vec::new(), Vec::new());
+        record_only.expected_seq = None;
+        record_only.idempotency = Some(IdempotencyWrite {
+            owner: user("alice"),
+            record: IdempotencyRecord {
+                key: "k".into(),
+                fingerprint: "f".into(),
+                outcome: json!(null),
+                recorded_at: Timestamp::from_millis(1),
+            },
+            expired_before: Timestamp::from_millis(0),
+        });
+        let prepared = prepare("t", &record_only, Seq(7), None).unwrap();
+        assert_eq!(
+            prepared.roles,
+            vec![Role::Idempotency],
+            "no head to guard without events"
+        );
     }
 }

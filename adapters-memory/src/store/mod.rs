@@ -2,7 +2,9 @@
 //! with the same checks, ordering and limits as the DynamoDB store, and an in-process change feed.
 //!
 //! All state sits behind one `std::sync::Mutex`, which is never held across an `.await`: every port method
-//! takes the lock, does its work synchronously and returns. That makes each append trivially atomic.
+//! takes the lock, does its work synchronously and returns. That makes each append trivially atomic, and
+//! serializes each user's appends: an append that names no seq gets the seqs after the stream's last one
+//! under the lock, so concurrent writes of one user to different items never refuse each other.
 //!
 //! A store opened on a directory ([`MemoryEventStore::open`]) is durable: every write is appended to a
 //! log file and synced before it is applied in memory and acknowledged, and the log is replayed at start.

@@ -124,8 +124,10 @@ fn json_len<T: serde::Serialize>(value: &T) -> Result<usize, AppendError> {
 impl State {
     /// Checks `batch` against the limits and the store's current state, and answers the events it would store.
     ///
-    /// The order of the checks is the contract's: an empty batch, the size limits, the stream's seq,
-    /// the item versions, then the idempotency key.
+    /// The order of the checks is the contract's: an empty batch, the size limits, the stream's seq
+    /// (when the batch names one), the item versions, then the idempotency key. A batch that names no
+    /// seq continues the stream from its last seq, pending writes included: the store's lock is what
+    /// serializes a user's appends.
     ///
     /// `pending` holds what appends that passed their checks but are not applied yet (a durable store's
     /// appends waiting for their sync) will change: the batch is checked as if they had been applied.
@@ -148,7 +150,11 @@ impl State {
                 events.len()
             )));
         }
-        let mut seq = expected_seq;
+        let stream = self.streams.get(&owner);
+        let current = pending
+            .last_seq(&owner)
+            .unwrap_or_else(|| stream.map_or(Seq(0), Stream::last_seq));
+        let mut seq = expected_seq.unwrap_or(current);
         let stored: Vec<StoredEvent> = events
             .into_iter()
             .map(|event| {
@@ -180,11 +186,9 @@ impl State {
                 "an append of {total} bytes is over the limit of {MAX_APPEND_BYTES} bytes"
             )));
         }
-        let stream = self.streams.get(&owner);
-        let current = pending
-            .last_seq(&owner)
-            .unwrap_or_else(|| stream.map_or(Seq(0), Stream::last_seq));
-        if current != expected_seq {
+        if let Some(expected) = expected_seq
+            && current != expected
+        {
             return Err(AppendError::SeqMoved { current });
         }
         for (key, expected) in &item_versions {

@@ -72,7 +72,7 @@ fn message_event(from: &UserId, to: &UserId, text: &str) -> NewEvent {
 pub(crate) fn batch(owner: &UserId, expected_seq: u64, events: Vec<NewEvent>) -> AppendBatch {
     AppendBatch {
         owner: owner.clone(),
-        expected_seq: Seq(expected_seq),
+        expected_seq: Some(Seq(expected_seq)),
         item_versions: Vec::new(),
         events,
         idempotency: None,

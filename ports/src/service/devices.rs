@@ -1,6 +1,10 @@
 //! Devices: registering a device's push token obtains its endpoint from the push gateway before the
 //! registration is recorded; removing one records the removal, then deletes the endpoint. The push
 //! dispatcher marks a device disabled through [`DeviceService::disable_endpoint`].
+//!
+//! Unlike item writes, device writes name the stream's seq they read: each decision depends on the whole
+//! registry (the device limit, the current endpoint), and the seq is the one guard every store offers over
+//! all of it. Device writes are rare next to item writes, and the write path plans a moved one again.
 
 use rookery_domain::device::{self, Device, DeviceEvent};
 use rookery_domain::{DeviceId, EventPayload, Platform, UserId};
@@ -80,7 +84,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                 };
                 let unchanged = current.is_some_and(|d| d.enabled && d.platform == platform && d.token == token);
                 if unchanged {
-                    return Ok(Planned::append(user, seq, Vec::new(), outcome));
+                    return Ok(Planned::after(user, seq, Vec::new(), outcome));
                 }
                 let max = self.writer.config().limits.max_devices;
                 if current.is_none() && devices.len() >= max {
@@ -103,7 +107,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                     token: token.to_owned(),
                     endpoint,
                 };
-                Ok(Planned::append(user, seq, vec![EventPayload::Device(event)], outcome))
+                Ok(Planned::after(user, seq, vec![EventPayload::Device(event)], outcome))
             })
             .await
     }
@@ -149,7 +153,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                 let outcome = DeviceRemoved {
                     endpoint: Some(device.endpoint.clone()),
                 };
-                Ok(Planned::append(user, seq, vec![EventPayload::Device(event)], outcome))
+                Ok(Planned::after(user, seq, vec![EventPayload::Device(event)], outcome))
             })
             .await?;
         if let Some(endpoint) = removed.endpoint
@@ -180,7 +184,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                     })],
                     None => Vec::new(),
                 };
-                Ok(Planned::append(owner, seq, payloads, Done {}))
+                Ok(Planned::after(owner, seq, payloads, Done {}))
             })
             .await
             .map(|_| ())

@@ -65,7 +65,6 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         precondition: Precondition,
         now: Timestamp,
     ) -> Result<Planned<Option<Item>>, AppError> {
-        let seq = self.writer.store().last_seq(owner).await.map_err(Failure::from)?;
         let head = self.item_head(owner, key).await?;
         let payload = match decide(key, &head, command, precondition, now, &self.writer.config().limits) {
             Ok(payload) => payload,
@@ -77,12 +76,11 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         let outcome = payload
             .as_item()
             .and_then(|change| change.state.as_ref().map(|state| state.to_item(owner, change, now)));
+        // Only the item's version guards the write: the store puts it at the end of the stream, wherever
+        // other writes of the user moved it.
         Ok(Planned {
-            owner: owner.clone(),
-            expected_seq: seq,
             item_versions: vec![(key.clone(), head.version)],
-            payloads: vec![payload],
-            outcome,
+            ..Planned::at_end(owner, vec![payload], outcome)
         })
     }
 

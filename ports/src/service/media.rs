@@ -96,7 +96,6 @@ impl<S: EventStore, C: Clock, I: IdSource, M: MediaStore> MediaService<S, C, I, 
             .write(caller, idem, |now| {
                 let object = object.clone();
                 async move {
-                    let seq = self.writer.store().last_seq(user).await.map_err(Failure::from)?;
                     let upload = self.media.upload_url(&object, now, ttl).await.map_err(|e| match e {
                         MediaError::Unavailable(failure) => AppError::Unavailable(failure),
                     })?;
@@ -110,9 +109,8 @@ impl<S: EventStore, C: Clock, I: IdSource, M: MediaStore> MediaService<S, C, I, 
                             expires_at: upload.expires_at,
                         },
                     };
-                    Ok(Planned::append(
+                    Ok(Planned::at_end(
                         user,
-                        seq,
                         vec![EventPayload::MediaDeclared(object)],
                         outcome,
                     ))

@@ -65,15 +65,13 @@ impl<S: EventStore, C: Clock, I: IdSource> MessageService<S, C, I> {
                 let message = message.clone();
                 let id = id.clone();
                 async move {
-                    let seq = self.writer.store().last_seq(&message.to).await.map_err(Failure::from)?;
                     let outcome = MessageAccepted {
                         id,
                         status: "accepted".into(),
                     };
                     let to = message.to.clone();
-                    Ok(Planned::append(
+                    Ok(Planned::at_end(
                         &to,
-                        seq,
                         vec![EventPayload::MessageReceived(message)],
                         outcome,
                     ))

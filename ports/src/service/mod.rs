@@ -13,8 +13,8 @@
 //! | [`MediaService`] | store, clock, ids, media store | `/v1/media` |
 //! | [`AccountService`] | store, clock, and the media service | `/v1/me/export` |
 //!
-//! Every service that writes goes through one [`Writer`]: idempotent replay, the bounded retry when
-//! another writer moved the stream, and the event metadata.
+//! Every service that writes goes through one [`Writer`]: idempotent replay, the bounded, jittered re-plan
+//! when another writer moved what the plan was based on, and the event metadata.
 
 mod account;
 mod devices;
@@ -29,6 +29,8 @@ use std::time::Duration;
 
 use rookery_domain::{Limits, UserId};
 use serde::Serialize;
+
+use crate::Backoff;
 
 pub use account::{AccountService, Export, ExportLine};
 pub use devices::{DeviceService, DeviceView};
@@ -48,8 +50,11 @@ pub struct ServiceConfig {
     pub media_url_ttl: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
-    /// How many times a write is attempted when other writers keep moving the stream.
+    /// How many times a write is planned and attempted when other writers keep moving what it was based on
+    /// (an item's version without `If-Match`, or the stream for a device write).
     pub max_write_attempts: u32,
+    /// The jittered wait between those attempts.
+    pub write_backoff: Backoff,
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +64,7 @@ impl Default for ServiceConfig {
             media_url_ttl: Duration::from_secs(15 * 60),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             max_write_attempts: 16,
+            write_backoff: Backoff::new(Duration::from_millis(2), Duration::from_millis(200)),
         }
     }
 }

@@ -1,9 +1,13 @@
 //! The one write path every service shares: replay an idempotent repeat, plan against the current
-//! state, append atomically with the seq and versions the plan was based on, and plan again (a bounded
-//! number of times) when another writer got there first.
+//! state, append atomically under the conditions the plan was based on, and plan again (a bounded number
+//! of times, after a jittered wait) when another writer got there first.
 //!
-//! A client's own precondition is re-checked on every attempt, so a moved version under `If-Match`
-//! becomes a conflict carrying the events the client missed, while a moved seq is simply retried.
+//! Most writes append at the end of the user's stream without naming its seq: the store serializes a
+//! user's appends, so writes of one user to different items never refuse each other. Only the item's
+//! version guards an item write. When it moved, the write is planned again against the new state: a
+//! client's `If-Match` is re-checked then, so it becomes a conflict carrying the events the client missed,
+//! while a write without one (a merge patch from a second device, say) applies on top of the other.
+//! Device writes, whose plan reads the whole registry, still name the seq they read.
 
 use std::future::Future;
 
@@ -23,21 +27,31 @@ pub struct Done {}
 #[derive(Debug)]
 pub(crate) struct Planned<T> {
     pub(crate) owner: UserId,
-    pub(crate) expected_seq: Seq,
+    /// The stream's seq the plan depends on; `None` for a plan that holds wherever the stream is.
+    pub(crate) expected_seq: Option<Seq>,
     pub(crate) item_versions: Vec<(ItemKey, Version)>,
     pub(crate) payloads: Vec<EventPayload>,
     pub(crate) outcome: T,
 }
 
 impl<T> Planned<T> {
-    /// A plan that appends `payloads` to `owner`'s stream after `expected_seq`, guarding no item.
-    pub(crate) fn append(owner: &UserId, expected_seq: Seq, payloads: Vec<EventPayload>, outcome: T) -> Self {
+    /// A plan that appends `payloads` at the end of `owner`'s stream, guarding no item.
+    pub(crate) fn at_end(owner: &UserId, payloads: Vec<EventPayload>, outcome: T) -> Self {
         Self {
             owner: owner.clone(),
-            expected_seq,
+            expected_seq: None,
             item_versions: Vec::new(),
             payloads,
             outcome,
+        }
+    }
+
+    /// A plan that appends `payloads` to `owner`'s stream only if its last seq is still `seq`: for a
+    /// decision that depends on the state of the whole stream.
+    pub(crate) fn after(owner: &UserId, seq: Seq, payloads: Vec<EventPayload>, outcome: T) -> Self {
+        Self {
+            expected_seq: Some(seq),
+            ..Self::at_end(owner, payloads, outcome)
         }
     }
 
@@ -116,7 +130,11 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
             .map_err(|e| AppError::Unavailable(Failure::permanent(format!("recorded outcome unreadable: {e}"))))
     }
 
-    /// Runs one write: replays a repeat, else plans and appends, retrying while others move the stream.
+    /// Runs one write: replays a repeat, else plans and appends, planning again (after a jittered wait)
+    /// while other writers move what the plan was based on.
+    ///
+    /// `plan` must re-read everything it decides on, each time it is called: an attempt after a moved
+    /// version or seq is a new decision on the new state.
     pub(crate) async fn write<T, F, Fut>(
         &self,
         caller: &Caller,
@@ -142,8 +160,11 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
             let (batch, outcome) = self.batch(caller, idem, now, planned)?;
             match self.store.append(batch).await {
                 Ok(_) => return Ok(outcome),
-                Err(AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. }) => {
-                    tracing::debug!(attempt, "stream moved during write; retrying");
+                Err(moved @ (AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. })) => {
+                    tracing::debug!(attempt, %moved, "another writer got there first; planning again");
+                    if attempt < self.config.max_write_attempts {
+                        self.config.write_backoff.wait(attempt).await;
+                    }
                 }
                 Err(AppendError::KeyTaken) => {
                     if let Some(idem) = idem
@@ -157,7 +178,7 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
             }
         }
         Err(AppError::Unavailable(Failure::transient(
-            "too many concurrent writes to this stream; try again",
+            "other writes kept changing what this write depends on; try again",
         )))
     }
 

@@ -7,8 +7,10 @@ pub mod moto;
 pub mod opensearch_fake;
 
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use rookery_adapters_aws::config::SearchBackend;
+use rookery_adapters_aws::dynamo::Contention;
 use rookery_adapters_aws::{
     AwsClients, AwsConfig, CloudSearchIndex, DynamoStore, OpenSearchIndex, OpenSearchService, S3MediaStore,
     SnsPushGateway,
@@ -22,6 +24,17 @@ use crate::contract::search_index::SearchFactory;
 use crate::fixtures::BoxError;
 use cloudsearch_fake::FakeCloudSearch;
 use opensearch_fake::FakeOpenSearch;
+
+/// How long a seq-less append may wait for its turn on moto: far longer than the store's default few
+/// seconds, because moto runs every request of a test binary's parallel tests on one thread and copies the
+/// table for each transaction, so a transaction there takes tens to hundreds of milliseconds, and every
+/// losing try delays every other writer, which DynamoDB's do not.
+pub fn moto_contention() -> Contention {
+    Contention {
+        deadline: Duration::from_secs(120),
+        ..Contention::default()
+    }
+}
 
 /// A DynamoDB event store on a new table of the test binary's moto server.
 ///
@@ -46,7 +59,7 @@ impl StoreFactory for DynamoStores {
     type Store = DynamoStore;
 
     async fn fresh(&self) -> Result<DynamoStore, BoxError> {
-        let store = dynamo_store().await?.1;
+        let store = dynamo_store().await?.1.with_contention(moto_contention());
         Ok(match self.page_limit {
             Some(rows) => store.with_page_limit(rows),
             None => store,

@@ -28,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Users the connections are spread over (connection `c` acts as user `c % USERS`).
+/// Users the connections are spread over by default (connection `c` acts as user `c % users`).
 const USERS: usize = 16;
 /// Distinct words in the preloaded items; each search asks for one of them.
 const WORDS: usize = 100;
@@ -49,6 +49,7 @@ struct Options {
     duration: Duration,
     runs: usize,
     items: usize,
+    users: usize,
     durable: bool,
     client_threads: usize,
     taskset: Option<String>,
@@ -105,6 +106,8 @@ options:
   --duration SECS       measured time per scenario (default 10)
   --runs N              runs; medians are reported (default 3)
   --items N             items preloaded for the get and search scenarios (default 1000)
+  --users N             users the connections are spread over (default 16; 1 measures one user's
+                        writes serialized by the store)
   --durable             give rookery a fresh --data-dir (fsync on every write) instead of memory only
   --client-threads N    worker threads of the load generator (default 2)
   --taskset CPUS        start the servers under `taskset -c CPUS` (pin the generator yourself)
@@ -126,6 +129,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
         duration: Duration::from_secs(10),
         runs: 3,
         items: 1000,
+        users: USERS,
         durable: false,
         client_threads: 2,
         taskset: None,
@@ -139,6 +143,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
             "--duration" => options.duration = Duration::from_secs_f64(parse_number(&flag, args.next())?),
             "--runs" => options.runs = parse_number(&flag, args.next())?,
             "--items" => options.items = parse_number(&flag, args.next())?,
+            "--users" => options.users = parse_number(&flag, args.next())?,
             "--durable" => options.durable = true,
             "--client-threads" => options.client_threads = parse_number(&flag, args.next())?,
             "--taskset" => options.taskset = Some(args.next().ok_or("--taskset needs a CPU list")?),
@@ -150,11 +155,11 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
     }
-    if options.connections == 0 || options.runs == 0 || options.client_threads == 0 {
-        return Err("--connections, --runs and --client-threads must be at least 1".to_owned());
+    if options.connections == 0 || options.runs == 0 || options.client_threads == 0 || options.users == 0 {
+        return Err("--connections, --runs, --client-threads and --users must be at least 1".to_owned());
     }
-    if options.items < USERS {
-        return Err(format!("--items must be at least {USERS}"));
+    if options.items < options.users {
+        return Err(format!("--items must be at least --users ({})", options.users));
     }
     Ok(options)
 }
@@ -294,12 +299,12 @@ impl Measurement {
 
 /// The request connection `conn` sends as its `n`-th in `scenario`.
 fn request(client: &Client, target: &Target, scenario: Scenario, conn: usize, n: u64) -> reqwest::RequestBuilder {
-    let user = conn % USERS;
+    let user = conn % target.tokens.len().max(1);
     let token = target.tokens.get(user).map(String::as_str).unwrap_or_default();
     match scenario {
         Scenario::Bare => client.get(format!("{}/bare", target.base)),
         Scenario::ItemGet => {
-            let item = (conn / USERS + n as usize) % target.items_per_user;
+            let item = (conn / target.tokens.len().max(1) + n as usize) % target.items_per_user;
             client
                 .get(format!("{}/v1/items/notes/i{item}", target.base))
                 .bearer_auth(token)
@@ -396,9 +401,9 @@ async fn measure(
 }
 
 /// Signs in the users and preloads their items (public, so every search sees all of them).
-async fn prepare(client: &Client, base: &str, items: usize, run: usize) -> Result<Target, Failure> {
-    let mut tokens = Vec::with_capacity(USERS);
-    for user in 0..USERS {
+async fn prepare(client: &Client, base: &str, items: usize, users: usize, run: usize) -> Result<Target, Failure> {
+    let mut tokens = Vec::with_capacity(users);
+    for user in 0..users {
         let response = client
             .post(format!("{base}/v1/dev/tokens"))
             .json(&json!({"user_id": format!("load{user}")}))
@@ -409,7 +414,7 @@ async fn prepare(client: &Client, base: &str, items: usize, run: usize) -> Resul
         let token = body["token"].as_str().ok_or("no token in the answer")?;
         tokens.push(token.to_owned());
     }
-    let items_per_user = items / USERS;
+    let items_per_user = items / users;
     // Loaded with a few connections at once, so the preload does not take long.
     let mut loaders = Vec::new();
     for (user, token) in tokens.iter().enumerate() {
@@ -446,7 +451,7 @@ async fn prepare(client: &Client, base: &str, items: usize, run: usize) -> Resul
     }
     // The index is asynchronous: wait (with a deadline) until every preloaded item is searchable.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let expected = (items_per_user * USERS).div_ceil(WORDS);
+    let expected = (items_per_user * users).div_ceil(WORDS);
     loop {
         let response = client
             .get(format!("{base}/v1/search?q=word0&scope=public"))
@@ -522,8 +527,9 @@ async fn run_all(options: &Options) -> Result<bool, Failure> {
     let taskset = options.taskset.as_deref();
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "rookery-load: {} connections, {:?} warm-up + {:?} measured per scenario, {} runs, {} items, {} store, {} cores, client threads {}, load average {}",
+        "rookery-load: {} connections over {} users, {:?} warm-up + {:?} measured per scenario, {} runs, {} items, {} store, {} cores, client threads {}, load average {}",
         options.connections,
+        options.users,
         options.warmup,
         options.duration,
         options.runs,
@@ -576,7 +582,7 @@ async fn run_all(options: &Options) -> Result<bool, Failure> {
                     None
                 };
                 let server = ServerProcess::start(&options.rookery, &args, ROOKERY_READY, taskset)?;
-                let target = prepare(&client, &server.base(), options.items, run).await?;
+                let target = prepare(&client, &server.base(), options.items, options.users, run).await?;
                 let measurement = measure(
                     &client,
                     &target,

@@ -23,7 +23,7 @@ async fn message<S: EventStore>(store: &S, owner: &UserId, text: &str) -> Result
     store
         .append(AppendBatch {
             owner: owner.clone(),
-            expected_seq: seq,
+            expected_seq: Some(seq),
             item_versions: Vec::new(),
             events: vec![new_event(message_payload(&sender, owner, text, at(1))?, at(seq.0 + 1))?],
             idempotency: None,

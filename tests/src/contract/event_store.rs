@@ -38,10 +38,18 @@ pub trait StoreFactory: Send + Sync {
 fn batch(owner: &UserId, expected_seq: u64, events: Vec<NewEvent>) -> AppendBatch {
     AppendBatch {
         owner: owner.clone(),
-        expected_seq: Seq(expected_seq),
+        expected_seq: Some(Seq(expected_seq)),
         item_versions: Vec::new(),
         events,
         idempotency: None,
+    }
+}
+
+/// A batch at the end of `owner`'s stream (naming no seq), with no item versions and no idempotency record.
+fn at_end(owner: &UserId, events: Vec<NewEvent>) -> AppendBatch {
+    AppendBatch {
+        expected_seq: None,
+        ..batch(owner, 0, events)
     }
 }
 
@@ -69,7 +77,7 @@ async fn write_item<S: EventStore>(
     let mut stored = store
         .append(AppendBatch {
             owner: owner.clone(),
-            expected_seq: seq,
+            expected_seq: Some(seq),
             item_versions: vec![(key.clone(), head.version)],
             events: vec![new_event(payload, when)?],
             idempotency: None,
@@ -255,7 +263,7 @@ pub async fn check_stale_expected_seq_is_seq_moved<F: StoreFactory>(factory: &F)
         let result = store
             .append(AppendBatch {
                 owner: alice.clone(),
-                expected_seq: Seq(expected),
+                expected_seq: Some(Seq(expected)),
                 item_versions: vec![(k.clone(), Version::NONE)],
                 events: vec![new_event(payload, at(2))?],
                 idempotency: None,
@@ -271,6 +279,213 @@ pub async fn check_stale_expected_seq_is_seq_moved<F: StoreFactory>(factory: &F)
         snapshot(&store, &alice, &[k], &[], &[]).await?,
         before,
         "a refused append changes nothing"
+    );
+    Ok(())
+}
+
+/// An append that names no seq gets the seqs after the stream's last one, whatever was appended since the
+/// writer looked: 1.. on an empty stream, then consecutive with appends that named a seq; it is never
+/// `SeqMoved`. An idempotency record appended alone without a seq moves nothing.
+pub async fn check_append_without_seq_continues_the_stream<F: StoreFactory>(factory: &F) -> Outcome {
+    let store = factory.fresh().await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let k = key("notes", "n1")?;
+
+    let first: Vec<NewEvent> = (0..2)
+        .map(|i| new_event(message_payload(&bob, &alice, &format!("hello {i}"), at(i))?, at(i)))
+        .collect::<Result<_, _>>()?;
+    let stored = store.append(at_end(&alice, first.clone())).await?;
+    let expected: Vec<StoredEvent> = first
+        .into_iter()
+        .zip(1..)
+        .map(|(e, s)| e.stored(&alice, Seq(s)))
+        .collect();
+    assert_eq!(stored, expected, "an empty stream starts at seq 1");
+
+    let named = store
+        .append(batch(
+            &alice,
+            2,
+            vec![new_event(message_payload(&bob, &alice, "named", at(3))?, at(3))?],
+        ))
+        .await?;
+    assert_eq!(named.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(3)]);
+
+    let payload = item_payload(
+        &k,
+        Version(1),
+        Some(object(json!({"v": 1}))),
+        Visibility::Private,
+        true,
+        at(4),
+    );
+    let created = store
+        .append(AppendBatch {
+            item_versions: vec![(k.clone(), Version::NONE)],
+            ..at_end(&alice, vec![new_event(payload, at(4))?])
+        })
+        .await?;
+    assert_eq!(created.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![Seq(4)]);
+    assert_eq!(store.item_head(&alice, &k).await?.version, Version(1));
+
+    let solo = store
+        .append(AppendBatch {
+            idempotency: Some(record(&alice, "solo", "solo", at(5), at(0))),
+            ..at_end(&alice, Vec::new())
+        })
+        .await?;
+    assert_eq!(solo, Vec::new(), "a record alone stores no event");
+    assert!(store.idempotency(&alice, "solo").await?.is_some());
+    assert_eq!(store.last_seq(&alice).await?, Seq(4), "and moves no seq");
+
+    let feed = read_all(&store, &alice, 100).await?;
+    assert_eq!(feed.iter().map(|e| e.seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(feed[..2], stored[..], "reads return what the append returned");
+    assert_eq!(feed[3..], created[..]);
+
+    let bobs = store
+        .append(at_end(
+            &bob,
+            vec![new_event(message_payload(&alice, &bob, "hi", at(6))?, at(6))?],
+        ))
+        .await?;
+    assert_eq!(
+        bobs.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![Seq(1)],
+        "streams are per owner"
+    );
+    assert_eq!(store.last_seq(&alice).await?, Seq(4));
+    Ok(())
+}
+
+/// Appends that name no seq, racing from many writers of one user to different items (each with its
+/// idempotency record) and with messages to that user, all succeed: the store serializes them, so the
+/// seqs they get are exactly `1..=N`, none given twice, and every item head and record is there.
+pub async fn check_concurrent_appends_without_seq_all_succeed<F: StoreFactory>(factory: &F) -> Outcome {
+    const WRITERS: usize = 16;
+    const ROUNDS: u64 = 2;
+    let store = factory.fresh().await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let (store, alice, bob) = (store.clone(), alice.clone(), bob.clone());
+        let k = key("notes", &format!("w{w}"))?;
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            for round in 0..ROUNDS {
+                let payload = item_payload(
+                    &k,
+                    Version(round + 1),
+                    Some(object(json!({"w": w, "round": round}))),
+                    Visibility::Private,
+                    round == 0,
+                    at(0),
+                );
+                let stored = store
+                    .append(AppendBatch {
+                        owner: alice.clone(),
+                        expected_seq: None,
+                        item_versions: vec![(k.clone(), Version(round))],
+                        events: vec![new_event(payload, at(round))?],
+                        idempotency: Some(record(&alice, &format!("w{w}-r{round}"), "f", at(1), at(0))),
+                    })
+                    .await
+                    .map_err(|e| format!("writer {w}, round {round}: {e}"))?;
+                seqs.extend(stored.iter().map(|e| e.seq.0));
+            }
+            let message = new_event(message_payload(&bob, &alice, &format!("from {w}"), at(2))?, at(2))?;
+            let stored = store
+                .append(at_end(&alice, vec![message]))
+                .await
+                .map_err(|e| format!("writer {w}, message: {e}"))?;
+            seqs.extend(stored.iter().map(|e| e.seq.0));
+            Ok::<_, BoxError>(seqs)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        seqs.extend(joined??);
+    }
+    seqs.sort_unstable();
+    let total = WRITERS as u64 * (ROUNDS + 1);
+    assert_eq!(
+        seqs,
+        (1..=total).collect::<Vec<_>>(),
+        "every append got its own consecutive seqs"
+    );
+    let feed = read_all(&store, &alice, 100).await?;
+    assert_eq!(
+        feed.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        seqs,
+        "the feed holds them all"
+    );
+    assert_eq!(store.last_seq(&alice).await?, Seq(total));
+    for w in 0..WRITERS {
+        let head = store.item_head(&alice, &key("notes", &format!("w{w}"))?).await?;
+        assert_eq!(head.version, Version(ROUNDS), "writer {w}'s item");
+        assert!(store.idempotency(&alice, &format!("w{w}-r1")).await?.is_some());
+    }
+    Ok(())
+}
+
+/// Without a seq, the item versions still guard an append: of many appends racing on one item with the
+/// version they read, exactly one wins and the others are `VersionMoved` (never `SeqMoved`), even though
+/// other items moved the stream since.
+pub async fn check_append_without_seq_still_checks_versions<F: StoreFactory>(factory: &F) -> Outcome {
+    const WRITERS: usize = 12;
+    let store = factory.fresh().await?;
+    let alice = user("alice")?;
+    let (k, other) = (key("notes", "contended")?, key("notes", "other")?);
+    for round in 0..3u64 {
+        // Another item moves the stream between rounds: a seq a racer read would be stale, a version is not.
+        write_item(
+            &store,
+            &alice,
+            &other,
+            Some(json!({"round": round})),
+            Visibility::Private,
+            at(round),
+        )
+        .await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let (store, alice, k) = (store.clone(), alice.clone(), k.clone());
+            let payload = item_payload(
+                &k,
+                Version(round + 1),
+                Some(object(json!({"w": w}))),
+                Visibility::Private,
+                round == 0,
+                at(0),
+            );
+            let event = new_event(payload, at(round))?;
+            tasks.spawn(async move {
+                store
+                    .append(AppendBatch {
+                        item_versions: vec![(k, Version(round))],
+                        ..at_end(&alice, vec![event])
+                    })
+                    .await
+            });
+        }
+        let mut wins = 0;
+        while let Some(joined) = tasks.join_next().await {
+            match joined? {
+                Ok(_) => wins += 1,
+                Err(AppendError::VersionMoved { current, .. }) => {
+                    assert_eq!(current, Version(round + 1), "round {round}")
+                }
+                Err(other) => return Err(format!("round {round}: unexpected {other}").into()),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one writer wins");
+        assert_eq!(store.item_head(&alice, &k).await?.version, Version(round + 1));
+    }
+    let feed = read_all(&store, &alice, 100).await?;
+    assert_eq!(
+        feed.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        (1..=6).collect::<Vec<_>>(),
+        "only the winners' events are stored, consecutively"
     );
     Ok(())
 }
@@ -302,7 +517,7 @@ pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFac
         let result = store
             .append(AppendBatch {
                 owner: alice.clone(),
-                expected_seq: Seq(3),
+                expected_seq: Some(Seq(3)),
                 item_versions: vec![(k1.clone(), Version(named))],
                 events: vec![new_event(change(&k1, named + 1, named == 0), at(5))?],
                 idempotency: None,
@@ -321,7 +536,7 @@ pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFac
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(3),
+            expected_seq: Some(Seq(3)),
             item_versions: vec![(fresh.clone(), Version(1))],
             events: vec![new_event(change(&fresh, 2, false), at(5))?],
             idempotency: None,
@@ -338,7 +553,7 @@ pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFac
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(3),
+            expected_seq: Some(Seq(3)),
             item_versions: vec![(k2.clone(), Version(1)), (k1.clone(), Version(1))],
             events: vec![
                 new_event(change(&k2, 2, false), at(5))?,
@@ -364,7 +579,7 @@ pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFac
     let stored = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(3),
+            expected_seq: Some(Seq(3)),
             item_versions: vec![(k2.clone(), Version(1)), (k1.clone(), Version(2))],
             events: vec![
                 new_event(change(&k2, 2, false), at(5))?,
@@ -569,22 +784,34 @@ pub async fn check_refused_append_changes_nothing<F: StoreFactory>(factory: &F) 
     let good_versions = vec![(k1.clone(), Version(1)), (k2.clone(), Version::NONE)];
     let refusals = [
         (
-            Seq(2),
+            Some(Seq(2)),
             good_versions.clone(),
             Some(record(&alice, "fresh-key", "f", at(5), at(0))),
             "stale seq",
         ),
         (
-            Seq(3),
+            Some(Seq(3)),
             vec![(k1.clone(), Version(1)), (k2.clone(), Version(1))],
             None,
             "stale version",
         ),
         (
-            Seq(3),
+            Some(Seq(3)),
             good_versions.clone(),
             Some(record(&alice, "held", "h", at(5), at(0))),
             "key taken",
+        ),
+        (
+            None,
+            vec![(k1.clone(), Version(1)), (k2.clone(), Version(1))],
+            None,
+            "stale version, no seq named",
+        ),
+        (
+            None,
+            good_versions.clone(),
+            Some(record(&alice, "held", "h", at(5), at(0))),
+            "key taken, no seq named",
         ),
     ];
     for (expected_seq, item_versions, idempotency, why) in refusals {
@@ -615,7 +842,7 @@ pub async fn check_refused_append_changes_nothing<F: StoreFactory>(factory: &F) 
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(3),
+            expected_seq: Some(Seq(3)),
             item_versions: good_versions.clone(),
             events: too_many,
             idempotency: Some(record(&alice, "fresh-key", "f", at(5), at(0))),
@@ -690,7 +917,7 @@ async fn write_250<S: EventStore>(store: &S, owner: &UserId, sender: &UserId) ->
         let stored = store
             .append(AppendBatch {
                 owner: owner.clone(),
-                expected_seq: Seq(i as u64),
+                expected_seq: Some(Seq(i as u64)),
                 item_versions,
                 events,
                 idempotency: None,
@@ -1109,7 +1336,7 @@ pub async fn check_too_large_is_refused_before_writing<F: StoreFactory>(factory:
     let result = store
         .append(AppendBatch {
             owner: alice.clone(),
-            expected_seq: Seq(1),
+            expected_seq: Some(Seq(1)),
             item_versions: vec![(k.clone(), Version(1))],
             events: vec![new_event(
                 item_payload(&k, Version(2), Some(huge), Visibility::Private, false, at(0)),
@@ -1267,7 +1494,7 @@ pub async fn check_concurrent_appends_exactly_one_wins<F: StoreFactory>(factory:
                 store
                     .append(AppendBatch {
                         owner: alice,
-                        expected_seq: Seq(round),
+                        expected_seq: Some(Seq(round)),
                         item_versions: vec![(k, Version(round))],
                         events: vec![event],
                         idempotency: None,
@@ -1325,6 +1552,9 @@ macro_rules! event_store_contract {
         $crate::contract_tests!($name, event_store, $factory;
             check_append_assigns_consecutive_seqs,
             check_stale_expected_seq_is_seq_moved,
+            check_append_without_seq_continues_the_stream,
+            check_concurrent_appends_without_seq_all_succeed,
+            check_append_without_seq_still_checks_versions,
             check_stale_item_version_is_version_moved_and_invisible,
             check_idempotency_key_taken_until_expired,
             check_idempotency_record_without_events,
