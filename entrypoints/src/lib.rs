@@ -6,12 +6,14 @@
 //! change feed ([`rookery_ports::ChangeFeed`]), each from its stored position; [`local`] wires the memory adapters into a running server, and [`reindex`]
 //! rebuilds and checks the search index offline. [`aws`] runs the same router over the AWS adapters
 //! (`rookery serve --backend aws`) and bootstraps their resources (`rookery aws bootstrap`).
+//! [`realtime`] pushes each user's changes over a WebSocket as the change feed delivers them.
 
 pub mod aws;
 pub mod feed;
 pub mod http;
 pub mod lambda;
 pub mod local;
+pub mod realtime;
 pub mod reindex;
 mod server;
 pub mod telemetry;
