@@ -40,6 +40,9 @@ use crate::http::{Authed, Code, Problem};
 /// How many events a replay reads from the store at a time.
 const REPLAY_PAGE: u64 = 100;
 
+/// The read buffer of a socket, in bytes (a longer frame is read in several steps).
+const READ_BUFFER: usize = 4 * 1024;
+
 /// How long the server tries to send its close frame, and then waits for the client's.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -67,7 +70,10 @@ pub(crate) async fn handshake<S: EventStore>(
     };
     let store = endpoint.store.clone();
     let config = *endpoint.hub.config();
+    // The WebSocket layer allocates its read buffer up front (128 KiB by default); client frames are
+    // small, and an idle socket should cost kilobytes, not a tenth of a megabyte.
     upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
         .on_failed_upgrade(|error| tracing::debug!(%error, "realtime upgrade failed"))
