@@ -347,6 +347,9 @@ pub(crate) async fn fan_out<F: ChangeFeed>(hub: Arc<Hub>, feed: F) {
     };
     tracing::debug!(position, "realtime fan-out started");
     loop {
+        if *stopped.borrow() {
+            break;
+        }
         // With no socket open there is nobody to route to: skip to the head without reading the log.
         // The head is read before the registry, so a socket registered after the check replays from the
         // store everything up to that head (it registers before it reads); none is lost.
