@@ -165,8 +165,8 @@ impl<S: EventStore> Connection<S> {
     /// Serves the protocol until the client leaves or the server closes the socket.
     async fn run(mut self) {
         tracing::debug!(user = %self.user, "realtime socket opened");
-        let age = tokio::time::sleep(self.config.max_age);
-        let idle = tokio::time::sleep(self.config.idle_timeout);
+        let age = tokio::time::sleep_until(after(self.config.max_age));
+        let idle = tokio::time::sleep_until(after(self.config.idle_timeout));
         tokio::pin!(age, idle);
         let end = loop {
             let step = tokio::select! {
@@ -175,15 +175,17 @@ impl<S: EventStore> Connection<S> {
                 () = self.kicked.raised() => Err(End::Close(Close::TOO_SLOW)),
                 () = &mut age => Err(End::Close(Close::TOO_OLD)),
                 () = &mut idle => Err(End::Close(Close::IDLE)),
-                frame = self.socket.recv() => {
-                    idle.as_mut().reset(Instant::now() + self.config.idle_timeout);
-                    self.on_frame(frame).await
-                }
+                // Changes already routed go out before the next client frame is read, so a `pong`
+                // follows every change routed before its `ping` was read.
                 delivery = self.queue.next() => match delivery {
                     Some(delivery) => self.on_delivery(delivery).await,
                     // The hub let go of this socket: it was told to close.
                     None => Err(End::Close(Close::TOO_SLOW)),
                 },
+                frame = self.socket.recv() => {
+                    idle.as_mut().reset(after(self.config.idle_timeout));
+                    self.on_frame(frame).await
+                }
             };
             if let Err(end) = step {
                 break end;
@@ -361,6 +363,13 @@ impl<S: EventStore> Connection<S> {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, drained).await;
         }
     }
+}
+
+/// The instant `wait` from now; a wait too long to represent is a century.
+fn after(wait: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 60 * 60))
 }
 
 /// How a failed read ends the socket: a frame over the limit is `1009`, a broken connection needs no
