@@ -7,12 +7,14 @@
 //! (memory or SQLite, with the development routes), and [`reindex`] rebuilds and checks the search index
 //! offline. [`aws`] runs the same route sets over the AWS adapters (`rookery serve --backend aws`) and
 //! bootstraps their resources (`rookery aws bootstrap`); [`lambda`] holds what the Lambda binaries share.
+//! [`realtime`] pushes each user's changes over a WebSocket as the change feed delivers them.
 
 pub mod aws;
 pub mod feed;
 pub mod http;
 pub mod lambda;
 pub mod local;
+pub mod realtime;
 pub mod reindex;
 mod server;
 pub mod telemetry;

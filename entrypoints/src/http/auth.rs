@@ -2,13 +2,15 @@
 //!
 //! The middleware verifies the token through the [`IdentityVerifier`] port, takes a token from the
 //! user's bucket, and leaves the [`Caller`] in the request's extensions; handlers read it with
-//! [`Authed`]. Doing this in a layer (rather than in each handler's extractors) makes sure an
+//! [`Authed`]. The token comes from the `Authorization: Bearer` header, or, for a WebSocket handshake
+//! only, from the `access_token` query parameter ([`request_token`]). Doing this in a layer (rather than in each handler's extractors) makes sure an
 //! unauthenticated request is refused before its body is even looked at.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, UPGRADE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -56,6 +58,41 @@ pub fn bearer_token(parts: &Parts) -> Result<&str, AuthError> {
     Ok(token)
 }
 
+/// The token of a request: its `Authorization: Bearer` header, or, for a WebSocket handshake without
+/// that header, its `access_token` query parameter (RFC 6750 §2.3), because browsers cannot set headers
+/// on a WebSocket. Ordinary requests never read a token from the URL, which ends up in logs and caches.
+///
+/// # Errors
+/// As [`bearer_token`]; a query with more than one `access_token`, or an empty one, is
+/// [`AuthError::Malformed`].
+pub fn request_token(parts: &Parts) -> Result<Cow<'_, str>, AuthError> {
+    match bearer_token(parts) {
+        Err(AuthError::Missing) if is_websocket_handshake(parts) => query_token(parts).map(Cow::Owned),
+        other => other.map(Cow::Borrowed),
+    }
+}
+
+fn is_websocket_handshake(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(UPGRADE)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The `access_token` query parameter.
+fn query_token(parts: &Parts) -> Result<String, AuthError> {
+    let Ok(Query(pairs)) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri) else {
+        return Err(AuthError::Malformed("unreadable query".into()));
+    };
+    let mut tokens = pairs.into_iter().filter(|(name, _)| name == "access_token");
+    match (tokens.next(), tokens.next()) {
+        (None, _) => Err(AuthError::Missing),
+        (Some(_), Some(_)) => Err(AuthError::Malformed("more than one access_token".into())),
+        (Some((_, token)), None) if token.trim().is_empty() => Err(AuthError::Malformed("empty access_token".into())),
+        (Some((_, token)), None) => Ok(token.trim().to_owned()),
+    }
+}
+
 /// The middleware: verify, rate-limit, and record the caller.
 pub async fn authenticate<V: IdentityVerifier>(
     State(gate): State<Arc<Gate<V>>>,
@@ -63,8 +100,8 @@ pub async fn authenticate<V: IdentityVerifier>(
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let verified = match bearer_token(&parts) {
-        Ok(token) => gate.verifier.verify(token).await,
+    let verified = match request_token(&parts) {
+        Ok(token) => gate.verifier.verify(&token).await,
         Err(error) => Err(error),
     };
     let principal = match verified {
@@ -119,6 +156,14 @@ mod tests {
         builder.body(()).expect("request").into_parts().0
     }
 
+    fn handshake(uri: &str, header: Option<&str>) -> Parts {
+        let mut builder = HttpRequest::builder().uri(uri).header(UPGRADE, "websocket");
+        if let Some(value) = header {
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
     #[test]
     fn bearer_tokens_are_read_case_insensitively() {
         assert_eq!(bearer_token(&parts(Some("Bearer abc.def.ghi"))), Ok("abc.def.ghi"));
@@ -132,5 +177,34 @@ mod tests {
             bearer_token(&parts(Some("Bearer "))),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn only_a_websocket_handshake_may_carry_its_token_in_the_query() {
+        let token = |parts: &Parts| request_token(parts).map(|t| t.into_owned());
+        assert_eq!(
+            token(&handshake("/v1/realtime?access_token=abc", None)),
+            Ok("abc".into())
+        );
+        assert_eq!(
+            token(&handshake("/v1/realtime?access_token=abc", Some("Bearer def"))),
+            Ok("def".into())
+        );
+        assert_eq!(token(&handshake("/v1/realtime", None)), Err(AuthError::Missing));
+        assert!(matches!(
+            token(&handshake("/v1/realtime?access_token=", None)),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            token(&handshake("/v1/realtime?access_token=a&access_token=b", None)),
+            Err(AuthError::Malformed(_))
+        ));
+        let plain = HttpRequest::builder()
+            .uri("/v1/sync?access_token=abc")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0;
+        assert_eq!(token(&plain), Err(AuthError::Missing));
     }
 }

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::feed::{FeedDriver, FeedHandle, INDEXER, PUSH_DISPATCHER};
 use crate::http::{Api, RateLimit, Services};
+use crate::realtime::{Realtime, RealtimeConfig};
 use crate::server::{self, BindError, Serving};
 use dev::TokenIssuer;
 
@@ -50,6 +51,8 @@ pub struct LocalConfig {
     pub request_timeout: Duration,
     /// The services' tunables.
     pub service: ServiceConfig,
+    /// The limits of `/v1/realtime`.
+    pub realtime: RealtimeConfig,
 }
 
 impl Default for LocalConfig {
@@ -60,6 +63,7 @@ impl Default for LocalConfig {
             rate_limit: RateLimit::default(),
             request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
             service: ServiceConfig::default(),
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ pub struct LocalServer {
     serving: Serving,
     indexing: FeedHandle,
     pushing: FeedHandle,
+    realtime: Realtime,
 }
 
 impl LocalServer {
@@ -236,6 +241,7 @@ impl LocalServer {
             remember_for,
         );
         let pushing = FeedDriver::new(PUSH_DISPATCHER, store.clone(), dispatcher).spawn();
+        let realtime = Realtime::spawn(store.clone(), config.realtime);
         if replayed > 0 {
             indexing.caught_up_to(replayed).await;
             tracing::info!(
@@ -248,6 +254,7 @@ impl LocalServer {
         let api_config = server::api_config(config.rate_limit, config.request_timeout);
         let router = Api::new(verifier, api_config)
             .merge_authenticated(services.routes())
+            .merge_authenticated(realtime.routes())
             .merge_public(dev::openapi_routes())
             .merge_public(dev::public_routes(DevTokens {
                 provider,
@@ -265,6 +272,7 @@ impl LocalServer {
             serving,
             indexing,
             pushing,
+            realtime,
         })
     }
 
@@ -289,6 +297,7 @@ impl LocalServer {
     /// The server's I/O error, if it failed while serving.
     pub async fn shutdown(self) -> io::Result<()> {
         let served = self.serving.stop().await;
+        self.realtime.stop().await;
         self.indexing.stop().await;
         self.pushing.stop().await;
         served
@@ -301,6 +310,7 @@ impl LocalServer {
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
         // Whether the signal came or the server failed, the feed stops after the server has.
         let served = self.serving.run_until(signal).await;
+        self.realtime.stop().await;
         self.indexing.stop().await;
         self.pushing.stop().await;
         served

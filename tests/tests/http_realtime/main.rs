@@ -1,0 +1,10 @@
+//! `GET /v1/realtime` end to end over real sockets: the protocol on both stores, the limits on
+//! `rookery serve`, and the guarantee as a property.
+//!
+//! Test helpers panic with a message on failure, like every test here.
+#![allow(clippy::expect_used, clippy::panic, clippy::unwrap_used)]
+
+mod limits;
+mod property;
+mod protocol;
+mod support;
