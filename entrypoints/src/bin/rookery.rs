@@ -58,7 +58,8 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, env = "ROOKERY_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
-        /// Directory for the durable event log, identity key and media; in memory when omitted (memory backend only).
+        /// Directory for the SQLite database (event log, projections, search index), the identity key, media and
+        /// push endpoints; in memory when omitted (memory backend only). An older build's event log in it is imported once.
         #[arg(long, env = "ROOKERY_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Requests per second per user (burst twice that); 0 turns rate limiting off.
