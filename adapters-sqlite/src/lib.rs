@@ -13,9 +13,12 @@
 //! [`SqliteStore::import`] moves another store's log into a new database once, keeping every event's
 //! seq, time, ids and metadata (the file log `rookery serve --data-dir` wrote before SQLite).
 //!
+//! [`backup`] copies a live database consistently with SQLite's backup API (`rookery backup`).
+//!
 //! A file that is not a Rookery database (another application's, or not SQLite at all) is refused with
 //! an error naming it, before anything in it is changed.
 
+mod backup;
 mod codec;
 mod error;
 mod import;
@@ -26,11 +29,12 @@ mod search;
 mod store;
 mod writer;
 
+pub use backup::{BackupError, BackupReport, backup};
 pub use codec::{MAX_APPEND_BYTES, MAX_EVENT_BYTES};
 pub use error::OpenError;
 pub use import::{ImportError, ImportRecord, ImportReport};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
-pub use search::SqliteSearchIndex;
+pub use search::{RebuildComparison, SqliteSearchIndex};
 pub use store::{DATABASE_FILE, SqliteStore};
 
 #[cfg(test)]

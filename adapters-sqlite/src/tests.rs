@@ -16,7 +16,7 @@ use rookery_ports::{
 use serde_json::{Map, Value, json};
 
 use crate::search::match_expression;
-use crate::{ImportError, ImportRecord, OpenError, SqliteStore};
+use crate::{BackupError, ImportError, ImportRecord, OpenError, SqliteStore, backup};
 
 type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -597,5 +597,102 @@ async fn a_failed_import_leaves_nothing_behind_and_can_run_again() -> Outcome {
     let report = SqliteStore::import(&file, vec![Ok::<_, String>(good)])?;
     assert_eq!(report.events, 1);
     assert_eq!(SqliteStore::open(&file)?.last_seq(&alice).await?, Seq(1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_writers_run_is_a_consistent_database() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rookery.sqlite3");
+    let copy = dir.path().join("backups").join("copy.sqlite3");
+    std::fs::create_dir_all(dir.path().join("backups"))?;
+    let store = SqliteStore::open(&file)?;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = user(&format!("writer-{w}"));
+                for n in 0..150u64 {
+                    store
+                        .append(batch(&owner, 2 * n, vec![message(&owner, "x"), message(&owner, "y")]))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    // Back up several times while the writers run; each copy is a consistent snapshot.
+    for _ in 0..3 {
+        let (from, to) = (file.clone(), copy.clone());
+        let report = tokio::task::spawn_blocking(move || backup(&from, &to)).await??;
+        let copied = SqliteStore::open(&copy)?;
+        let (events, position) = copied.changes_after(0, 100_000).await?;
+        assert_eq!((events.len() as u64, position), (report.events, report.position));
+        let mut heads = 0;
+        for owner in copied.owners(None, 100).await? {
+            let last = copied.last_seq(&owner).await?;
+            assert_eq!(last.0 % 2, 0, "{owner}: never half an append");
+            assert_eq!(copied.read_feed(&owner, Seq(0), 10_000).await?.len() as u64, last.0);
+            heads += last.0;
+        }
+        assert_eq!(heads, report.events, "the heads and the log agree");
+        assert!(report.bytes > 0);
+        drop(copied);
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let (from, to) = (file.clone(), copy.clone());
+    let report = tokio::task::spawn_blocking(move || backup(&from, &to)).await??;
+    assert_eq!(report.events, 1_200, "a copy after the writers holds everything");
+    assert!(!dir.path().join("backups").join("copy.sqlite3.partial").exists());
+
+    assert!(matches!(backup(&file, &file), Err(BackupError::SameFile(_))));
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database, ".repeat(100))?;
+    let refused = backup(&text, &dir.path().join("x.sqlite3"));
+    assert!(
+        matches!(refused, Err(BackupError::Source(OpenError::NotADatabase { .. }))),
+        "{refused:?}"
+    );
+    let missing = backup(&dir.path().join("missing.sqlite3"), &dir.path().join("y.sqlite3"));
+    assert!(missing.is_err(), "a missing database is not created by a backup");
+    assert!(!dir.path().join("missing.sqlite3").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_compares_the_new_index_with_the_one_set_aside() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let index = SqliteStore::open(dir.path().join("db"))?.search_index();
+    let kept = item("alice", "kept", 2, json!({"t": "Passport"}));
+    let gone = item("alice", "gone", 1, json!({"t": "ghost"}));
+    let changes = [
+        IndexChange::Upsert(search_document(&kept)),
+        IndexChange::Upsert(search_document(&gone)),
+        IndexChange::Delete {
+            owner: user("alice"),
+            key: gone.key(),
+            version: Version(2),
+        },
+    ];
+    index.apply(&changes).await?;
+    index.begin_rebuild().await?;
+    assert_eq!(index.query(&query("alice", &["passport"])).await?.found, 0, "emptied");
+    index.apply(&changes).await?;
+    let same = index.finish_rebuild().await?;
+    assert_eq!((same.entries, same.before, same.differences), (2, 2, 0));
+    assert_eq!(index.query(&query("alice", &["passport"])).await?.found, 1);
+
+    index.begin_rebuild().await?;
+    index.apply(&changes[..1]).await?;
+    let other = index.finish_rebuild().await?;
+    assert_eq!(
+        (other.entries, other.before, other.differences),
+        (1, 2, 1),
+        "the tombstone is missing"
+    );
+    assert!(index.finish_rebuild().await.is_err(), "nothing is set aside any more");
     Ok(())
 }
