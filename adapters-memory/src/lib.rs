@@ -18,5 +18,5 @@ pub use media::{
 };
 pub use push::{Endpoint, MemoryPushGateway, SentPush};
 pub use search::{IndexedEntry, MemorySearchIndex};
-pub use store::{LOG_FILE, MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore, OpenError};
+pub use store::{LOG_FILE, LogReader, LogRecord, MAX_APPEND_BYTES, MAX_EVENT_BYTES, MemoryEventStore, OpenError};
 pub use system::{ManualClock, SequentialIds, SystemClock, UlidIds};

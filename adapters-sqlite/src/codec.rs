@@ -81,7 +81,7 @@ pub(crate) struct PreparedEvent {
 }
 
 impl PreparedEvent {
-    fn new(event: StoredEvent) -> Result<Self, Failure> {
+    pub(crate) fn new(event: StoredEvent) -> Result<Self, Failure> {
         let payload = payload_json(&event.payload)?;
         let meta = serialize(&event.meta, "event metadata")?;
         let item = match event.payload.as_item() {

@@ -136,12 +136,7 @@ pub(crate) fn append(conn: &Connection, batch: PreparedAppend) -> Result<Appende
         project(conn, event)?;
     }
     if !events.is_empty() {
-        conn.prepare_cached(
-            "INSERT INTO streams (owner, last_seq) VALUES (?1, ?2)
-             ON CONFLICT (owner) DO UPDATE SET last_seq = excluded.last_seq",
-        )
-        .and_then(|mut s| s.execute(params![owner.as_str(), int(seq.0).map_err(to_sql)?]))
-        .context("moving a stream's head")?;
+        set_last_seq(conn, &owner, seq)?;
     }
     if let Some(record) = &idempotency {
         put_record(conn, record)?;
@@ -152,13 +147,24 @@ pub(crate) fn append(conn: &Connection, batch: PreparedAppend) -> Result<Appende
     })
 }
 
+/// Moves the head of `owner`'s stream to `seq`.
+pub(crate) fn set_last_seq(conn: &Connection, owner: &UserId, seq: Seq) -> Result<(), Failure> {
+    conn.prepare_cached(
+        "INSERT INTO streams (owner, last_seq) VALUES (?1, ?2)
+         ON CONFLICT (owner) DO UPDATE SET last_seq = excluded.last_seq",
+    )
+    .and_then(|mut s| s.execute(params![owner.as_str(), int(seq.0).map_err(to_sql)?]))
+    .context("moving a stream's head")?;
+    Ok(())
+}
+
 /// Carries a conversion failure through an SQLite call chain.
-fn to_sql(failure: Failure) -> rusqlite::Error {
+pub(crate) fn to_sql(failure: Failure) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(failure.message.into())
 }
 
 /// Inserts one event into the log and answers its feed position.
-fn insert_event(conn: &Connection, prepared: &PreparedEvent) -> Result<i64, Failure> {
+pub(crate) fn insert_event(conn: &Connection, prepared: &PreparedEvent) -> Result<i64, Failure> {
     let event = &prepared.event;
     let (collection, item_id, version) = match &prepared.item {
         Some(row) => (
@@ -191,7 +197,7 @@ fn insert_event(conn: &Connection, prepared: &PreparedEvent) -> Result<i64, Fail
 }
 
 /// Folds one event into the projections kept beside the log (messages need none: an index finds them).
-fn project(conn: &Connection, prepared: &PreparedEvent) -> Result<(), Failure> {
+pub(crate) fn project(conn: &Connection, prepared: &PreparedEvent) -> Result<(), Failure> {
     let event = &prepared.event;
     let owner = event.owner.as_str();
     if let Some(row) = &prepared.item {

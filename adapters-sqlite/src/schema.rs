@@ -217,6 +217,24 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
+/// Opens an existing Rookery database at `path` read-only, checking it is one this build can read, for
+/// a process that must not write to it (a backup of a database a server is using).
+///
+/// # Errors
+/// [`OpenError`] naming the file when it is missing, foreign, corrupt or too new.
+pub(crate) fn open_existing_reader(path: &Path) -> Result<Connection, OpenError> {
+    let conn = open_reader(path).map_err(|e| unreadable(path, e))?;
+    let found = header(&conn).map_err(|e| unreadable(path, e))?;
+    if found.application_id != APPLICATION_ID {
+        return Err(OpenError::Foreign {
+            path: path.to_owned(),
+            application_id: found.application_id,
+        });
+    }
+    recognise(path, found)?;
+    Ok(conn)
+}
+
 /// Opens a read-only connection to the database at `path`, which [`open_writer`] has set up.
 ///
 /// # Errors

@@ -266,9 +266,85 @@ fn search(conn: &Connection, query: &SearchQuery, expression: String, offset: us
     })
 }
 
+/// Copies the documents aside and empties the index (the table of words is contentless, so FTS5's
+/// `delete-all` empties it).
+const BEGIN_REBUILD: &str = "
+DROP TABLE IF EXISTS search_docs_before_rebuild;
+CREATE TABLE search_docs_before_rebuild AS SELECT owner, collection, item_id, version, public, item FROM search_docs;
+DELETE FROM search_docs;
+INSERT INTO search_words (search_words) VALUES ('delete-all');
+";
+
+/// Counts the documents now, those set aside, and the documents in one and not (identically) in the other.
+const COMPARE: &str = "
+SELECT
+    (SELECT count(*) FROM search_docs),
+    (SELECT count(*) FROM search_docs_before_rebuild),
+    (SELECT count(*) FROM (
+        SELECT owner, collection, item_id, version, public, item FROM search_docs
+        EXCEPT SELECT owner, collection, item_id, version, public, item FROM search_docs_before_rebuild))
+  + (SELECT count(*) FROM (
+        SELECT owner, collection, item_id, version, public, item FROM search_docs_before_rebuild
+        EXCEPT SELECT owner, collection, item_id, version, public, item FROM search_docs))
+";
+
+/// How a rebuilt index compares with the one it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildComparison {
+    /// Documents (live ones and tombstones) in the rebuilt index.
+    pub entries: u64,
+    /// Documents in the index before the rebuild.
+    pub before: u64,
+    /// Documents in one and absent or different (version, visibility, item) in the other.
+    pub differences: u64,
+}
+
 impl SqliteSearchIndex {
     pub(crate) fn new(store: SqliteStore) -> Self {
         Self { store }
+    }
+
+    /// Sets the index's documents aside (in the same database) and empties the index, so that it can be
+    /// rebuilt from the log and then compared with what it held ([`SqliteSearchIndex::finish_rebuild`]).
+    ///
+    /// Searches find nothing until the rebuild refills the index; run it while no server uses the database.
+    ///
+    /// # Errors
+    /// A [`Failure`] of the database; the index is then unchanged.
+    pub async fn begin_rebuild(&self) -> Result<(), Failure> {
+        self.store
+            .submit(|reply| Job::Maintain {
+                sql: BEGIN_REBUILD,
+                reply,
+            })
+            .await?
+    }
+
+    /// Compares the rebuilt index with the documents [`SqliteSearchIndex::begin_rebuild`] set aside (the
+    /// words are derived from the documents, so equal documents mean equal indexes), then drops them.
+    ///
+    /// # Errors
+    /// A [`Failure`] of the database, or when no rebuild was begun.
+    pub async fn finish_rebuild(&self) -> Result<RebuildComparison, Failure> {
+        let counts: (i64, i64, i64) = self
+            .store
+            .read(|c| {
+                c.query_row(COMPARE, [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .context("comparing the rebuilt search index")
+            })
+            .await?;
+        self.store
+            .submit(|reply| Job::Maintain {
+                sql: "DROP TABLE IF EXISTS search_docs_before_rebuild",
+                reply,
+            })
+            .await??;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(RebuildComparison {
+            entries: count(counts.0),
+            before: count(counts.1),
+            differences: count(counts.2),
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use rookery_ports::{
 use serde_json::{Map, Value, json};
 
 use crate::search::match_expression;
-use crate::{OpenError, SqliteStore};
+use crate::{BackupError, ImportError, ImportRecord, OpenError, SqliteStore, backup};
 
 type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
@@ -489,4 +489,214 @@ fn match_expressions_quote_every_word_and_refuse_what_is_not_a_word() {
         assert_eq!(words(&[bad]), expected, "{bad:?}");
     }
     assert_eq!(words(&[]), None);
+}
+
+/// Events as another store stored them: `owner`'s, with seqs from `first`.
+fn stored(owner: &UserId, first: u64, events: Vec<NewEvent>) -> Vec<rookery_domain::StoredEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| event.stored(owner, Seq(first + i as u64)))
+        .collect()
+}
+
+fn remembered(owner: &UserId, key: &str) -> IdempotencyWrite {
+    IdempotencyWrite {
+        owner: owner.clone(),
+        record: IdempotencyRecord {
+            key: key.into(),
+            fingerprint: format!("f-{key}"),
+            outcome: json!({"status": 201}),
+            recorded_at: Timestamp::from_millis(50),
+        },
+        expired_before: Timestamp::from_millis(0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_keeps_every_event_as_stored_and_every_record_in_commit_order() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rookery.sqlite3");
+    let (alice, bob) = (user("alice"), user("bob"));
+    let k = key("notes", "n1");
+    let first = stored(
+        &alice,
+        1,
+        vec![put(&k, 1, json!({"t": "Passport"})), message(&alice, "hi")],
+    );
+    let second = stored(&bob, 1, vec![message(&bob, "yo")]);
+    let third = stored(&alice, 3, vec![put(&k, 2, json!({"t": "Charger"}))]);
+    let records = vec![
+        Ok::<_, String>(ImportRecord::Append {
+            owner: alice.clone(),
+            events: first.clone(),
+            idempotency: Some(remembered(&alice, "put-1")),
+        }),
+        Ok(ImportRecord::Append {
+            owner: bob.clone(),
+            events: second.clone(),
+            idempotency: None,
+        }),
+        Ok(ImportRecord::Remember(remembered(&bob, "push:m1:phone"))),
+        Ok(ImportRecord::Append {
+            owner: alice.clone(),
+            events: third.clone(),
+            idempotency: None,
+        }),
+    ];
+    let report = SqliteStore::import(&file, records)?;
+    assert_eq!((report.records, report.events), (4, 4));
+
+    let store = SqliteStore::open(&file)?;
+    let (changes, position) = store.changes_after(0, 100).await?;
+    assert_eq!(changes, [first, second, third].concat(), "as stored, in commit order");
+    assert_eq!((position, store.commit_position()), (4, 4));
+    assert_eq!(store.last_seq(&alice).await?, Seq(3));
+    let head = store.item_head(&alice, &k).await?;
+    assert_eq!(head.version, Version(2));
+    assert_eq!(store.read_messages(&bob, Seq(0), 10).await?.len(), 1);
+    assert_eq!(
+        store.idempotency(&alice, "put-1").await?.map(|r| r.fingerprint),
+        Some("f-put-1".into())
+    );
+    assert!(store.idempotency(&bob, "push:m1:phone").await?.is_some());
+    // The store goes on from the imported streams.
+    let more = store.append(batch(&alice, 3, vec![message(&alice, "after")])).await?;
+    assert_eq!(more.first().map(|e| e.seq), Some(Seq(4)));
+    drop(store);
+
+    let again = SqliteStore::import(&file, Vec::<Result<ImportRecord, String>>::new());
+    assert!(
+        matches!(again, Err(ImportError::NotEmpty { position: 5, .. })),
+        "never into a database that holds events: {again:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_import_leaves_nothing_behind_and_can_run_again() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rookery.sqlite3");
+    let alice = user("alice");
+    let good = ImportRecord::Append {
+        owner: alice.clone(),
+        events: stored(&alice, 1, vec![message(&alice, "one")]),
+        idempotency: None,
+    };
+    let gap = ImportRecord::Append {
+        owner: alice.clone(),
+        events: stored(&alice, 3, vec![message(&alice, "three")]),
+        idempotency: None,
+    };
+    let error = SqliteStore::import(&file, vec![Ok::<_, String>(good.clone()), Ok(gap)])
+        .err()
+        .ok_or("a gap in a stream must be refused")?;
+    assert!(matches!(error, ImportError::Invalid { record: 1, .. }), "{error}");
+    let error = SqliteStore::import(&file, vec![Ok(good.clone()), Err("torn".to_owned())])
+        .err()
+        .ok_or("a failing source must fail the import")?;
+    assert!(matches!(error, ImportError::Source { record: 1, .. }), "{error}");
+    assert_eq!(SqliteStore::open(&file)?.commit_position(), 0, "nothing stayed");
+
+    let report = SqliteStore::import(&file, vec![Ok::<_, String>(good)])?;
+    assert_eq!(report.events, 1);
+    assert_eq!(SqliteStore::open(&file)?.last_seq(&alice).await?, Seq(1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_writers_run_is_a_consistent_database() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rookery.sqlite3");
+    let copy = dir.path().join("backups").join("copy.sqlite3");
+    std::fs::create_dir_all(dir.path().join("backups"))?;
+    let store = SqliteStore::open(&file)?;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = user(&format!("writer-{w}"));
+                for n in 0..150u64 {
+                    store
+                        .append(batch(&owner, 2 * n, vec![message(&owner, "x"), message(&owner, "y")]))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    // Back up several times while the writers run; each copy is a consistent snapshot.
+    for _ in 0..3 {
+        let (from, to) = (file.clone(), copy.clone());
+        let report = tokio::task::spawn_blocking(move || backup(&from, &to)).await??;
+        let copied = SqliteStore::open(&copy)?;
+        let (events, position) = copied.changes_after(0, 100_000).await?;
+        assert_eq!((events.len() as u64, position), (report.events, report.position));
+        let mut heads = 0;
+        for owner in copied.owners(None, 100).await? {
+            let last = copied.last_seq(&owner).await?;
+            assert_eq!(last.0 % 2, 0, "{owner}: never half an append");
+            assert_eq!(copied.read_feed(&owner, Seq(0), 10_000).await?.len() as u64, last.0);
+            heads += last.0;
+        }
+        assert_eq!(heads, report.events, "the heads and the log agree");
+        assert!(report.bytes > 0);
+        drop(copied);
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let (from, to) = (file.clone(), copy.clone());
+    let report = tokio::task::spawn_blocking(move || backup(&from, &to)).await??;
+    assert_eq!(report.events, 1_200, "a copy after the writers holds everything");
+    assert!(!dir.path().join("backups").join("copy.sqlite3.partial").exists());
+
+    assert!(matches!(backup(&file, &file), Err(BackupError::SameFile(_))));
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a database, ".repeat(100))?;
+    let refused = backup(&text, &dir.path().join("x.sqlite3"));
+    assert!(
+        matches!(refused, Err(BackupError::Source(OpenError::NotADatabase { .. }))),
+        "{refused:?}"
+    );
+    let missing = backup(&dir.path().join("missing.sqlite3"), &dir.path().join("y.sqlite3"));
+    assert!(missing.is_err(), "a missing database is not created by a backup");
+    assert!(!dir.path().join("missing.sqlite3").exists());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_compares_the_new_index_with_the_one_set_aside() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let index = SqliteStore::open(dir.path().join("db"))?.search_index();
+    let kept = item("alice", "kept", 2, json!({"t": "Passport"}));
+    let gone = item("alice", "gone", 1, json!({"t": "ghost"}));
+    let changes = [
+        IndexChange::Upsert(search_document(&kept)),
+        IndexChange::Upsert(search_document(&gone)),
+        IndexChange::Delete {
+            owner: user("alice"),
+            key: gone.key(),
+            version: Version(2),
+        },
+    ];
+    index.apply(&changes).await?;
+    index.begin_rebuild().await?;
+    assert_eq!(index.query(&query("alice", &["passport"])).await?.found, 0, "emptied");
+    index.apply(&changes).await?;
+    let same = index.finish_rebuild().await?;
+    assert_eq!((same.entries, same.before, same.differences), (2, 2, 0));
+    assert_eq!(index.query(&query("alice", &["passport"])).await?.found, 1);
+
+    index.begin_rebuild().await?;
+    index.apply(&changes[..1]).await?;
+    let other = index.finish_rebuild().await?;
+    assert_eq!(
+        (other.entries, other.before, other.differences),
+        (1, 2, 1),
+        "the tombstone is missing"
+    );
+    assert!(index.finish_rebuild().await.is_err(), "nothing is set aside any more");
+    Ok(())
 }

@@ -24,7 +24,7 @@ use rusqlite::{Connection, ErrorCode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::{PreparedAppend, PreparedRecord};
-use crate::error::failure;
+use crate::error::{Context, failure};
 use crate::log;
 use crate::search::{self, PreparedChange};
 
@@ -81,6 +81,11 @@ pub(crate) enum Job {
     /// Changes to the search index.
     Index {
         changes: Vec<PreparedChange>,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
+    /// Maintenance SQL (setting the search index aside for a rebuild, and dropping what was set aside).
+    Maintain {
+        sql: &'static str,
         reply: oneshot::Sender<Result<(), Failure>>,
     },
     /// A change feed consumer's new position.
@@ -142,7 +147,9 @@ impl Job {
         match self {
             Job::Append { reply, .. } => Done::Append(reply, Err(unavailable())),
             Job::Remember { reply, .. } => Done::Remember(reply, Err(unavailable())),
-            Job::Index { reply, .. } | Job::Position { reply, .. } => Done::Other(reply, Err(failure.clone())),
+            Job::Index { reply, .. } | Job::Maintain { reply, .. } | Job::Position { reply, .. } => {
+                Done::Other(reply, Err(failure.clone()))
+            }
         }
     }
 
@@ -159,6 +166,10 @@ impl Job {
                 }),
             ),
             Job::Index { changes, reply } => Done::Other(reply, in_savepoint(conn, |c| search::apply(c, &changes))),
+            Job::Maintain { sql, reply } => Done::Other(
+                reply,
+                in_savepoint(conn, |c| c.execute_batch(sql).context("maintaining the database")),
+            ),
             Job::Position { name, position, reply } => Done::Other(
                 reply,
                 in_savepoint(conn, |c| log::set_consumer_position(c, &name, position)),

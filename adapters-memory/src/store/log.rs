@@ -404,6 +404,131 @@ impl Faults {
     }
 }
 
+/// One record of a log, as [`LogReader`] reads it: an append (its events, stored with their seqs, and
+/// its idempotency record) or an idempotency record written on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRecord {
+    /// An append to one user's stream.
+    Append {
+        /// Whose stream.
+        owner: UserId,
+        /// The events as they were stored (seq, time, ids and metadata), upcast to this build's schemas.
+        events: Vec<StoredEvent>,
+        /// The idempotency record written with them.
+        idempotency: Option<IdempotencyWrite>,
+    },
+    /// An idempotency record written on its own (a push that was sent).
+    Remember(IdempotencyWrite),
+}
+
+/// Reads a data directory's log record by record, in the order they were written (which is the commit
+/// order), without replaying it into memory: for a one-time import into another store.
+///
+/// It holds the log's lock while it lives, so no store can write to the log meanwhile, and changes
+/// nothing in the file: a torn or corrupt tail ends the reading, and [`LogReader::torn_bytes`] then says
+/// how many bytes were left behind (only writes that were never acknowledged can be in them).
+#[derive(Debug)]
+pub struct LogReader {
+    reader: BufReader<File>,
+    path: PathBuf,
+    file_len: u64,
+    /// Where the next record starts: the length of the intact log read so far.
+    offset: u64,
+    records: u64,
+    done: bool,
+}
+
+impl LogReader {
+    /// Opens the log [`LOG_FILE`] of `dir` for reading.
+    ///
+    /// # Errors
+    /// [`OpenError::Locked`] when a store has the log open; [`OpenError::Io`] when it cannot be opened
+    /// (including when there is none).
+    pub fn open(dir: &Path) -> Result<Self, OpenError> {
+        let path = dir.join(LOG_FILE);
+        let file = File::open(&path).map_err(io_error(&path))?;
+        file.try_lock().map_err(|e| OpenError::Locked {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let file_len = file.metadata().map_err(io_error(&path))?.len();
+        Ok(Self {
+            reader: BufReader::new(file),
+            path,
+            file_len,
+            offset: 0,
+            records: 0,
+            done: false,
+        })
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many records were read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// How many bytes follow the last intact record: once the reader is at its end, the size of a torn or
+    /// corrupt tail (0 for a clean log).
+    pub fn torn_bytes(&self) -> u64 {
+        self.file_len.saturating_sub(self.offset)
+    }
+
+    fn read(&mut self) -> Result<Option<LogRecord>, OpenError> {
+        let Some(json) = next_record(&mut self.reader).map_err(io_error(&self.path))? else {
+            return Ok(None);
+        };
+        let unreadable = |reason: String| OpenError::Unreadable {
+            path: self.path.clone(),
+            offset: self.offset,
+            reason,
+        };
+        let record = match serde_json::from_slice(&json).map_err(|e| unreadable(e.to_string()))? {
+            RecordIn::Append {
+                owner,
+                events,
+                idempotency,
+            } => LogRecord::Append {
+                owner,
+                events: events
+                    .into_iter()
+                    .map(|raw| decode(raw).map_err(|e| unreadable(e.to_string())))
+                    .collect::<Result<_, _>>()?,
+                idempotency: idempotency.map(WriteRepr::into_write),
+            },
+            RecordIn::Remember { write } => LogRecord::Remember(write.into_write()),
+        };
+        self.offset += (HEADER_LEN + json.len() + 1) as u64;
+        self.records += 1;
+        Ok(Some(record))
+    }
+}
+
+impl Iterator for LogReader {
+    type Item = Result<LogRecord, OpenError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.read() {
+            Ok(Some(record)) => Some(Ok(record)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
 /// Applies one replayed record, checking that its events continue their stream.
 fn replay(state: &mut State, record: RecordIn) -> Result<(), String> {
     match record {

@@ -46,7 +46,7 @@ use rookery_ports::{
 use tokio::sync::{oneshot, watch};
 
 use log::EventLog;
-pub use log::{LOG_FILE, OpenError};
+pub use log::{LOG_FILE, LogReader, LogRecord, OpenError};
 pub use state::{MAX_APPEND_BYTES, MAX_EVENT_BYTES};
 use state::{Pending, State};
 

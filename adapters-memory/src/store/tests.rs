@@ -568,6 +568,47 @@ mod durability {
     }
 
     #[tokio::test]
+    async fn a_log_reader_reads_every_record_in_order_and_leaves_a_torn_tail_alone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let store = MemoryEventStore::open(dir.path())?;
+        write_some(&store).await?;
+        let (changes, _) = store.changes_after(0, 1_000)?;
+        assert!(
+            matches!(LogReader::open(dir.path()), Err(OpenError::Locked { .. })),
+            "not while a store has the log open"
+        );
+        drop(store);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)?
+            .write_all(b"0000001c 12345678 {\"op\":")?;
+        let bytes = std::fs::read(&path)?;
+
+        let mut reader = LogReader::open(dir.path())?;
+        let records = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+        assert_eq!(records.len(), 6, "five appends and one record of its own");
+        assert_eq!(reader.records(), 6);
+        assert_eq!(reader.torn_bytes(), 24, "the torn tail is measured");
+        let events: Vec<StoredEvent> = records
+            .iter()
+            .flat_map(|record| match record {
+                LogRecord::Append { events, .. } => events.clone(),
+                LogRecord::Remember(_) => Vec::new(),
+            })
+            .collect();
+        assert_eq!(events, changes, "every event as stored, in commit order");
+        assert!(matches!(
+            &records[0],
+            LogRecord::Append { idempotency: Some(write), .. } if write.record.key == "k1"
+        ));
+        assert!(matches!(&records[3], LogRecord::Remember(write) if write.owner == user("bob")));
+        assert_eq!(std::fs::read(&path)?, bytes, "the log is left as it was");
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn garbage_after_the_last_record_is_tolerated() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join(LOG_FILE);

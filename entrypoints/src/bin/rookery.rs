@@ -1,5 +1,6 @@
 //! The `rookery` binary: `rookery serve` runs the server (embedded adapters, or AWS with `--backend aws`),
-//! `rookery reindex` rebuilds and checks the local search index, `rookery aws bootstrap` creates the AWS resources.
+//! `rookery reindex` rebuilds and checks the local search index, `rookery backup` copies a data directory's
+//! database while the server runs, `rookery aws bootstrap` creates the AWS resources.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rookery_adapters_aws::config::ConfigError;
+use rookery_adapters_memory::LOG_FILE;
+use rookery_adapters_sqlite::DATABASE_FILE;
 use rookery_entrypoints::aws::{self, AwsServeConfig, AwsServer, BootstrapError, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
 use rookery_entrypoints::local::{LocalConfig, LocalServer};
@@ -58,7 +61,8 @@ enum Command {
         /// Address to listen on (port 0 picks a free one).
         #[arg(long, env = "ROOKERY_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
-        /// Directory for the durable event log, identity key and media; in memory when omitted (memory backend only).
+        /// Directory for the SQLite database (event log, projections, search index), the identity key, media and
+        /// push endpoints; in memory when omitted (memory backend only). An older build's event log in it is imported once.
         #[arg(long, env = "ROOKERY_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Requests per second per user (burst twice that); 0 turns rate limiting off.
@@ -70,12 +74,28 @@ enum Command {
     },
     /// Rebuilds the search index from the event log and checks it against a live replay.
     ///
-    /// Exits non-zero when the two indexes differ. Run it while the server is stopped:
-    /// only one process may have the log open.
+    /// On a data directory the live replay is the index the server kept, brought to the end of the change
+    /// feed first; the rebuilt index replaces it. Exits non-zero when the two indexes differ. Run it while
+    /// the server is stopped: it locks the data directory, as the server does.
     Reindex {
         /// The data directory of `rookery serve`.
         #[arg(long, env = "ROOKERY_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Log line format.
+        #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormatArg,
+    },
+    /// Copies the data directory's database to FILE, consistently, while the server may be running.
+    ///
+    /// Uses SQLite's online backup API: the copy is the database as of one commit, checked, written beside
+    /// FILE and renamed over it. The media blobs, identity key and push endpoints are plain files in the
+    /// data directory; copy them as files.
+    Backup {
+        /// The data directory of `rookery serve`.
+        #[arg(long, env = "ROOKERY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Where to write the copy (replaced if it exists).
+        file: PathBuf,
         /// Log line format.
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
@@ -260,6 +280,46 @@ async fn reindex_command(data_dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
+async fn backup_command(data_dir: PathBuf, file: PathBuf) -> ExitCode {
+    let database = data_dir.join(DATABASE_FILE);
+    if !database.exists() {
+        let hint = if data_dir.join(LOG_FILE).exists() {
+            format!(" (it holds an older build's {LOG_FILE}: start `rookery serve` on it once to import it)")
+        } else {
+            String::new()
+        };
+        eprintln!("rookery: backup: there is no database at {}{hint}", database.display());
+        return ExitCode::FAILURE;
+    }
+    let started = std::time::Instant::now();
+    let copy = {
+        let (database, file) = (database.clone(), file.clone());
+        tokio::task::spawn_blocking(move || rookery_adapters_sqlite::backup(&database, &file)).await
+    };
+    match copy {
+        Ok(Ok(report)) => {
+            println!(
+                "backed up {} events (up to feed position {}, {} bytes) from {} to {} in {} ms",
+                report.events,
+                report.position,
+                report.bytes,
+                database.display(),
+                file.display(),
+                started.elapsed().as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            eprintln!("rookery: backup failed: {error}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("rookery: backup stopped: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -307,6 +367,14 @@ fn main() -> ExitCode {
         } => {
             let _log = telemetry::init(log_format(format));
             runtime.block_on(reindex_command(data_dir))
+        }
+        Command::Backup {
+            data_dir,
+            file,
+            log_format: format,
+        } => {
+            let _log = telemetry::init(log_format(format));
+            runtime.block_on(backup_command(data_dir, file))
         }
         Command::Aws {
             command: AwsCommand::Bootstrap { log_format: format },

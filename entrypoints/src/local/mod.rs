@@ -1,10 +1,13 @@
-//! The composition root of `rookery serve`: memory adapters, the development identity provider, the
-//! local media store, the recording push gateway and the feed driver, behind the one router.
+//! The composition root of `rookery serve`: the event store and search index (in memory, or one SQLite
+//! database in the data directory, see [`data_dir`]), the development identity provider, the local media
+//! store, the recording push gateway and a feed driver per consumer of the change feed, behind the one
+//! router.
 //!
 //! [`LocalServer::start`] is also what the HTTP tests use to run a real server in-process on a random port.
 //! The routes only this server has live here too: [`dev`] (development tokens, recorded pushes, and the
 //! OpenAPI document that lists them) and [`media`] (the local media store's signed URLs).
 
+pub mod data_dir;
 pub mod dev;
 pub mod media;
 
@@ -14,23 +17,27 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
-use rookery_adapters_memory::identity::DevIdentityProvider;
+use rookery_adapters_memory::identity::{DevIdentityProvider, KEY_FILE};
+use rookery_adapters_memory::push::ENDPOINTS_FILE;
 use rookery_adapters_memory::{
     LocalMediaStore, MemoryEventStore, MemoryPushGateway, MemorySearchIndex, SystemClock, UlidIds, generate_secret,
 };
+use rookery_adapters_sqlite::SqliteStore;
 use rookery_domain::{Timestamp, UserId};
-use rookery_ports::{Clock, Indexer, PushDispatcher, ServiceConfig};
+use rookery_ports::{ChangeFeed, Clock, EventStore, Indexer, PushDispatcher, SearchIndex, ServiceConfig};
 use serde_json::Value;
 
 use crate::feed::{FeedDriver, FeedHandle, INDEXER, PUSH_DISPATCHER};
 use crate::http::{Api, RateLimit, Services};
 use crate::realtime::{Realtime, RealtimeConfig};
 use crate::server::{self, BindError, Serving};
+pub use data_dir::DataDir;
 use dev::TokenIssuer;
 
-/// The services of the local server, over the memory adapters.
-pub type LocalServices =
-    Services<MemoryEventStore, SystemClock, UlidIds, MemorySearchIndex, MemoryPushGateway, LocalMediaStore>;
+/// The services of the local server: over the memory store and index by default, over the SQLite ones
+/// with a data directory.
+pub type LocalServices<S = MemoryEventStore, X = MemorySearchIndex> =
+    Services<S, SystemClock, UlidIds, X, MemoryPushGateway, LocalMediaStore>;
 
 /// The media signing secret's file in the data directory.
 pub const MEDIA_SECRET_FILE: &str = "media.secret";
@@ -42,8 +49,8 @@ pub const MEDIA_DIR: &str = "media";
 pub struct LocalConfig {
     /// Where to listen; port 0 picks a free one.
     pub addr: SocketAddr,
-    /// Where the event log, the identity key, the push endpoints and media live; `None` keeps everything
-    /// in memory.
+    /// Where the database (event log, projections, search index), the identity key, the push endpoints and
+    /// media live; `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
     /// The per-user rate limit.
     pub rate_limit: RateLimit,
@@ -156,38 +163,74 @@ fn media_secret(data_dir: Option<&Path>) -> Result<Vec<u8>, StartError> {
 #[derive(Debug)]
 pub struct LocalServer {
     addr: SocketAddr,
-    services: LocalServices,
     serving: Serving,
     indexing: FeedHandle,
     pushing: FeedHandle,
     realtime: Realtime,
+    /// The open data directory (its lock and store), kept until the server is dropped.
+    data: Option<DataDir>,
+}
+
+/// What the composition takes besides the store and the search index.
+struct Parts<'a> {
+    config: &'a LocalConfig,
+    data_dir: Option<&'a Path>,
+    /// Events committed before this start that the indexer had not handled yet (after an import, all of them).
+    to_index: u64,
 }
 
 impl LocalServer {
-    /// Opens the store (replaying its log when there is a data directory), rebuilds the search index
-    /// from the change feed, binds the address and starts serving.
+    /// Opens the stores, binds the address and starts serving.
+    ///
+    /// Without a data directory every adapter lives in memory. With one, the event store and the search
+    /// index are one SQLite database in it ([`DataDir`]; a data directory of an older build has its log
+    /// imported first), the development identity key, the media signing secret, the media blobs and the
+    /// push endpoints are files beside it, and nothing is replayed: each consumer of the change feed goes
+    /// on from its stored position.
     ///
     /// # Errors
     /// [`StartError`] when the address or the data directory cannot be used.
     pub async fn start(config: LocalConfig) -> Result<Self, StartError> {
-        let data_dir = config.data_dir.as_deref();
-        if let Some(dir) = data_dir {
-            std::fs::create_dir_all(dir).map_err(|e| data_dir_error(dir, e))?;
-        }
-        let opened = Instant::now();
-        let store = match data_dir {
-            Some(dir) => MemoryEventStore::open(dir).map_err(|e| data_dir_error(dir, e))?,
-            None => MemoryEventStore::in_memory(),
+        let Some(dir) = config.data_dir.clone() else {
+            let parts = Parts {
+                config: &config,
+                data_dir: None,
+                to_index: 0,
+            };
+            return Self::compose(MemoryEventStore::in_memory(), MemorySearchIndex::new(), parts, None).await;
         };
-        let replayed = store.commit_position().unwrap_or(0);
-        if data_dir.is_some() {
-            tracing::info!(
-                events = replayed,
-                elapsed_ms = opened.elapsed().as_millis() as u64,
-                "event log replayed"
-            );
-        }
+        let data = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || DataDir::open(&dir)
+        })
+        .await
+        .map_err(|e| data_dir_error(&dir, format!("opening it stopped: {e}")))??;
+        let store = data.store().clone();
+        let index = store.search_index();
+        let to_index = match data.imported() {
+            Some(_) => ChangeFeed::commit_position(&store).map_err(|e| data_dir_error(&dir, e))?,
+            None => 0,
+        };
+        let parts = Parts {
+            config: &config,
+            data_dir: Some(&dir),
+            to_index,
+        };
+        Self::compose(store, index, parts, Some(data)).await
+    }
 
+    /// Builds the adapters beside the store and the index, the services, the feed consumers and the router.
+    async fn compose<S, X>(store: S, index: X, parts: Parts<'_>, data: Option<DataDir>) -> Result<Self, StartError>
+    where
+        S: EventStore + ChangeFeed,
+        X: SearchIndex,
+    {
+        let Parts {
+            config,
+            data_dir,
+            to_index,
+        } = parts;
+        let started = Instant::now();
         let (listener, addr) = server::bind(config.addr).await?;
         let base_url = format!("http://{addr}");
 
@@ -210,29 +253,37 @@ impl LocalServer {
             }
             None => LocalMediaStore::in_memory(&base_url, secret),
         };
-        // The endpoints are saved beside the log, so devices registered before a restart still get pushes.
+        // The endpoints are saved in the data directory, so devices registered before a restart still get pushes.
         let push = match data_dir {
             Some(dir) => MemoryPushGateway::open(dir).map_err(|e| data_dir_error(dir, e))?,
             None => MemoryPushGateway::new(),
         };
-        let search = MemorySearchIndex::new();
+        if let Some(dir) = data_dir {
+            tracing::info!(
+                dir = %dir.display(),
+                identity_key = %dir.join(KEY_FILE).display(),
+                media_secret = %dir.join(MEDIA_SECRET_FILE).display(),
+                media = %dir.join(MEDIA_DIR).display(),
+                push_endpoints = %dir.join(ENDPOINTS_FILE).display(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "development identity key, media and push endpoints opened"
+            );
+        }
         let clock = SystemClock::new();
         let max_media = config.service.limits.max_media_bytes;
         let remember_for = config.service.idempotency_ttl;
-        let services = Services::new(
+        let services: LocalServices<S, X> = Services::new(
             store.clone(),
             clock.clone(),
             UlidIds::new(),
-            search.clone(),
+            index.clone(),
             push.clone(),
             media.clone(),
             config.service.clone(),
         );
 
-        // Each consumer follows the feed on its own. The search index lives in memory: it is rebuilt
-        // from the whole feed before searches are answered.
-        let rebuilding = Instant::now();
-        let indexing = FeedDriver::new(INDEXER, store.clone(), Indexer::new(search)).spawn();
+        // Each consumer follows the feed on its own, from the position it stored.
+        let indexing = FeedDriver::new(INDEXER, store.clone(), Indexer::new(index)).spawn();
         let dispatcher = PushDispatcher::new(
             store.clone(),
             push.clone(),
@@ -240,14 +291,16 @@ impl LocalServer {
             services.devices.clone(),
             remember_for,
         );
-        let pushing = FeedDriver::new(PUSH_DISPATCHER, store.clone(), dispatcher).spawn();
         let realtime = Realtime::spawn(store.clone(), config.realtime);
-        if replayed > 0 {
-            indexing.caught_up_to(replayed).await;
+        let pushing = FeedDriver::new(PUSH_DISPATCHER, store, dispatcher).spawn();
+        if to_index > 0 {
+            // Once, after an import: the new index is built before searches are answered.
+            let indexed = Instant::now();
+            indexing.caught_up_to(to_index).await;
             tracing::info!(
-                events = replayed,
-                elapsed_ms = rebuilding.elapsed().as_millis() as u64,
-                "search index rebuilt from the change feed"
+                events = to_index,
+                elapsed_ms = indexed.elapsed().as_millis() as u64,
+                "search index built from the imported events"
             );
         }
 
@@ -268,11 +321,11 @@ impl LocalServer {
         tracing::info!(%addr, "rookery listening on http://{addr}");
         Ok(Self {
             addr,
-            services,
             serving,
             indexing,
             pushing,
             realtime,
+            data,
         })
     }
 
@@ -281,9 +334,9 @@ impl LocalServer {
         self.addr
     }
 
-    /// The services (for tests that look behind the API).
-    pub fn services(&self) -> &LocalServices {
-        &self.services
+    /// The data directory's store, when the server runs on one (for tests that look behind the API).
+    pub fn store(&self) -> Option<&SqliteStore> {
+        self.data.as_ref().map(DataDir::store)
     }
 
     /// The feed position the indexer and the push dispatcher have both handled everything before.
