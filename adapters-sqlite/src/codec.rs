@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use rookery_domain::event::decode_slice;
 use rookery_domain::history::item_after;
 use rookery_domain::{EventPayload, ItemKey, Seq, StoredEvent, Timestamp, UserId, Version};
-use rookery_ports::store::MAX_EVENTS_PER_APPEND;
 use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite};
 use rusqlite::Row;
 
@@ -181,6 +180,7 @@ impl PreparedAppend {
     /// # Errors
     /// [`AppendError::TooLarge`] for a batch over a limit; [`AppendError::Unavailable`] for an empty one.
     pub(crate) fn new(batch: AppendBatch) -> Result<Self, AppendError> {
+        batch.check_shape()?;
         let AppendBatch {
             owner,
             expected_seq,
@@ -188,17 +188,6 @@ impl PreparedAppend {
             events,
             idempotency,
         } = batch;
-        if events.is_empty() && idempotency.is_none() {
-            return Err(AppendError::Unavailable(Failure::permanent(
-                "an append needs at least one event or an idempotency record",
-            )));
-        }
-        if events.len() > MAX_EVENTS_PER_APPEND {
-            return Err(too_large(format!(
-                "{} events in one append, more than the limit of {MAX_EVENTS_PER_APPEND}",
-                events.len()
-            )));
-        }
         let mut total = 0usize;
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {

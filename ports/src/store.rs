@@ -61,6 +61,29 @@ pub struct AppendBatch {
     pub idempotency: Option<IdempotencyWrite>,
 }
 
+impl AppendBatch {
+    /// The checks of the batch's shape every store makes first, in the contract's order: it holds an
+    /// event or an idempotency record, and at most [`MAX_EVENTS_PER_APPEND`] events.
+    ///
+    /// # Errors
+    /// [`AppendError::Unavailable`] (permanent) for an empty batch, a caller's bug;
+    /// [`AppendError::TooLarge`] for too many events.
+    pub fn check_shape(&self) -> Result<(), AppendError> {
+        if self.events.is_empty() && self.idempotency.is_none() {
+            return Err(AppendError::Unavailable(Failure::permanent(
+                "an append needs at least one event or an idempotency record",
+            )));
+        }
+        if self.events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(AppendError::TooLarge(format!(
+                "{} events in one append, more than the limit of {MAX_EVENTS_PER_APPEND}",
+                self.events.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Why an append did not happen. Nothing of a refused append is visible afterwards.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppendError {

@@ -11,7 +11,6 @@ use rookery_domain::{
     CollectionName, EventPayload, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp,
     UserId, Version,
 };
-use rookery_ports::store::MAX_EVENTS_PER_APPEND;
 use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite};
 
 /// The largest serialized event the store accepts, as DynamoDB's item limit (400 KB).
@@ -132,6 +131,7 @@ impl State {
     /// `pending` holds what appends that passed their checks but are not applied yet (a durable store's
     /// appends waiting for their sync) will change: the batch is checked as if they had been applied.
     pub(crate) fn check(&self, batch: AppendBatch, pending: &Pending) -> Result<Checked, AppendError> {
+        batch.check_shape()?;
         let AppendBatch {
             owner,
             expected_seq,
@@ -139,17 +139,6 @@ impl State {
             events,
             idempotency,
         } = batch;
-        if events.is_empty() && idempotency.is_none() {
-            return Err(AppendError::Unavailable(Failure::permanent(
-                "an append needs at least one event or an idempotency record",
-            )));
-        }
-        if events.len() > MAX_EVENTS_PER_APPEND {
-            return Err(too_large(format!(
-                "{} events in one append, more than the limit of {MAX_EVENTS_PER_APPEND}",
-                events.len()
-            )));
-        }
         let stream = self.streams.get(&owner);
         let current = pending
             .last_seq(&owner)
