@@ -262,7 +262,13 @@ impl LocalServer {
                 let jwks_uri = oidc::discover_jwks_uri(&oidc.issuer).await?;
                 tracing::info!(issuer = %oidc.issuer, audience = %oidc.audience, %jwks_uri, "verifying tokens of an OpenID Connect issuer");
                 let keys = KeySource::remote(jwks_uri);
-                (JwksConfig::oidc(&oidc.issuer, &oidc.audience, keys), None)
+                // Cognito's access tokens carry no `aud` but a `client_id`, which only its own profile reads.
+                let config = if oidc::is_cognito(&oidc.issuer) {
+                    JwksConfig::new(&oidc.issuer, &oidc.audience, keys)
+                } else {
+                    JwksConfig::oidc(&oidc.issuer, &oidc.audience, keys)
+                };
+                (config, None)
             }
             None => {
                 let provider = match data_dir {

@@ -20,6 +20,15 @@ struct Discovery {
     jwks_uri: String,
 }
 
+/// Whether `issuer` is a Cognito user pool (`https://cognito-idp.<region>.amazonaws.com/<pool id>`), whose
+/// access tokens name the client in `client_id` and `token_use` rather than in `aud`.
+pub fn is_cognito(issuer: &str) -> bool {
+    issuer
+        .strip_prefix("https://cognito-idp.")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(host, pool)| host.ends_with(".amazonaws.com") && !pool.is_empty())
+}
+
 /// The URL of the discovery document of `issuer` (a trailing `/` of the issuer is not doubled).
 pub fn discovery_url(issuer: &str) -> String {
     format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'))
@@ -47,4 +56,31 @@ pub async fn discover_jwks_uri(issuer: &str) -> Result<String, StartError> {
         )));
     }
     Ok(document.jwks_uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cognito_issuers_are_told_apart_from_other_issuers() {
+        assert!(is_cognito(
+            "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+        ));
+        assert!(!is_cognito("https://auth.example.com/realms/main"));
+        assert!(!is_cognito(
+            "https://cognito-idp.eu-west-1.amazonaws.com.evil.example/x"
+        ));
+        assert!(!is_cognito(
+            "http://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"
+        ));
+    }
+
+    #[test]
+    fn the_discovery_url_does_not_double_a_trailing_slash() {
+        assert_eq!(
+            discovery_url("https://id.example/realms/main/"),
+            "https://id.example/realms/main/.well-known/openid-configuration"
+        );
+    }
 }
