@@ -147,6 +147,18 @@ async fn oidc_server_has_no_development_routes() {
         .await
         .expect("an answer");
     assert_eq!(pushes.status(), StatusCode::NOT_FOUND);
+    let openapi: Value = http()
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("the OpenAPI document");
+    for path in ["/v1/dev/tokens", "/.well-known/jwks.json", "/v1/dev/pushes"] {
+        assert!(openapi["paths"].get(path).is_none(), "{path} is listed");
+    }
+    assert!(openapi["paths"].get("/v1/sync").is_some(), "the API is listed");
     server.shutdown().await.expect("a clean shutdown");
 }
 

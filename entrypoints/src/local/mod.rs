@@ -346,13 +346,17 @@ impl LocalServer {
         let mut api = Api::new(verifier, api_config)
             .merge_authenticated(services.routes())
             .merge_authenticated(realtime.routes())
-            .merge_public(dev::openapi_routes())
             .merge_public(media::routes(media, clock.clone(), max_media));
-        // The development routes exist only beside the development provider.
-        if let Some(provider) = provider {
-            api = api
-                .merge_public(dev::public_routes(DevTokens { provider, clock }))
-                .merge_authenticated(dev::authenticated_routes(push));
+        // The development routes, and the OpenAPI document that lists them, exist only beside the
+        // development provider.
+        match provider {
+            Some(provider) => {
+                api = api
+                    .merge_public(dev::openapi_routes())
+                    .merge_public(dev::public_routes(DevTokens { provider, clock }))
+                    .merge_authenticated(dev::authenticated_routes(push));
+            }
+            None => api = api.merge_public(crate::http::openapi_routes()),
         }
         let router = api.into_router();
 
