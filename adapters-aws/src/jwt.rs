@@ -79,6 +79,17 @@ impl TokenUse {
     }
 }
 
+/// Which claims a verifier reads to tell that a token was made for this API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimProfile {
+    /// Cognito: `token_use` must be one of [`JwksConfig::token_uses`]; an ID token names the client
+    /// in `aud`, an access token (which has no `aud`) in `client_id`.
+    Cognito,
+    /// Plain OpenID Connect (RFC 9068 access tokens and ID tokens alike): `aud`, a string or an
+    /// array, must contain the audience; `token_use` is not read.
+    Oidc,
+}
+
 /// Where the verifier gets its public keys.
 #[derive(Debug, Clone)]
 pub enum KeySource {
@@ -118,7 +129,10 @@ pub struct JwksConfig {
     /// The app client id: an ID token's `aud`, an access token's `client_id`.
     pub audience: String,
     /// The `token_use` values accepted; must not be empty.
+    /// Only [`ClaimProfile::Cognito`] reads it.
     pub token_uses: Vec<TokenUse>,
+    /// Which claims name the client: Cognito's, or plain OpenID Connect's `aud`.
+    pub profile: ClaimProfile,
     /// Clock-skew allowance applied to `exp` and `nbf`.
     pub leeway: Duration,
     /// Where the public keys come from.
@@ -132,8 +146,18 @@ impl JwksConfig {
             issuer: issuer.into(),
             audience: audience.into(),
             token_uses: vec![TokenUse::Id, TokenUse::Access],
+            profile: ClaimProfile::Cognito,
             leeway: DEFAULT_LEEWAY,
             keys,
+        }
+    }
+
+    /// A configuration for any OpenID Connect issuer: tokens need no `token_use`, and their `aud`
+    /// must name `audience`.
+    pub fn oidc(issuer: impl Into<String>, audience: impl Into<String>, keys: KeySource) -> Self {
+        Self {
+            profile: ClaimProfile::Oidc,
+            ..Self::new(issuer, audience, keys)
         }
     }
 
@@ -196,6 +220,7 @@ struct Inner<C> {
     issuer: String,
     audience: String,
     token_uses: Vec<TokenUse>,
+    profile: ClaimProfile,
     leeway_ms: u64,
     clock: C,
     validation: Validation,
@@ -242,7 +267,7 @@ impl<C: Clock> JwksVerifier<C> {
     /// # Errors
     /// [`JwksSetupError`] when no token use is accepted or the static key set has no usable RS256 key.
     pub fn new(config: JwksConfig, clock: C) -> Result<Self, JwksSetupError> {
-        if config.token_uses.is_empty() {
+        if config.profile == ClaimProfile::Cognito && config.token_uses.is_empty() {
             return Err(JwksSetupError::NoTokenUse);
         }
         let (keys, remote) = match config.keys {
@@ -274,6 +299,7 @@ impl<C: Clock> JwksVerifier<C> {
                 issuer: config.issuer,
                 audience: config.audience,
                 token_uses: config.token_uses,
+                profile: config.profile,
                 leeway_ms: millis(config.leeway),
                 clock,
                 validation,
@@ -359,21 +385,27 @@ impl<C: Clock> Inner<C> {
         if !matches!(claims.get("iss"), Some(Value::String(iss)) if *iss == self.issuer) {
             return Err(AuthError::WrongIssuer);
         }
-        let token_use = match claims.get("token_use") {
-            Some(Value::String(value)) => TokenUse::parse(value),
-            _ => None,
+        let aud_ok = || match claims.get("aud") {
+            Some(Value::String(aud)) => *aud == self.audience,
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(self.audience.as_str())),
+            _ => false,
         };
-        let Some(token_use) = token_use.filter(|u| self.token_uses.contains(u)) else {
-            return Err(AuthError::WrongTokenUse);
-        };
-        let audience_ok = match token_use {
-            TokenUse::Id => match claims.get("aud") {
-                Some(Value::String(aud)) => *aud == self.audience,
-                Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(self.audience.as_str())),
-                _ => false,
-            },
-            TokenUse::Access => {
-                matches!(claims.get("client_id"), Some(Value::String(client)) if *client == self.audience)
+        let audience_ok = match self.profile {
+            ClaimProfile::Oidc => aud_ok(),
+            ClaimProfile::Cognito => {
+                let token_use = match claims.get("token_use") {
+                    Some(Value::String(value)) => TokenUse::parse(value),
+                    _ => None,
+                };
+                let Some(token_use) = token_use.filter(|u| self.token_uses.contains(u)) else {
+                    return Err(AuthError::WrongTokenUse);
+                };
+                match token_use {
+                    TokenUse::Id => aud_ok(),
+                    TokenUse::Access => {
+                        matches!(claims.get("client_id"), Some(Value::String(client)) if *client == self.audience)
+                    }
+                }
             }
         };
         if !audience_ok {
@@ -459,26 +491,45 @@ impl Remote {
     /// The fetch itself, through the process's HTTP client (the one the SDK clients use, see
     /// [`crate::http`]): its connect and read timeouts bound each step, [`Remote::fetch`] the whole.
     async fn fetch_unbounded(&self) -> Result<KeyMap, String> {
-        let mut request = HttpRequest::get(self.url.as_str()).map_err(|e| error_chain(&e))?;
-        request.headers_mut().insert("accept", "application/json");
-        let connector = crate::http::connector(self.timeout, self.timeout);
-        let response = connector.call(request).await.map_err(|e| error_chain(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        let mut stream = ByteStream::new(response.into_body());
-        let mut body = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| error_chain(&e))?;
-            if body.len().saturating_add(chunk.len()) > MAX_JWKS_BYTES {
-                return Err(format!("key set larger than {MAX_JWKS_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let document: Value = serde_json::from_slice(&body).map_err(|e| format!("key set is not JSON: {e}"))?;
+        let document = get_json(&self.url, self.timeout).await?;
         KeyMap::parse(&document).map_err(|e| e.to_string())
     }
+}
+
+/// Fetches a JSON document of at most 1 MiB, such as an OpenID Connect discovery document, with the
+/// HTTP client the key sets are fetched with, within `timeout`.
+///
+/// # Errors
+/// A description naming `url` when the request fails, the status is not a success, the body is too
+/// large or is not JSON.
+pub async fn fetch_json(url: &str, timeout: Duration) -> Result<Value, String> {
+    match tokio::time::timeout(timeout, get_json(url, timeout)).await {
+        Ok(result) => result.map_err(|e| format!("GET {url}: {e}")),
+        Err(_) => Err(format!("GET {url}: no answer within {timeout:?}")),
+    }
+}
+
+/// One GET of a JSON document through the process's HTTP client (the one the SDK clients use, see
+/// [`crate::http`]): its connect and read timeouts bound each step, the caller the whole.
+async fn get_json(url: &str, timeout: Duration) -> Result<Value, String> {
+    let mut request = HttpRequest::get(url).map_err(|e| error_chain(&e))?;
+    request.headers_mut().insert("accept", "application/json");
+    let connector = crate::http::connector(timeout, timeout);
+    let response = connector.call(request).await.map_err(|e| error_chain(&e))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    let mut stream = ByteStream::new(response.into_body());
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| error_chain(&e))?;
+        if body.len().saturating_add(chunk.len()) > MAX_JWKS_BYTES {
+            return Err(format!("document larger than {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
 }
 
 /// Reads the JOSE header far enough to refuse every algorithm but RS256 before any crypto runs,

@@ -184,6 +184,56 @@ async fn an_id_token_whose_aud_list_names_the_client_is_accepted() -> TestResult
     Ok(())
 }
 
+async fn verify_as_oidc(claims: &Value) -> Result<Principal, AuthError> {
+    let config = JwksConfig::oidc(ISSUER, CLIENT, KeySource::Static(jwks(&[&keys()[0]])));
+    let verifier = JwksVerifier::new(config, TestClock::at(NOW)).expect("a valid configuration");
+    verifier.verify(&sign(&keys()[0], claims)).await
+}
+
+/// A plain OpenID Connect access token: `aud` names the API, and there is no `token_use` or `client_id`.
+fn oidc_claims() -> Value {
+    json!({
+        "sub": USER,
+        "aud": ["account", CLIENT],
+        "azp": "mobile-app",
+        "iss": ISSUER,
+        "iat": NOW - 60,
+        "exp": NOW + 3600,
+    })
+}
+
+#[tokio::test]
+async fn an_oidc_token_without_token_use_is_accepted_by_its_aud() -> TestResult {
+    let principal = verify_as_oidc(&oidc_claims()).await?;
+    assert_eq!(principal.user, UserId::parse(USER)?);
+    assert!(
+        verify_as_oidc(&with(oidc_claims(), json!({"aud": CLIENT})))
+            .await
+            .is_ok()
+    );
+    // The Cognito profile keeps refusing it: it has no token_use.
+    assert_eq!(
+        verify_with_static_key(&oidc_claims()).await,
+        Err(AuthError::WrongTokenUse)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_oidc_token_naming_the_client_only_outside_aud_is_refused() {
+    let elsewhere = with(
+        oidc_claims(),
+        json!({"aud": "account", "client_id": CLIENT, "azp": CLIENT}),
+    );
+    assert_eq!(verify_as_oidc(&elsewhere).await, Err(AuthError::WrongAudience));
+    let no_aud = with(oidc_claims(), json!({"aud": null}));
+    assert_eq!(verify_as_oidc(&no_aud).await, Err(AuthError::WrongAudience));
+    // A Cognito access token has no aud, so the OpenID Connect profile refuses it.
+    assert_eq!(verify_as_oidc(&access_claims()).await, Err(AuthError::WrongAudience));
+    let other_issuer = with(oidc_claims(), json!({"iss": "https://id.example/realms/other"}));
+    assert_eq!(verify_as_oidc(&other_issuer).await, Err(AuthError::WrongIssuer));
+}
+
 #[tokio::test]
 async fn alg_none_is_refused_as_an_algorithm() {
     let clock = TestClock::at(NOW);

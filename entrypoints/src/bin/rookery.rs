@@ -12,7 +12,7 @@ use rookery_adapters_memory::LOG_FILE;
 use rookery_adapters_sqlite::DATABASE_FILE;
 use rookery_entrypoints::aws::{self, AwsServeConfig, AwsServer, BootstrapError, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
-use rookery_entrypoints::local::{LocalConfig, LocalServer};
+use rookery_entrypoints::local::{LocalConfig, LocalServer, OidcConfig};
 use rookery_entrypoints::reindex::{self, ReindexReport};
 use rookery_entrypoints::telemetry::{self, LogFormat};
 
@@ -68,6 +68,13 @@ enum Command {
         /// Requests per second per user (burst twice that); 0 turns rate limiting off.
         #[arg(long, env = "ROOKERY_RATE_LIMIT", default_value_t = 50)]
         rate_limit: u32,
+        /// An OpenID Connect issuer whose tokens are accepted instead of development tokens (memory backend);
+        /// its keys come from `<issuer>/.well-known/openid-configuration`, and the development routes are gone.
+        #[arg(long, env = "ROOKERY_OIDC_ISSUER", requires = "oidc_audience")]
+        oidc_issuer: Option<String>,
+        /// The audience the issuer's tokens must carry in `aud` (usually the client id).
+        #[arg(long, env = "ROOKERY_OIDC_AUDIENCE", requires = "oidc_issuer")]
+        oidc_audience: Option<String>,
         /// Log line format.
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
@@ -335,8 +342,14 @@ fn main() -> ExitCode {
             addr,
             data_dir,
             rate_limit,
+            oidc_issuer,
             log_format: format,
+            ..
         } => {
+            if oidc_issuer.is_some() {
+                eprintln!("rookery: --oidc-issuer is for the memory backend; --backend aws verifies its Cognito pool");
+                return ExitCode::from(2);
+            }
             let _log = telemetry::init(log_format(format));
             let options = ServeOptions {
                 addr,
@@ -350,13 +363,20 @@ fn main() -> ExitCode {
             addr,
             data_dir,
             rate_limit,
+            oidc_issuer,
+            oidc_audience,
             log_format: format,
         } => {
             let _log = telemetry::init(log_format(format));
+            // clap makes each of the two require the other.
+            let oidc = oidc_issuer
+                .zip(oidc_audience)
+                .map(|(issuer, audience)| OidcConfig { issuer, audience });
             let config = LocalConfig {
                 addr,
                 data_dir,
                 rate_limit: RateLimit::per_second(rate_limit),
+                oidc,
                 ..LocalConfig::default()
             };
             runtime.block_on(serve(config))

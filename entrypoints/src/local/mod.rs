@@ -2,6 +2,7 @@
 //! database in the data directory, see [`data_dir`]), the development identity provider, the local media
 //! store, the recording push gateway and a feed driver per consumer of the change feed, behind the one
 //! router.
+//! With `--oidc-issuer` a real OpenID Connect issuer replaces the development provider ([`oidc`]).
 //!
 //! [`LocalServer::start`] is also what the HTTP tests use to run a real server in-process on a random port.
 //! The routes only this server has live here too: [`dev`] (development tokens, recorded pushes, and the
@@ -10,6 +11,7 @@
 pub mod data_dir;
 pub mod dev;
 pub mod media;
+pub mod oidc;
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,6 +62,17 @@ pub struct LocalConfig {
     pub service: ServiceConfig,
     /// The limits of `/v1/realtime`.
     pub realtime: RealtimeConfig,
+    /// A real OpenID Connect issuer to verify tokens with; `None` runs the development provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// A real identity provider: tokens from `issuer` whose `aud` names `audience`.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as its tokens' `iss` and its discovery document's `issuer` spell it.
+    pub issuer: String,
+    /// The audience every token's `aud` must contain (usually the client id).
+    pub audience: String,
 }
 
 impl Default for LocalConfig {
@@ -71,6 +84,7 @@ impl Default for LocalConfig {
             request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
             service: ServiceConfig::default(),
             realtime: RealtimeConfig::default(),
+            oidc: None,
         }
     }
 }
@@ -94,6 +108,14 @@ pub enum StartError {
     DataDir {
         /// The directory.
         path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The OpenID Connect issuer's discovery document could not be fetched or does not fit.
+    #[error("OpenID Connect discovery at {url} failed: {reason}")]
+    Discovery {
+        /// The discovery document's URL.
+        url: String,
         /// Why, in words.
         reason: String,
     },
@@ -234,16 +256,32 @@ impl LocalServer {
         let (listener, addr) = server::bind(config.addr).await?;
         let base_url = format!("http://{addr}");
 
-        let provider = match data_dir {
-            Some(dir) => DevIdentityProvider::open(dir).map_err(|e| data_dir_error(dir, e))?,
-            None => DevIdentityProvider::ephemeral().map_err(|e| StartError::Identity(e.to_string()))?,
+        // With a real issuer there is no development provider, so nobody can mint tokens.
+        let (verifier_config, provider) = match &config.oidc {
+            Some(oidc) => {
+                let jwks_uri = oidc::discover_jwks_uri(&oidc.issuer).await?;
+                tracing::info!(issuer = %oidc.issuer, audience = %oidc.audience, %jwks_uri, "verifying tokens of an OpenID Connect issuer");
+                let keys = KeySource::remote(jwks_uri);
+                // Cognito's access tokens carry no `aud` but a `client_id`, which only its own profile reads.
+                let config = if oidc::is_cognito(&oidc.issuer) {
+                    JwksConfig::new(&oidc.issuer, &oidc.audience, keys)
+                } else {
+                    JwksConfig::oidc(&oidc.issuer, &oidc.audience, keys)
+                };
+                (config, None)
+            }
+            None => {
+                let provider = match data_dir {
+                    Some(dir) => DevIdentityProvider::open(dir).map_err(|e| data_dir_error(dir, e))?,
+                    None => DevIdentityProvider::ephemeral().map_err(|e| StartError::Identity(e.to_string()))?,
+                };
+                let dev = provider.verifier_config();
+                let keys = KeySource::Static(dev.jwks);
+                (JwksConfig::new(dev.issuer, dev.audience, keys), Some(provider))
+            }
         };
-        let dev = provider.verifier_config();
-        let verifier = JwksVerifier::new(
-            JwksConfig::new(dev.issuer, dev.audience, KeySource::Static(dev.jwks)),
-            SystemClock::new(),
-        )
-        .map_err(|e| StartError::Identity(e.to_string()))?;
+        let verifier =
+            JwksVerifier::new(verifier_config, SystemClock::new()).map_err(|e| StartError::Identity(e.to_string()))?;
 
         let secret = media_secret(data_dir)?;
         let media = match data_dir {
@@ -305,17 +343,22 @@ impl LocalServer {
         }
 
         let api_config = server::api_config(config.rate_limit, config.request_timeout);
-        let router = Api::new(verifier, api_config)
+        let mut api = Api::new(verifier, api_config)
             .merge_authenticated(services.routes())
             .merge_authenticated(realtime.routes())
-            .merge_public(dev::openapi_routes())
-            .merge_public(dev::public_routes(DevTokens {
-                provider,
-                clock: clock.clone(),
-            }))
-            .merge_public(media::routes(media, clock, max_media))
-            .merge_authenticated(dev::authenticated_routes(push))
-            .into_router();
+            .merge_public(media::routes(media, clock.clone(), max_media));
+        // The development routes, and the OpenAPI document that lists them, exist only beside the
+        // development provider.
+        match provider {
+            Some(provider) => {
+                api = api
+                    .merge_public(dev::openapi_routes())
+                    .merge_public(dev::public_routes(DevTokens { provider, clock }))
+                    .merge_authenticated(dev::authenticated_routes(push));
+            }
+            None => api = api.merge_public(crate::http::openapi_routes()),
+        }
+        let router = api.into_router();
 
         let serving = Serving::spawn(listener, router);
         tracing::info!(%addr, "rookery listening on http://{addr}");
