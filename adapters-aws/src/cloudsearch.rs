@@ -19,7 +19,7 @@ use aws_sdk_cloudsearchdomain::types::{ContentType, QueryParser};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rookery_domain::projection::{IndexChange, words as split_words};
-use rookery_domain::{Item, ItemKey, UserId, Visibility};
+use rookery_domain::{Item, ItemKey, UserId};
 use rookery_ports::{Failure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -106,13 +106,6 @@ pub fn filter_query(query: &SearchQuery) -> String {
     format!("(and {})", parts.join(" "))
 }
 
-fn visibility_name(visibility: Visibility) -> &'static str {
-    match visibility {
-        Visibility::Private => "private",
-        Visibility::Public => "public",
-    }
-}
-
 /// The SDF `add` operation for a change: the live document, or a tombstone for a delete.
 pub(crate) fn sdf_add(change: &IndexChange) -> Result<Value, Failure> {
     let (owner, key) = change.target();
@@ -126,7 +119,7 @@ pub(crate) fn sdf_add(change: &IndexChange) -> Result<Value, Failure> {
     match change {
         IndexChange::Upsert(doc) => {
             fields.insert("state".into(), json!("live"));
-            fields.insert("visibility".into(), json!(visibility_name(doc.visibility)));
+            fields.insert("visibility".into(), json!(doc.visibility.as_str()));
             let item = serde_json::to_string(&doc.item).map_err(|e| Failure::permanent(format!("item JSON: {e}")))?;
             fields.insert("item".into(), json!(item));
             let mut text = doc.text.clone();
@@ -388,7 +381,7 @@ impl SearchIndex for CloudSearchIndex {
 #[cfg(test)]
 mod tests {
     use rookery_domain::projection::search_document;
-    use rookery_domain::{CollectionName, ItemId, Timestamp, Version};
+    use rookery_domain::{CollectionName, ItemId, Timestamp, Version, Visibility};
     use serde_json::Map;
 
     use super::*;

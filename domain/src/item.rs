@@ -23,6 +23,16 @@ pub enum Visibility {
     Public,
 }
 
+impl Visibility {
+    /// Its name on the wire and in search documents: `private` or `public`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Public => "public",
+        }
+    }
+}
+
 /// An item as clients see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Item {

@@ -384,6 +384,20 @@ mod tests {
         ItemKey::new(CollectionName::parse("notes").unwrap(), ItemId::parse(id).unwrap())
     }
 
+    /// alice's record of the key `k`.
+    fn idempotency_write() -> IdempotencyWrite {
+        IdempotencyWrite {
+            owner: user("alice"),
+            record: IdempotencyRecord {
+                key: "k".into(),
+                fingerprint: "f".into(),
+                outcome: json!(null),
+                recorded_at: Timestamp::from_millis(1),
+            },
+            expired_before: Timestamp::from_millis(0),
+        }
+    }
+
     fn batch(events: Vec<NewEvent>, item_versions: Vec<(ItemKey, Version)>) -> AppendBatch {
         AppendBatch {
             owner: user("alice"),
@@ -442,16 +456,7 @@ mod tests {
             vec![item_event(&key("a"), 1, "one")],
             vec![(key("a"), Version::NONE), (key("b"), Version(3))],
         );
-        guarded.idempotency = Some(IdempotencyWrite {
-            owner: user("alice"),
-            record: IdempotencyRecord {
-                key: "k".into(),
-                fingerprint: "f".into(),
-                outcome: json!(null),
-                recorded_at: Timestamp::from_millis(1),
-            },
-            expired_before: Timestamp::from_millis(0),
-        });
+        guarded.idempotency = Some(idempotency_write());
         let prepared = prepare("t", &guarded, Seq(0), None).unwrap();
         for (action, role) in prepared.actions.iter().zip(&prepared.roles) {
             let asked = action
@@ -518,16 +523,7 @@ mod tests {
 
         let mut record_only = batch(Vec::new(), Vec::new());
         record_only.expected_seq = None;
-        record_only.idempotency = Some(IdempotencyWrite {
-            owner: user("alice"),
-            record: IdempotencyRecord {
-                key: "k".into(),
-                fingerprint: "f".into(),
-                outcome: json!(null),
-                recorded_at: Timestamp::from_millis(1),
-            },
-            expired_before: Timestamp::from_millis(0),
-        });
+        record_only.idempotency = Some(idempotency_write());
         let prepared = prepare("t", &record_only, Seq(7), None).unwrap();
         assert_eq!(
             prepared.roles,

@@ -58,13 +58,6 @@ pub(crate) fn index_definition(alias: &str) -> Value {
     })
 }
 
-fn visibility_name(visibility: Visibility) -> &'static str {
-    match visibility {
-        Visibility::Private => "private",
-        Visibility::Public => "public",
-    }
-}
-
 /// The document for a change: the live item, or a tombstone that remembers a delete's version.
 ///
 /// # Errors
@@ -81,7 +74,7 @@ pub(crate) fn document(change: &IndexChange) -> Result<Value, Failure> {
         IndexChange::Upsert(search) => {
             let words: Vec<String> = search.text.iter().flat_map(|s| split_words(s)).collect();
             doc.insert("state".into(), json!(LIVE));
-            doc.insert("visibility".into(), json!(visibility_name(search.visibility)));
+            doc.insert("visibility".into(), json!(search.visibility.as_str()));
             doc.insert("words".into(), json!(words.join(" ")));
             let item = serde_json::to_value(&search.item)
                 .map_err(|e| Failure::permanent(format!("cannot serialize an item: {e}")))?;
@@ -89,7 +82,7 @@ pub(crate) fn document(change: &IndexChange) -> Result<Value, Failure> {
         }
         IndexChange::Delete { .. } => {
             doc.insert("state".into(), json!(DELETED));
-            doc.insert("visibility".into(), json!(visibility_name(Visibility::Private)));
+            doc.insert("visibility".into(), json!(Visibility::Private.as_str()));
         }
     }
     Ok(Value::Object(doc))
@@ -302,7 +295,7 @@ pub(crate) fn search_body(query: &SearchQuery, after: Option<&Cursor>) -> Option
         "minimum_should_match": 1,
     }}));
     let mine = term("owner", query.caller.as_str());
-    let public = term("visibility", visibility_name(Visibility::Public));
+    let public = term("visibility", Visibility::Public.as_str());
     let scope = match query.scope {
         Scope::Mine => mine,
         Scope::Public => public,
