@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rookery_domain::projection::{IndexChange, SearchDocument, words};
 use rookery_domain::{Item, ItemKey, UserId, Version, Visibility};
+use rookery_ports::search::{offset_cursor, parse_offset_cursor};
 use rookery_ports::{Failure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 
 /// Which item a document is about.
@@ -162,21 +163,6 @@ fn poisoned() -> SearchError {
     SearchError::Unavailable(Failure::permanent("the search index's lock was poisoned by a panic"))
 }
 
-const CURSOR_PREFIX: &str = "o:";
-
-fn parse_cursor(cursor: Option<&str>) -> Result<usize, SearchError> {
-    let Some(cursor) = cursor else { return Ok(0) };
-    let digits = cursor.strip_prefix(CURSOR_PREFIX).ok_or(SearchError::BadCursor)?;
-    // Only the canonical form this index writes: digits, no sign, no leading zero.
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SearchError::BadCursor);
-    }
-    if digits.len() > 1 && digits.starts_with('0') {
-        return Err(SearchError::BadCursor);
-    }
-    digits.parse().map_err(|_| SearchError::BadCursor)
-}
-
 impl MemorySearchIndex {
     /// An empty index.
     pub fn new() -> Self {
@@ -226,7 +212,7 @@ impl MemorySearchIndex {
     }
 
     fn search(state: &State, query: &SearchQuery) -> Result<SearchPage, SearchError> {
-        let offset = parse_cursor(query.cursor.as_deref())?;
+        let offset = parse_offset_cursor(query.cursor.as_deref())?;
         let empty = SearchPage {
             found: 0,
             hits: Vec::new(),
@@ -305,7 +291,7 @@ impl MemorySearchIndex {
             })
             .collect();
         let end = offset.saturating_add(hits.len());
-        let next_cursor = (end < found && !hits.is_empty()).then(|| format!("{CURSOR_PREFIX}{end}"));
+        let next_cursor = (end < found && !hits.is_empty()).then(|| offset_cursor(end));
         Ok(SearchPage {
             found: found as u64,
             hits,

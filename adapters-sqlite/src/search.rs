@@ -13,6 +13,7 @@
 
 use rookery_domain::projection::{IndexChange, words};
 use rookery_domain::{Item, Visibility};
+use rookery_ports::search::{offset_cursor, parse_offset_cursor};
 use rookery_ports::{Failure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -178,22 +179,6 @@ pub(crate) fn match_expression(query_words: &[String]) -> Option<String> {
     Some(expression)
 }
 
-const CURSOR_PREFIX: &str = "o:";
-
-/// Reads a cursor this index issued: the offset of the next hit.
-fn parse_cursor(cursor: Option<&str>) -> Result<usize, SearchError> {
-    let Some(cursor) = cursor else { return Ok(0) };
-    let digits = cursor.strip_prefix(CURSOR_PREFIX).ok_or(SearchError::BadCursor)?;
-    // Only the canonical form this index writes: digits, no sign, no leading zero.
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SearchError::BadCursor);
-    }
-    if digits.len() > 1 && digits.starts_with('0') {
-        return Err(SearchError::BadCursor);
-    }
-    digits.parse().map_err(|_| SearchError::BadCursor)
-}
-
 /// The filter for a query's scope and collection, and its parameters after the match expression.
 fn filter(query: &SearchQuery) -> (String, Vec<Value>) {
     let mut sql = String::from("search_words MATCH ?");
@@ -257,8 +242,8 @@ fn search(conn: &Connection, query: &SearchQuery, expression: String, offset: us
         })
         .collect::<Result<Vec<_>, Failure>>()?;
     let end = offset.saturating_add(hits.len());
-    let next_cursor = (end < usize::try_from(found).unwrap_or(usize::MAX) && !hits.is_empty())
-        .then(|| format!("{CURSOR_PREFIX}{end}"));
+    let next_cursor =
+        (end < usize::try_from(found).unwrap_or(usize::MAX) && !hits.is_empty()).then(|| offset_cursor(end));
     Ok(SearchPage {
         found,
         hits,
@@ -358,7 +343,7 @@ impl SearchIndex for SqliteSearchIndex {
     }
 
     async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
-        let offset = parse_cursor(query.cursor.as_deref())?;
+        let offset = parse_offset_cursor(query.cursor.as_deref())?;
         let Some(expression) = match_expression(&query.words) else {
             return Ok(SearchPage {
                 found: 0,

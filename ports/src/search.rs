@@ -133,3 +133,31 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.
     fn query(&self, query: &SearchQuery) -> impl Future<Output = Result<SearchPage, SearchError>> + Send;
 }
+
+/// The prefix of an offset cursor.
+const OFFSET_CURSOR_PREFIX: &str = "o:";
+
+/// A cursor that names the offset of the next hit, for an index that pages by offset (the memory and
+/// SQLite indexes).
+pub fn offset_cursor(offset: usize) -> String {
+    format!("{OFFSET_CURSOR_PREFIX}{offset}")
+}
+
+/// Reads a cursor made by [`offset_cursor`]: the offset of the next hit, 0 without a cursor.
+///
+/// # Errors
+/// [`SearchError::BadCursor`] for anything but the canonical form `offset_cursor` writes (digits, no
+/// sign, no leading zero).
+pub fn parse_offset_cursor(cursor: Option<&str>) -> Result<usize, SearchError> {
+    let Some(cursor) = cursor else { return Ok(0) };
+    let digits = cursor
+        .strip_prefix(OFFSET_CURSOR_PREFIX)
+        .ok_or(SearchError::BadCursor)?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(SearchError::BadCursor);
+    }
+    if digits.len() > 1 && digits.starts_with('0') {
+        return Err(SearchError::BadCursor);
+    }
+    digits.parse().map_err(|_| SearchError::BadCursor)
+}
