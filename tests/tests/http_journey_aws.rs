@@ -116,16 +116,8 @@ async fn the_same_journey_steps_pass_on_the_memory_backend() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_cloudsearch_the_stream_feeds_the_index_that_search_reads() {
-    let fake = FakeCloudSearch::spawn().await.expect("a fake CloudSearch domain");
-    let app = spawn_aws_app_with(AwsSearch::CloudSearch {
-        doc: fake.endpoint.clone(),
-        search: fake.endpoint.clone(),
-    })
-    .await;
-    let alice = app.user("alice").await;
-    let bob = app.access_user("bob").await;
+/// The two trips both search journeys look for: `k1` public, `k2` private, both about Kilimanjaro.
+async fn write_two_trips(alice: &rookery_tests::http::TestUser<'_>) {
     alice
         .put(
             "/v1/items/trips/k1",
@@ -140,6 +132,19 @@ async fn with_cloudsearch_the_stream_feeds_the_index_that_search_reads() {
         )
         .await
         .expect_status(201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_cloudsearch_the_stream_feeds_the_index_that_search_reads() {
+    let fake = FakeCloudSearch::spawn().await.expect("a fake CloudSearch domain");
+    let app = spawn_aws_app_with(AwsSearch::CloudSearch {
+        doc: fake.endpoint.clone(),
+        search: fake.endpoint.clone(),
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.access_user("bob").await;
+    write_two_trips(&alice).await;
     let found = eventually(EVENTUALLY, || async {
         let answer = search(&bob, "kilimanjaro").await.expect_status(200);
         (answer.body["found"] == 1).then_some(answer)
@@ -174,20 +179,7 @@ async fn with_opensearch_the_stream_feeds_the_index_that_search_reads_as_you_typ
     .await;
     let alice = app.user("alice").await;
     let bob = app.access_user("bob").await;
-    alice
-        .put(
-            "/v1/items/trips/k1",
-            &json!({"data": {"headline": "Kilimanjaro at dawn"}, "visibility": "public"}),
-        )
-        .await
-        .expect_status(201);
-    alice
-        .put(
-            "/v1/items/trips/k2",
-            &json!({"data": {"headline": "Kilimanjaro budget"}}),
-        )
-        .await
-        .expect_status(201);
+    write_two_trips(&alice).await;
     let found = eventually(EVENTUALLY, || async {
         let answer = search(&bob, "kilim").await.expect_status(200);
         (answer.body["found"] == 1).then_some(answer)
