@@ -18,7 +18,7 @@ pid=
 stop() { if [[ -n $pid ]]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi; }
 trap stop EXIT
 now_ms() { date +%s%3N; }
-start() { # starts the server and prints the milliseconds until /healthz answered
+start() { # starts the server; sets pid, and started_ms to the milliseconds until /healthz answered
   local t0 t1
   t0=$(now_ms)
   "$ROOKERY" serve --data-dir "$DIR" --addr "127.0.0.1:$PORT" --rate-limit 0 >>"$DIR.server.log" 2>&1 &
@@ -28,13 +28,16 @@ start() { # starts the server and prints the milliseconds until /healthz answere
     sleep 0.005
   done
   t1=$(now_ms)
-  echo $((t1 - t0))
+  started_ms=$((t1 - t0))
 }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status"; }
 
 echo "data directory: $DIR; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "first start: $(start) ms to /healthz"
-"$FILL" fill --url "$URL" --events "$EVENTS"
+start
+echo "first start: $started_ms ms to /healthz"
+# 64 users with up to 20,000 items each: the first passes create the items, later ones replace them.
+ITEMS=$(( EVENTS / 64 < 20000 ? EVENTS / 64 : 20000 ))
+"$FILL" fill --url "$URL" --events "$EVENTS" --users 64 --items "$ITEMS"
 echo "RSS after the fill: $(rss_mb) MB"
 stop
 echo "on disk: $(du -sb "$DIR" | cut -f1) bytes in $DIR ($(du -sh "$DIR" | cut -f1)); files:"
@@ -42,15 +45,16 @@ ls -l "$DIR"
 echo "bytes per event: $(($(du -sb "$DIR" | cut -f1) / EVENTS))"
 
 for round in 1 2 3; do
-  echo "restart $round: $(start) ms to /healthz"
+  start
+  echo "restart $round: $started_ms ms to /healthz"
   sleep 5
   echo "  RSS at rest 5 s after the restart: $(rss_mb) MB"
   stop
 done
 
-start >/dev/null
+start
 sleep 2
-"$FILL" get --url "$URL" --duration 30 &
+"$FILL" get --url "$URL" --duration 30 --users 64 --items "$ITEMS" &
 reader=$!
 peak=0
 while kill -0 "$reader" 2>/dev/null; do
