@@ -101,8 +101,8 @@ impl Xorshift {
 }
 
 const WORDS: [&str; 16] = [
-    "harbour", "lantern", "meadow", "copper", "violet", "granite", "willow", "ember", "saffron", "tundra",
-    "orchard", "quartz", "juniper", "cobalt", "marble", "thistle",
+    "harbour", "lantern", "meadow", "copper", "violet", "granite", "willow", "ember", "saffron", "tundra", "orchard",
+    "quartz", "juniper", "cobalt", "marble", "thistle",
 ];
 
 async fn fill(client: &Client, options: &Options) -> Result<(), Failure> {
@@ -112,8 +112,13 @@ async fn fill(client: &Client, options: &Options) -> Result<(), Failure> {
     let started = Instant::now();
     let mut writers = Vec::new();
     for writer in 0..options.connections {
-        let (client, tokens, next, done, options) =
-            (client.clone(), tokens.clone(), next.clone(), done.clone(), options.clone());
+        let (client, tokens, next, done, options) = (
+            client.clone(),
+            tokens.clone(),
+            next.clone(),
+            done.clone(),
+            options.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let mut random = Xorshift(0x9E37_79B9_7F4A_7C15 ^ (writer + 1));
             loop {
@@ -251,7 +256,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
