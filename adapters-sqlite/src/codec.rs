@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use rookery_domain::event::decode_slice;
 use rookery_domain::history::item_after;
 use rookery_domain::{EventPayload, ItemKey, Seq, StoredEvent, Timestamp, UserId, Version};
-use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite};
+use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite, Rebase};
 use rusqlite::Row;
 
 /// The largest stored event the store accepts, as DynamoDB's item limit (400 KB).
@@ -167,6 +167,22 @@ pub(crate) struct PreparedAppend {
     pub(crate) item_versions: Vec<(ItemKey, Version)>,
     pub(crate) events: Vec<PreparedEvent>,
     pub(crate) idempotency: Option<PreparedRecord>,
+    /// For a write the writer may re-plan when its item moved: how, and the batch as the caller made it.
+    pub(crate) rebase: Option<Rebasing>,
+}
+
+/// How the writer re-plans a rebasable append whose item moved (see [`AppendBatch::rebased`]).
+pub(crate) struct Rebasing {
+    pub(crate) rebase: Rebase,
+    pub(crate) batch: AppendBatch,
+}
+
+impl std::fmt::Debug for Rebasing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rebasing")
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
 }
 
 fn too_large(why: String) -> AppendError {
@@ -223,6 +239,7 @@ impl PreparedAppend {
             item_versions,
             events: prepared,
             idempotency,
+            rebase: None,
         })
     }
 }

@@ -10,8 +10,8 @@ use rookery_ports::{AppendError, Failure, IdempotencyRecord};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::{
-    EVENT_COLUMNS, PreparedAppend, PreparedEvent, PreparedRecord, RawEvent, deserialize, int, limit, record_from_row,
-    uint,
+    EVENT_COLUMNS, PreparedAppend, PreparedEvent, PreparedRecord, RawEvent, Rebasing, deserialize, int, limit,
+    record_from_row, uint,
 };
 use crate::error::Context;
 
@@ -114,11 +114,19 @@ pub(crate) fn append(conn: &Connection, batch: PreparedAppend) -> Result<Appende
         item_versions,
         mut events,
         idempotency,
+        rebase,
     } = batch;
     let mut seq = claim_seqs(conn, &owner, expected_seq)?;
     for (key, expected) in &item_versions {
         let current = item_version(conn, &owner, key)?;
         if current != *expected {
+            // A rebasable write is planned again on the head it met, in this transaction: no round trip
+            // to its caller, so concurrent writes to one item go through one group commit together.
+            if let Some(Rebasing { rebase, batch }) = rebase
+                && let Some(rebased) = batch.rebased(&item_head(conn, &owner, key)?, &rebase)
+            {
+                return append(conn, PreparedAppend::new(rebased)?);
+            }
             return Err(AppendError::VersionMoved {
                 key: key.clone(),
                 current,

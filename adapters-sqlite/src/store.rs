@@ -10,12 +10,12 @@ use rookery_domain::{
     CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
 };
 use rookery_ports::{
-    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError,
 };
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::codec::{PreparedAppend, PreparedRecord, int};
+use crate::codec::{PreparedAppend, PreparedRecord, Rebasing, int};
 use crate::error::OpenError;
 use crate::log;
 use crate::readers::Readers;
@@ -228,7 +228,17 @@ impl SqliteStore {
 
 impl EventStore for SqliteStore {
     async fn append(&self, batch: AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
-        let batch = PreparedAppend::new(batch)?;
+        let batch = Box::new(PreparedAppend::new(batch)?);
+        self.submit(|reply| Job::Append { batch, reply }).await?
+    }
+
+    async fn append_rebasing(&self, batch: AppendBatch, rebase: Rebase) -> Result<Vec<StoredEvent>, AppendError> {
+        let original = batch.clone();
+        let mut batch = Box::new(PreparedAppend::new(batch)?);
+        batch.rebase = Some(Rebasing {
+            rebase,
+            batch: original,
+        });
         self.submit(|reply| Job::Append { batch, reply }).await?
     }
 

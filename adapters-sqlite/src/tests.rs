@@ -187,6 +187,63 @@ async fn queued_writes_commit_in_one_group_and_a_refused_one_fails_alone() -> Ou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebasing_writes_to_one_item_all_commit_in_one_group_on_each_other() -> Outcome {
+    const WRITERS: u64 = 16;
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path().join("db"))?;
+    let alice = user("alice");
+    let hot = key("notes", "hot");
+    store
+        .append(batch(&alice, 0, vec![put(&hot, 1, json!({"n": 0}))]))
+        .await?;
+    let before = store.write_stats();
+    let shared = std::sync::Arc::clone(&store.inner.shared);
+    let started = shared.started.load(Ordering::SeqCst);
+    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.set_consumer_position("probe", 1).await }
+    });
+    wait_until("the writer to take the first write", || {
+        shared.started.load(Ordering::SeqCst) == started + 1
+    });
+    // Every writer planned on version 1; the writer re-plans each on the one before it, in one transaction.
+    let mut writers = Vec::new();
+    for n in 1..=WRITERS {
+        let (store, owner, hot) = (store.clone(), alice.clone(), hot.clone());
+        writers.push(tokio::spawn(async move {
+            let planned = AppendBatch {
+                expected_seq: None,
+                item_versions: vec![(hot.clone(), Version(1))],
+                ..batch(&owner, 0, vec![put(&hot, 2, json!({"n": n}))])
+            };
+            let rebase: rookery_ports::Rebase = std::sync::Arc::new(move |head: &rookery_domain::ItemHead| {
+                Some(put(&hot, head.version.0 + 1, json!({"n": n})).payload)
+            });
+            store.append_rebasing(planned, rebase).await
+        }));
+    }
+    wait_until("every write to queue", || store.queued() == WRITERS as usize);
+    drop(paused);
+    first.await??;
+    let mut versions = Vec::new();
+    for writer in writers {
+        let stored = writer.await??;
+        versions.extend(stored.iter().filter_map(|e| e.payload.as_item().map(|c| c.version.0)));
+    }
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (2..=WRITERS + 1).collect::<Vec<_>>(),
+        "every write applied, each on the one before"
+    );
+    let after = store.write_stats();
+    assert_eq!(after.0 - before.0, 1, "one transaction held them all");
+    assert_eq!(store.item_head(&alice, &hot).await?.version, Version(WRITERS + 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_appenders_all_commit_with_consecutive_seqs() -> Outcome {
     const USERS: usize = 8;
     const WRITERS_PER_USER: usize = 8;

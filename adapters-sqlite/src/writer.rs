@@ -70,7 +70,7 @@ impl Shared {
 pub(crate) enum Job {
     /// An append to a user's stream.
     Append {
-        batch: PreparedAppend,
+        batch: Box<PreparedAppend>,
         reply: oneshot::Sender<Result<Vec<StoredEvent>, AppendError>>,
     },
     /// An idempotency record on its own.
@@ -157,7 +157,7 @@ impl Job {
     /// is refused or fails.
     fn run(self, conn: &Connection) -> Done {
         match self {
-            Job::Append { batch, reply } => Done::Append(reply, in_savepoint(conn, |c| log::append(c, batch))),
+            Job::Append { batch, reply } => Done::Append(reply, in_savepoint(conn, |c| log::append(c, *batch))),
             Job::Remember { record, reply } => Done::Remember(
                 reply,
                 in_savepoint(conn, |c| {

@@ -41,5 +41,5 @@ pub use service::{
     AccountService, Caller, DeviceService, Idempotency, ItemService, MediaService, MessageService, SearchService,
     ServiceConfig, SyncService, Writer,
 };
-pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, StoreError};
+pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError};
 pub use system::{Clock, IdSource};

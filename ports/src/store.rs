@@ -1,11 +1,12 @@
 //! The event store port: the log that is the source of truth, and the heads kept beside it.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use rookery_domain::device::Devices;
 use rookery_domain::{
-    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, NewEvent, Seq, StoredEvent, Timestamp,
-    UserId, Version,
+    CollectionName, EventPayload, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, NewEvent, Seq, StoredEvent,
+    Timestamp, UserId, Version,
 };
 use serde_json::Value;
 
@@ -84,6 +85,41 @@ impl AppendBatch {
     }
 }
 
+/// How a store may re-plan, in place, an item write whose item another write moved: given the item's
+/// current head, the payload of the one event the write makes now, or `None` when the write no longer
+/// applies (the item was deleted, say), which leaves the append refused with [`AppendError::VersionMoved`].
+///
+/// It must be a pure function of the head (the decision the writer would make if it planned again), cheap,
+/// and must not block: a store may call it inside its write transaction.
+pub type Rebase = Arc<dyn Fn(&ItemHead) -> Option<EventPayload> + Send + Sync>;
+
+impl AppendBatch {
+    /// This batch re-planned on `head` by `rebase`, when it is a rebasable write whose item moved: one
+    /// event, one item guard, at the end of the stream (`expected_seq: None`), no idempotency record (whose
+    /// recorded outcome would no longer match). The event keeps its id, time and metadata; the guard
+    /// becomes `head`'s version. `None` when the batch is not such a write, its guard still holds, or
+    /// `rebase` declines.
+    pub fn rebased(&self, head: &ItemHead, rebase: &Rebase) -> Option<AppendBatch> {
+        let ([(key, expected)], [event]) = (self.item_versions.as_slice(), self.events.as_slice()) else {
+            return None;
+        };
+        if self.expected_seq.is_some() || self.idempotency.is_some() || *expected == head.version {
+            return None;
+        }
+        let payload = rebase(head)?;
+        Some(AppendBatch {
+            owner: self.owner.clone(),
+            expected_seq: None,
+            item_versions: vec![(key.clone(), head.version)],
+            events: vec![NewEvent {
+                payload,
+                ..event.clone()
+            }],
+            idempotency: None,
+        })
+    }
+}
+
 /// Why an append did not happen. Nothing of a refused append is visible afterwards.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppendError {
@@ -157,6 +193,25 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// is unknown and a retry will see `SeqMoved`, `VersionMoved` or `KeyTaken`), and, retryable, when
     /// an append with `expected_seq: None` could not get its turn before the store's deadline.
     fn append(&self, batch: AppendBatch) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send;
+
+    /// Appends `batch` as [`EventStore::append`] does, except that when its one item guard fails, a store
+    /// that serializes a user's appends MAY re-plan it in place with [`AppendBatch::rebased`] on the item's
+    /// current head, atomically with the write, instead of answering [`AppendError::VersionMoved`]; the
+    /// returned events show what was written. Without that, concurrent writes to one item would each cost
+    /// the writer a round trip per write that got there first.
+    ///
+    /// The default ignores `rebase` (DynamoDB: the writer plans again).
+    ///
+    /// # Errors
+    /// As [`EventStore::append`].
+    fn append_rebasing(
+        &self,
+        batch: AppendBatch,
+        rebase: Rebase,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, AppendError>> + Send {
+        let _ = rebase;
+        self.append(batch)
+    }
 
     /// Writes an idempotency record on its own (used to remember that a push was sent).
     ///

@@ -11,7 +11,7 @@ use rookery_tests::fixtures::Outcome;
 const WRITERS: usize = 64;
 
 /// Patchers of one item at once.
-const PATCHERS: usize = 32;
+const PATCHERS: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_writers_of_one_user_all_succeed_in_memory() -> Outcome {

@@ -41,7 +41,7 @@ use rookery_domain::{
     CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
 };
 use rookery_ports::{
-    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+    AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -300,6 +300,24 @@ impl MemoryEventStore {
         }
     }
 
+    /// Appends `batch`, re-planned by `rebase` first when its item moved (under the store's lock, so the
+    /// head it is planned on cannot move before the check).
+    async fn append_with(&self, batch: AppendBatch, rebase: Option<Rebase>) -> Result<Vec<StoredEvent>, AppendError> {
+        self.commit(|state, pending| {
+            let batch = match &rebase {
+                Some(rebase) => state.rebase(batch, rebase, pending),
+                None => batch,
+            };
+            let checked = state.check(batch, pending)?;
+            Ok(Write::Append {
+                owner: checked.owner,
+                events: checked.events,
+                idempotency: checked.idempotency,
+            })
+        })
+        .await
+    }
+
     /// Commits a write checked by `check`: at once in memory, or through the writer thread when durable.
     async fn commit(
         &self,
@@ -449,15 +467,11 @@ fn write_loop(shared: &Shared, mut log: EventLog) {
 
 impl EventStore for MemoryEventStore {
     async fn append(&self, batch: AppendBatch) -> Result<Vec<StoredEvent>, AppendError> {
-        self.commit(|state, pending| {
-            let checked = state.check(batch, pending)?;
-            Ok(Write::Append {
-                owner: checked.owner,
-                events: checked.events,
-                idempotency: checked.idempotency,
-            })
-        })
-        .await
+        self.append_with(batch, None).await
+    }
+
+    async fn append_rebasing(&self, batch: AppendBatch, rebase: Rebase) -> Result<Vec<StoredEvent>, AppendError> {
+        self.append_with(batch, Some(rebase)).await
     }
 
     async fn remember(&self, write: IdempotencyWrite) -> Result<(), AppendError> {

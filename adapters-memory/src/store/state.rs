@@ -11,7 +11,7 @@ use rookery_domain::{
     CollectionName, EventPayload, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp,
     UserId, Version,
 };
-use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite};
+use rookery_ports::{AppendBatch, AppendError, Failure, IdempotencyRecord, IdempotencyWrite, Rebase};
 
 /// The largest serialized event the store accepts, as DynamoDB's item limit (400 KB).
 pub const MAX_EVENT_BYTES: usize = 400 * 1024;
@@ -121,6 +121,25 @@ fn json_len<T: serde::Serialize>(value: &T) -> Result<usize, AppendError> {
 }
 
 impl State {
+    /// `batch`, re-planned by `rebase` on the current head of its one item when that item moved (see
+    /// [`AppendBatch::rebased`]); unchanged otherwise, and when an append not yet applied changes the item
+    /// (its head is not known here), so that [`State::check`] refuses it as moved.
+    pub(crate) fn rebase(&self, batch: AppendBatch, rebase: &Rebase, pending: &Pending) -> AppendBatch {
+        let [(key, _)] = batch.item_versions.as_slice() else {
+            return batch;
+        };
+        if pending.version(&batch.owner, key).is_some() {
+            return batch;
+        }
+        let head = self
+            .streams
+            .get(&batch.owner)
+            .and_then(|stream| stream.entry(key))
+            .map(|entry| entry.head.clone())
+            .unwrap_or_default();
+        batch.rebased(&head, rebase).unwrap_or(batch)
+    }
+
     /// Checks `batch` against the limits and the store's current state, and answers the events it would store.
     ///
     /// The order of the checks is the contract's: an empty batch, the size limits, the stream's seq

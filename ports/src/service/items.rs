@@ -1,12 +1,14 @@
 //! Items (Lambda function 1): create, replace, patch, delete and restore a user's JSON items, read them
 //! now or at any version, list them, and page through their history.
 
+use std::sync::{Arc, Mutex};
+
 use rookery_domain::history::{item_after, state_at};
 use rookery_domain::item::decide;
 use rookery_domain::projection::{HistoryEvent, history_event};
 use rookery_domain::{
-    CollectionName, EventPayload, Item, ItemCommand, ItemHead, ItemKey, ItemRejection, Precondition, StoredEvent,
-    Timestamp, UserId, Version, Visibility,
+    CollectionName, EventPayload, Item, ItemCommand, ItemHead, ItemKey, ItemRejection, Limits, Precondition,
+    StoredEvent, Timestamp, UserId, Version, Visibility,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,7 +16,7 @@ use serde_json::{Map, Value};
 use super::write::{Done, Planned, Writer};
 use super::{Caller, Idempotency, Page};
 use crate::cursor::{id_cursor, page_size, parse_id, parse_version, version_cursor};
-use crate::{AppError, Clock, EventStore, Failure, IdSource};
+use crate::{AppError, Clock, EventStore, Failure, IdSource, Rebase};
 
 /// The outcome of `PUT` on an item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,42 @@ pub struct ItemWritten {
 /// An item write that must leave a live item; a plan without one is a bug, reported as such.
 fn live(item: Option<Item>) -> Result<Item, AppError> {
     item.ok_or_else(|| AppError::Unavailable(Failure::permanent("write planned no item")))
+}
+
+/// The item an item event leaves (`None` after a delete).
+fn item_of(owner: &UserId, payload: &EventPayload, at: Timestamp) -> Option<Item> {
+    payload
+        .as_item()
+        .and_then(|change| change.state.as_ref().map(|state| state.to_item(owner, change, at)))
+}
+
+/// What the store decided when it re-planned a write in place (see [`Rebase`]): the payload it wrote and
+/// the write's time, kept for the answer. Cleared before each attempt, so it describes the last one.
+#[derive(Debug, Default, Clone)]
+struct Rebased(Arc<Mutex<Option<(EventPayload, Timestamp)>>>);
+
+impl Rebased {
+    fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = None;
+        }
+    }
+
+    fn take(&self) -> Option<(EventPayload, Timestamp)> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+
+    /// The same decision as the plan's, made again on the head the store finds.
+    fn rebase(&self, key: ItemKey, command: ItemCommand, now: Timestamp, limits: Limits) -> Rebase {
+        let slot = self.clone();
+        Arc::new(move |head: &ItemHead| {
+            let payload = decide(&key, head, command.clone(), Precondition::None, now, &limits).ok()?;
+            if let Ok(mut kept) = slot.0.lock() {
+                *kept = Some((payload.clone(), now));
+            }
+            Some(payload)
+        })
+    }
 }
 
 fn rejection(error: ItemRejection) -> AppError {
@@ -64,8 +102,15 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         command: ItemCommand,
         precondition: Precondition,
         now: Timestamp,
+        rebased: Option<&Rebased>,
     ) -> Result<Planned<Option<Item>>, AppError> {
         let head = self.item_head(owner, key).await?;
+        // Without a precondition the write holds on whatever version it meets, so a store that serializes
+        // a user's appends may decide it again on the newer head itself, in the same transaction.
+        let rebase = rebased.filter(|_| precondition == Precondition::None).map(|slot| {
+            slot.clear();
+            slot.rebase(key.clone(), command.clone(), now, self.writer.config().limits.clone())
+        });
         let payload = match decide(key, &head, command, precondition, now, &self.writer.config().limits) {
             Ok(payload) => payload,
             Err(ItemRejection::VersionConflict { current }) => {
@@ -73,13 +118,12 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
             }
             Err(other) => return Err(rejection(other)),
         };
-        let outcome = payload
-            .as_item()
-            .and_then(|change| change.state.as_ref().map(|state| state.to_item(owner, change, now)));
+        let outcome = item_of(owner, &payload, now);
         // Only the item's version guards the write: the store puts it at the end of the stream, wherever
         // other writes of the user moved it.
         Ok(Planned {
             item_versions: vec![(key.clone(), head.version)],
+            rebase,
             ..Planned::at_end(owner, vec![payload], outcome)
         })
     }
@@ -122,14 +166,19 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         precondition: Precondition,
         idem: Option<&Idempotency>,
     ) -> Result<ItemWritten, AppError> {
-        self.writer
+        let rebased = Rebased::default();
+        let written = self
+            .writer
             .write(caller, idem, |now| {
                 let command = ItemCommand::Put {
                     data: data.clone(),
                     visibility,
                 };
+                let rebased = &rebased;
                 async move {
-                    let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+                    let planned = self
+                        .plan_item(&caller.user, key, command, precondition, now, Some(rebased))
+                        .await?;
                     let item = live(planned.outcome.clone())?;
                     Ok(planned.map(|_, payloads| ItemWritten {
                         created: matches!(payloads.first(), Some(EventPayload::ItemCreated(_))),
@@ -137,7 +186,14 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
                     }))
                 }
             })
-            .await
+            .await?;
+        match rebased.take() {
+            Some((payload, at)) => Ok(ItemWritten {
+                created: matches!(payload, EventPayload::ItemCreated(_)),
+                item: live(item_of(&caller.user, &payload, at))?,
+            }),
+            None => Ok(written),
+        }
     }
 
     /// `PATCH /v1/items/{collection}/{id}`: RFC 7396 merge patch of `{"data", "visibility"}`.
@@ -152,16 +208,25 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         precondition: Precondition,
         idem: Option<&Idempotency>,
     ) -> Result<Item, AppError> {
-        self.writer
+        let rebased = Rebased::default();
+        let item = self
+            .writer
             .write(caller, idem, |now| {
                 let command = ItemCommand::Patch { patch: patch.clone() };
+                let rebased = &rebased;
                 async move {
-                    let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+                    let planned = self
+                        .plan_item(&caller.user, key, command, precondition, now, Some(rebased))
+                        .await?;
                     let item = live(planned.outcome.clone())?;
                     Ok(planned.map(|_, _| item))
                 }
             })
-            .await
+            .await?;
+        match rebased.take() {
+            Some((payload, at)) => live(item_of(&caller.user, &payload, at)),
+            None => Ok(item),
+        }
     }
 
     /// `DELETE /v1/items/{collection}/{id}`.
@@ -178,7 +243,7 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
         self.writer
             .write(caller, idem, |now| async move {
                 let planned = self
-                    .plan_item(&caller.user, key, ItemCommand::Delete, precondition, now)
+                    .plan_item(&caller.user, key, ItemCommand::Delete, precondition, now, None)
                     .await?;
                 Ok(planned.map(|_, _| Done {}))
             })
@@ -203,7 +268,9 @@ impl<S: EventStore, C: Clock, I: IdSource> ItemService<S, C, I> {
                 let target = self.event_at(&caller.user, key, version).await?;
                 let target = target.as_ref().and_then(|event| state_at([event], version));
                 let command = ItemCommand::Restore { version, target };
-                let planned = self.plan_item(&caller.user, key, command, precondition, now).await?;
+                let planned = self
+                    .plan_item(&caller.user, key, command, precondition, now, None)
+                    .await?;
                 let item = live(planned.outcome.clone())?;
                 Ok(planned.map(|_, _| item))
             })

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{Caller, Idempotency, ServiceConfig};
-use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite};
+use crate::store::{AppendBatch, AppendError, IdempotencyRecord, IdempotencyWrite, Rebase};
 use crate::{AppError, Clock, EventStore, Failure, IdSource};
 
 /// The outcome of a write that answers with no body.
@@ -24,7 +24,6 @@ use crate::{AppError, Clock, EventStore, Failure, IdSource};
 pub struct Done {}
 
 /// What a write attempt decided: the events to append where, under which expectations, and the answer.
-#[derive(Debug)]
 pub(crate) struct Planned<T> {
     pub(crate) owner: UserId,
     /// The stream's seq the plan depends on; `None` for a plan that holds wherever the stream is.
@@ -32,6 +31,9 @@ pub(crate) struct Planned<T> {
     pub(crate) item_versions: Vec<(ItemKey, Version)>,
     pub(crate) payloads: Vec<EventPayload>,
     pub(crate) outcome: T,
+    /// How the store may re-plan the write in place when its one item moved (see [`Rebase`]); the
+    /// service then learns the outcome from what the rebase decided.
+    pub(crate) rebase: Option<Rebase>,
 }
 
 impl<T> Planned<T> {
@@ -43,6 +45,7 @@ impl<T> Planned<T> {
             item_versions: Vec::new(),
             payloads,
             outcome,
+            rebase: None,
         }
     }
 
@@ -64,6 +67,7 @@ impl<T> Planned<T> {
             item_versions: self.item_versions,
             payloads: self.payloads,
             outcome,
+            rebase: self.rebase,
         }
     }
 }
@@ -157,8 +161,13 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
             if planned.payloads.is_empty() && idem.is_none() {
                 return Ok(planned.outcome);
             }
+            let rebase = planned.rebase.clone().filter(|_| idem.is_none());
             let (batch, outcome) = self.batch(caller, idem, now, planned)?;
-            match self.store.append(batch).await {
+            let appended = match rebase {
+                Some(rebase) => self.store.append_rebasing(batch, rebase).await,
+                None => self.store.append(batch).await,
+            };
+            match appended {
                 Ok(_) => return Ok(outcome),
                 Err(moved @ (AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. })) => {
                     tracing::debug!(attempt, %moved, "another writer got there first; planning again");

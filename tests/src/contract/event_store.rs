@@ -490,6 +490,123 @@ pub async fn check_append_without_seq_still_checks_versions<F: StoreFactory>(fac
     Ok(())
 }
 
+/// `append_rebasing`: a write whose item moved is either re-planned on the head it meets (a store that
+/// serializes appends) or refused as `VersionMoved` (one that cannot), never written at a stale version;
+/// every winner's event is the one its rebase made, versions and seqs stay consecutive, and a rebase that
+/// declines leaves the append refused with nothing written.
+pub async fn check_rebasing_append_replans_or_refuses<F: StoreFactory>(factory: &F) -> Outcome {
+    const WRITERS: u64 = 12;
+    let store = factory.fresh().await?;
+    let alice = user("alice")?;
+    let k = key("notes", "hot")?;
+    write_item(
+        &store,
+        &alice,
+        &k,
+        Some(json!({"w": "first"})),
+        Visibility::Private,
+        at(0),
+    )
+    .await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let (store, alice, k) = (store.clone(), alice.clone(), k.clone());
+        // Every writer read version 1; all but one will find the item moved.
+        let payload = item_payload(
+            &k,
+            Version(2),
+            Some(object(json!({"w": w}))),
+            Visibility::Private,
+            false,
+            at(0),
+        );
+        let event = new_event(payload, at(w + 1))?;
+        let rebase_key = k.clone();
+        let rebase: rookery_ports::Rebase = std::sync::Arc::new(move |head: &ItemHead| {
+            let next = head.version.next();
+            Some(item_payload(
+                &rebase_key,
+                next,
+                Some(object(json!({"w": w}))),
+                Visibility::Private,
+                false,
+                at(0),
+            ))
+        });
+        tasks.spawn(async move {
+            let outcome = store
+                .append_rebasing(
+                    AppendBatch {
+                        item_versions: vec![(k, Version(1))],
+                        ..at_end(&alice, vec![event])
+                    },
+                    rebase,
+                )
+                .await;
+            (w, outcome)
+        });
+    }
+    let mut versions = BTreeSet::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            (w, Ok(events)) => {
+                let [event] = events.as_slice() else {
+                    return Err(format!("writer {w}: {} events stored", events.len()).into());
+                };
+                let change = event.payload.as_item().ok_or("not an item event")?;
+                let data = change.state.as_ref().ok_or("a deleted item")?.data.get("w").cloned();
+                assert_eq!(data, Some(json!(w)), "writer {w} stored its own data");
+                assert!(
+                    versions.insert(change.version.0),
+                    "version {} given twice",
+                    change.version.0
+                );
+            }
+            (_, Err(AppendError::VersionMoved { .. })) => {}
+            (w, Err(other)) => return Err(format!("writer {w}: unexpected {other}").into()),
+        }
+    }
+    let wins = versions.len() as u64;
+    assert!(wins >= 1, "at least the first writer wins");
+    assert_eq!(
+        versions,
+        (2..=wins + 1).collect::<BTreeSet<_>>(),
+        "consecutive versions"
+    );
+    assert_eq!(store.item_head(&alice, &k).await?.version, Version(wins + 1));
+    let feed = read_all(&store, &alice, 100).await?;
+    assert_eq!(
+        feed.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        (1..=wins + 1).collect::<Vec<_>>(),
+        "only the winners' events are stored, consecutively"
+    );
+
+    // A rebase that declines: refused, nothing written.
+    let stale = item_payload(
+        &k,
+        Version(2),
+        Some(object(json!({"w": "late"}))),
+        Visibility::Private,
+        false,
+        at(0),
+    );
+    let declined = store
+        .append_rebasing(
+            AppendBatch {
+                item_versions: vec![(k.clone(), Version(1))],
+                ..at_end(&alice, vec![new_event(stale, at(99))?])
+            },
+            std::sync::Arc::new(|_: &ItemHead| None),
+        )
+        .await;
+    assert!(
+        matches!(declined, Err(AppendError::VersionMoved { .. })),
+        "a declined rebase is refused: {declined:?}"
+    );
+    assert_eq!(read_all(&store, &alice, 100).await?.len() as u64, wins + 1);
+    Ok(())
+}
+
 /// An append that names an item at a version it is not at is `VersionMoved` with the item's actual
 /// version, and none of the batch is visible, not even the changes to other items.
 pub async fn check_stale_item_version_is_version_moved_and_invisible<F: StoreFactory>(factory: &F) -> Outcome {
@@ -1555,6 +1672,7 @@ macro_rules! event_store_contract {
             check_append_without_seq_continues_the_stream,
             check_concurrent_appends_without_seq_all_succeed,
             check_append_without_seq_still_checks_versions,
+            check_rebasing_append_replans_or_refuses,
             check_stale_item_version_is_version_moved_and_invisible,
             check_idempotency_key_taken_until_expired,
             check_idempotency_record_without_events,
