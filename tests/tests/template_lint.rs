@@ -22,8 +22,8 @@ fn the_deployment_template_passes_cfn_lint() {
 }
 
 /// The template as JSON, read by cfn-lint's own decoder (which knows the short forms such as `!Ref`).
-fn template_json() -> serde_json::Value {
-    let python = pytools::tool("python").unwrap_or_else(|why| panic!("{why}"));
+fn template_json() -> Result<serde_json::Value, String> {
+    let python = pytools::tool("python")?;
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/template.yaml");
     let script = "import json, sys\nfrom cfnlint.decode import decode\ntemplate, matches = decode(sys.argv[1])\nassert not matches, matches\nprint(json.dumps(template, default=str))\n";
     let output = Command::new(&python)
@@ -31,14 +31,16 @@ fn template_json() -> serde_json::Value {
         .arg(script)
         .arg(&template)
         .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("cfn-lint's decoder printed no JSON: {e}"))
 }
 
 #[test]
 fn the_template_creates_an_opensearch_domain_by_default_for_the_two_search_roles_only() {
-    let template = template_json();
+    let template = template_json().unwrap();
     let engine = &template["Parameters"]["SearchEngine"];
     assert_eq!(engine["Default"], "opensearch-domain");
     let choices: Vec<&str> = engine["AllowedValues"]
