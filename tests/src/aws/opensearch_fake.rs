@@ -116,6 +116,8 @@ struct Cluster {
     aliases: BTreeMap<String, BTreeMap<String, bool>>,
     faults: Faults,
     requests: Vec<String>,
+    /// The body size in bytes of each request of `requests`, in the same order.
+    request_bytes: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -244,6 +246,17 @@ impl FakeOpenSearch {
         self.cluster().requests.clone()
     }
 
+    /// Every request received with its body's size in bytes, as `(METHOD /path?query, bytes)`, oldest first.
+    pub fn request_sizes(&self) -> Vec<(String, usize)> {
+        let cluster = self.cluster();
+        cluster
+            .requests
+            .iter()
+            .cloned()
+            .zip(cluster.request_bytes.iter().copied())
+            .collect()
+    }
+
     /// From now on, every `_bulk` item writing document `id` fails with `429` without being applied.
     pub fn reject_writes_to(&self, id: &str) {
         self.cluster().faults.rejected_ids.push(id.to_owned());
@@ -358,6 +371,7 @@ fn enter<'a>(
         line.push_str(&format!("{k}={v}"));
     }
     cluster.requests.push(line);
+    cluster.request_bytes.push(body.len());
     check_signature(shared, headers, body)?;
     Ok(cluster)
 }
