@@ -4,7 +4,7 @@
 //! `docs/PERFORMANCE.md`, "OpenSearch".
 //!
 //! Run by hand with a release build, not in CI (CI only builds it):
-//! `rookery-opensearch-bench [--events N] [--batches 1,10,100,500] [--owners N]`.
+//! `rookery-opensearch-bench [--events N] [--batches 1,10,100,500] [--owners N] [--service es|aoss]`.
 //! The stand-in runs in the same process, so the figures are the adapter's and the stand-in's cost
 //! together, over loopback HTTP, on one machine: they say nothing of a real cluster's indexing speed.
 
@@ -26,7 +26,8 @@ type Failure = Box<dyn std::error::Error + Send + Sync>;
 /// How many documents the query is timed over.
 const QUERY_INDEX_EVENTS: usize = 2_000;
 
-const USAGE: &str = "usage: rookery-opensearch-bench [--events N] [--batches 1,10,100,500] [--owners N]";
+const USAGE: &str =
+    "usage: rookery-opensearch-bench [--events N] [--batches 1,10,100,500] [--owners N] [--service es|aoss]";
 
 /// Words the items' text is drawn from, so queries match a realistic share of them.
 const WORDS: [&str; 16] = [
@@ -38,6 +39,7 @@ struct Options {
     events: u64,
     batches: Vec<usize>,
     owners: u64,
+    service: OpenSearchService,
 }
 
 fn parse(args: &[String]) -> Result<Options, Failure> {
@@ -45,12 +47,17 @@ fn parse(args: &[String]) -> Result<Options, Failure> {
         events: 20_000,
         batches: vec![1, 10, 100, 500],
         owners: 100,
+        service: OpenSearchService::Domain,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value\n{USAGE}"))?;
         match flag.as_str() {
             "--events" => options.events = value.parse()?,
+            "--service" => {
+                options.service =
+                    OpenSearchService::parse(value).ok_or(format!("--service must be es or aoss\n{USAGE}"))?;
+            }
             "--owners" => options.owners = value.parse::<u64>()?.max(1),
             "--batches" => {
                 options.batches = value
@@ -94,12 +101,18 @@ async fn run(options: Options) -> Result<(), Failure> {
         .map(|n| change(n, options.owners))
         .collect::<Result<_, _>>()?;
     println!(
-        "{} events, {} owners, domain (es, external versions), stand-in in process",
-        options.events, options.owners
+        "{} events, {} owners, {} ({}), stand-in in process",
+        options.events,
+        options.owners,
+        options.service.signing_name(),
+        match options.service {
+            OpenSearchService::Domain => "a domain: external versions",
+            OpenSearchService::Serverless => "a collection: conditional upserts",
+        }
     );
     println!("batch | seconds | events/s | bulk requests | bytes per bulk request | bytes per event");
     for &batch in &options.batches {
-        let (fake, index) = opensearch_index(OpenSearchService::Domain).await?;
+        let (fake, index) = opensearch_index(options.service).await?;
         // The index is created on the first write: do it before the clock starts.
         index.apply(&changes[..1]).await?;
         let started = Instant::now();
@@ -127,7 +140,7 @@ async fn run(options: Options) -> Result<(), Failure> {
     // The stand-in scores every document of the index for each query (no inverted index), so the query
     // is timed on a small index of its own: the time is the stand-in's, the body size is the adapter's.
     let small = changes.len().min(QUERY_INDEX_EVENTS);
-    let (fake, index) = opensearch_index(OpenSearchService::Domain).await?;
+    let (fake, index) = opensearch_index(options.service).await?;
     for chunk in changes[..small].chunks(500) {
         index.apply(chunk).await?;
     }
