@@ -215,19 +215,20 @@ impl OpenSearchIndex {
         Ok(answer.body["deleted"].as_u64().unwrap_or(0))
     }
 
-    /// The `_bulk` path: through the alias, and on a domain waiting for the refresh that makes the
-    /// changes searchable (a collection refreshes on its own schedule and takes no `refresh`).
-    fn bulk_path(&self) -> String {
+    /// The `_bulk` path into `target` (the alias, or one index by name), on a domain waiting for the
+    /// refresh that makes the changes searchable (a collection refreshes on its own schedule and takes
+    /// no `refresh`).
+    fn bulk_path(&self, target: &str) -> String {
         match self.service {
-            OpenSearchService::Domain => format!("/{}/_bulk?refresh=wait_for", self.alias),
-            OpenSearchService::Serverless => format!("/{}/_bulk", self.alias),
+            OpenSearchService::Domain => format!("/{target}/_bulk?refresh=wait_for"),
+            OpenSearchService::Serverless => format!("/{target}/_bulk"),
         }
     }
 
     /// Sends one `_bulk` body of `len` changes, retrying it whole while its first failure is transient
     /// (safe: each change is guarded by version, so one applied already is refused or left alone).
-    async fn bulk(&self, body: &str, len: usize) -> Result<(), (usize, Failure)> {
-        let path = self.bulk_path();
+    async fn bulk(&self, target: &str, body: &str, len: usize) -> Result<(), (usize, Failure)> {
+        let path = self.bulk_path(target);
         let mut tried = 1;
         loop {
             let outcome = match self
@@ -251,6 +252,135 @@ impl OpenSearchIndex {
     }
 }
 
+/// Blue/green rebuilds (`rookery aws reindex`, `docs/decisions/0009-opensearch-blue-green-reindex.md`):
+/// generations of the index are named `<alias>-<n>`, built by name beside the one in use, and swapped
+/// under the alias in one request.
+impl OpenSearchIndex {
+    /// The name of generation `n` of the index (`<alias>-<n>`; the first write creates generation 1).
+    pub fn generation(&self, n: u64) -> String {
+        format!("{}-{n}", self.alias)
+    }
+
+    /// The generation number of `index`, when it is one of this alias's generations.
+    pub fn generation_of(&self, index: &str) -> Option<u64> {
+        let n = index.strip_prefix(self.alias.as_str())?.strip_prefix('-')?;
+        if n.is_empty() || n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        n.parse().ok()
+    }
+
+    /// The indexes the alias points at, sorted (none when the alias does not exist yet).
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached.
+    pub async fn alias_indexes(&self) -> Result<Vec<String>, Failure> {
+        let path = format!("/_alias/{}", self.alias);
+        let answer = self.call("GET", &path, JSON, Vec::new()).await?;
+        if answer.status == 404 {
+            return Ok(Vec::new());
+        }
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("GET {path}")));
+        }
+        let mut names: Vec<String> = answer
+            .body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Creates `index` with the adapter's mappings and without the alias: a new generation to build
+    /// beside the one in use. An index of that name that exists already is left as it is.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses (a bad name, the permissions) or cannot be reached.
+    pub async fn create_generation(&self, index: &str) -> Result<(), Failure> {
+        if !valid_alias(index) {
+            return Err(Failure::permanent(format!("{index:?} is not a valid index name")));
+        }
+        let mut definition = index_definition(&self.alias);
+        if let Some(object) = definition.as_object_mut() {
+            object.remove("aliases");
+        }
+        let created = self.call_json("PUT", &format!("/{index}"), &definition).await?;
+        if created.is_success() || created.error_type() == Some("resource_already_exists_exception") {
+            Ok(())
+        } else {
+            Err(created.failure(&format!("PUT /{index}")))
+        }
+    }
+
+    /// Writes `changes` into `target` (an index by name, or the alias), each guarded by its version as
+    /// every write of the adapter is; the failure names the first change not applied.
+    ///
+    /// # Errors
+    /// The position of the first change not applied, and why.
+    pub async fn apply_into(&self, target: &str, changes: &[IndexChange]) -> Result<(), ApplyFailure> {
+        let failed = |index: usize, failure: Failure| ApplyFailure {
+            index,
+            error: SearchError::Unavailable(failure),
+        };
+        let chunks = bulk_chunks(changes, self.service, MAX_BULK_BYTES).map_err(|(i, f)| failed(i, f))?;
+        for chunk in chunks {
+            self.bulk(target, &chunk.body, chunk.len)
+                .await
+                .map_err(|(i, failure)| failed(chunk.first + i, failure))?;
+        }
+        Ok(())
+    }
+
+    /// Points the alias at `to` instead of `from`, as its write index, in one `_aliases` request, which
+    /// OpenSearch applies whole: every search and write sees one index or the other, never both or none.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses (an index missing, the alias not on `from`) or cannot be reached;
+    /// the alias is then where it was.
+    pub async fn switch_alias(&self, from: &str, to: &str) -> Result<(), Failure> {
+        let actions = json!({"actions": [
+            {"remove": {"index": from, "alias": self.alias}},
+            {"add": {"index": to, "alias": self.alias, "is_write_index": true}},
+        ]});
+        let answer = self.call_json("POST", "/_aliases", &actions).await?;
+        if answer.is_success() {
+            tracing::info!(%from, %to, alias = %self.alias, "switched the OpenSearch alias");
+            Ok(())
+        } else {
+            Err(answer.failure("POST /_aliases"))
+        }
+    }
+
+    /// Deletes the generation `index`, by its own name; refuses the alias itself, an index that is not
+    /// one of its generations, and any index the alias points at.
+    ///
+    /// # Errors
+    /// A [`Failure`] for those refusals, or when OpenSearch refuses or cannot be reached.
+    pub async fn delete_generation(&self, index: &str) -> Result<(), Failure> {
+        if self.generation_of(index).is_none() {
+            return Err(Failure::permanent(format!(
+                "{index:?} is not a generation of the alias {}",
+                self.alias
+            )));
+        }
+        if self.alias_indexes().await?.iter().any(|name| name == index) {
+            return Err(Failure::permanent(format!(
+                "{index} is in use behind the alias {}: switch the alias first",
+                self.alias
+            )));
+        }
+        let answer = self.call("DELETE", &format!("/{index}"), JSON, Vec::new()).await?;
+        if answer.is_success() || answer.status == 404 {
+            Ok(())
+        } else {
+            Err(answer.failure(&format!("DELETE /{index}")))
+        }
+    }
+}
+
 impl SearchIndex for OpenSearchIndex {
     async fn apply(&self, changes: &[IndexChange]) -> Result<(), SearchError> {
         self.apply_each(changes).await.map_err(|failed| failed.error)
@@ -265,13 +395,7 @@ impl SearchIndex for OpenSearchIndex {
             error: SearchError::Unavailable(failure),
         };
         self.ready().await.map_err(|failure| failed(0, failure))?;
-        let chunks = bulk_chunks(changes, self.service, MAX_BULK_BYTES).map_err(|(i, f)| failed(i, f))?;
-        for chunk in chunks {
-            self.bulk(&chunk.body, chunk.len)
-                .await
-                .map_err(|(i, failure)| failed(chunk.first + i, failure))?;
-        }
-        Ok(())
+        self.apply_into(&self.alias, changes).await
     }
 
     async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
@@ -311,6 +435,26 @@ mod tests {
         assert_eq!(OpenSearchService::parse("aoss"), Some(OpenSearchService::Serverless));
         assert_eq!(OpenSearchService::parse("es"), Some(OpenSearchService::Domain));
         assert_eq!(OpenSearchService::parse("ES"), None);
+    }
+
+    #[test]
+    fn generations_are_the_alias_and_a_number() {
+        let sdk = SdkConfig::builder().build();
+        let index = OpenSearchIndex::new(&sdk, "http://127.0.0.1:1", OpenSearchService::Domain, "items");
+        assert_eq!(index.generation(7), "items-7");
+        assert_eq!(index.first_index(), index.generation(1));
+        assert_eq!(index.generation_of("items-12"), Some(12));
+        for not_one in [
+            "items",
+            "items-",
+            "items-01",
+            "items-1a",
+            "items-x-2",
+            "other-3",
+            "items_3",
+        ] {
+            assert_eq!(index.generation_of(not_one), None, "{not_one}");
+        }
     }
 
     #[test]

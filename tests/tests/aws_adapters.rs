@@ -632,6 +632,61 @@ async fn opensearch_deletes_are_tombstones_that_no_stale_write_gets_past() -> Ou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_reindex_generations_are_built_beside_the_alias_and_switched_in_one_request() -> Outcome {
+    for service in BOTH {
+        let (fake, index) = opensearch_index(service).await?;
+        let alice = user("alice")?;
+        let (tea_key, coffee_key) = (key("notes", "tea")?, key("notes", "coffee")?);
+        let tea1 = item(&alice, &tea_key, 1, Visibility::Private, json!({"t": "tea"}));
+        index.apply(&[upsert(&tea1)]).await?;
+        let (blue, green) = (index.generation(1), index.generation(2));
+        assert_eq!(index.alias_indexes().await?, vec![blue.clone()]);
+
+        // The new generation is built by name; searches and the indexer still use the old one.
+        index.create_generation(&green).await?;
+        index.create_generation(&green).await?;
+        let tea2 = item(&alice, &tea_key, 2, Visibility::Private, json!({"t": "tea green"}));
+        let coffee = item(&alice, &coffee_key, 1, Visibility::Private, json!({"t": "coffee"}));
+        index.apply_into(&green, &[upsert(&tea2), upsert(&coffee)]).await?;
+        // Replaying an older state into it cannot move a document backwards.
+        index.apply_into(&green, &[upsert(&tea1)]).await?;
+        let tea_doc = fake
+            .document(&green, &document_id(&alice, &tea_key))
+            .ok_or("tea is in the new generation")?;
+        assert_eq!(tea_doc.source["version"].as_u64(), Some(2), "{service:?}");
+        assert_eq!(fake.alias(index.alias()), Some(vec![blue.clone()]), "{service:?}");
+        assert_eq!(index.query(&mine(&alice, "coffee")).await?.found, 0, "{service:?}");
+        let refused = index.delete_generation(&blue).await;
+        assert!(refused.is_err(), "{service:?}: the index in use is never deleted");
+
+        index.switch_alias(&blue, &green).await?;
+        assert_eq!(index.alias_indexes().await?, vec![green.clone()], "{service:?}");
+        assert_eq!(index.query(&mine(&alice, "coffee")).await?.found, 1, "{service:?}");
+        // The indexer's next write goes through the alias into the new generation.
+        let tea3 = item(&alice, &tea_key, 3, Visibility::Private, json!({"t": "tea black"}));
+        index.apply(&[upsert(&tea3)]).await?;
+        assert_eq!(index.query(&mine(&alice, "black")).await?.hits[0].item, tea3);
+
+        // Switching again from the old generation is refused whole: the alias stays where it is.
+        assert!(index.switch_alias(&blue, &green).await.is_err(), "{service:?}");
+        assert_eq!(fake.alias(index.alias()), Some(vec![green.clone()]), "{service:?}");
+
+        for refused in [green.as_str(), index.alias(), "other-1"] {
+            assert!(
+                index.delete_generation(refused).await.is_err(),
+                "{service:?}: {refused}"
+            );
+        }
+        index.delete_generation(&blue).await?;
+        index.delete_generation(&blue).await?;
+        assert!(fake.documents(&blue).is_empty(), "{service:?}");
+        assert_eq!(fake.documents(&green).len(), 2, "{service:?}");
+        assert_eq!(index.alias_indexes().await?, vec![green.clone()], "{service:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_a_failed_bulk_item_makes_the_indexer_report_exactly_its_record() -> Outcome {
     for service in BOTH {
         let (fake, index) = opensearch_index(service).await?;

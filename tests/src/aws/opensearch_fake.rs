@@ -3,7 +3,7 @@
 //!
 //! No OpenSearch data plane runs on these machines (moto emulates only the control plane), so the
 //! adapter's tests run against this: an axum server on loopback holding indexes in memory. It speaks
-//! index creation with mappings (`PUT /<index>`), aliases (`GET /_alias/<name>`, `POST /_aliases`),
+//! index creation with mappings (`PUT /<index>`) and deletion by name (`DELETE /<index>`), aliases (`GET /_alias/<name>`, `POST /_aliases`),
 //! `_bulk` (`index` with internal or external versions, `update` with the one conditional-upsert script
 //! the adapter sends, `delete`), `_search` (`bool`, `term`, `prefix`, `match_all`; sort, `search_after`,
 //! `track_total_hits`, `_source`), `_count` and `_delete_by_query`.
@@ -116,6 +116,8 @@ struct Cluster {
     aliases: BTreeMap<String, BTreeMap<String, bool>>,
     faults: Faults,
     requests: Vec<String>,
+    /// The body size in bytes of each request of `requests`, in the same order.
+    request_bytes: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -167,7 +169,7 @@ impl FakeOpenSearch {
         let app = Router::new()
             .route("/_alias/{name}", get(get_alias))
             .route("/_aliases", post(update_aliases))
-            .route("/{index}", put(create_index))
+            .route("/{index}", put(create_index).delete(delete_index))
             .route("/{target}/_bulk", post(bulk).put(bulk))
             .route("/{target}/_search", get(search).post(search))
             .route("/{target}/_count", get(count).post(count))
@@ -242,6 +244,17 @@ impl FakeOpenSearch {
     /// Every request received, as `METHOD /path?query`, oldest first.
     pub fn requests(&self) -> Vec<String> {
         self.cluster().requests.clone()
+    }
+
+    /// Every request received with its body's size in bytes, as `(METHOD /path?query, bytes)`, oldest first.
+    pub fn request_sizes(&self) -> Vec<(String, usize)> {
+        let cluster = self.cluster();
+        cluster
+            .requests
+            .iter()
+            .cloned()
+            .zip(cluster.request_bytes.iter().copied())
+            .collect()
     }
 
     /// From now on, every `_bulk` item writing document `id` fails with `429` without being applied.
@@ -358,6 +371,7 @@ fn enter<'a>(
         line.push_str(&format!("{k}={v}"));
     }
     cluster.requests.push(line);
+    cluster.request_bytes.push(body.len());
     check_signature(shared, headers, body)?;
     Ok(cluster)
 }
@@ -718,12 +732,67 @@ async fn update_aliases(
             other => return bad_request("parsing_exception", format!("Unknown action [{other}]")),
         }
     }
+    // Removing an alias from an index it is not on is refused, unless an earlier action of this request adds it.
+    for (i, (kind, index, alias, _)) in planned.iter().enumerate() {
+        let held = cluster
+            .aliases
+            .get(alias)
+            .is_some_and(|indices| indices.contains_key(index));
+        let added_before = planned[..i]
+            .iter()
+            .any(|(k, x, a, _)| k == "add" && x == index && a == alias);
+        if kind == "remove" && !held && !added_before {
+            return error(
+                StatusCode::NOT_FOUND,
+                "aliases_not_found_exception",
+                format!("aliases [{alias}] missing"),
+            );
+        }
+    }
     for (kind, index, alias, write) in planned {
         if kind == "add" {
             cluster.aliases.entry(alias).or_default().insert(index, write);
         } else if let Some(indices) = cluster.aliases.get_mut(&alias) {
             indices.remove(&index);
         }
+    }
+    axum::Json(json!({"acknowledged": true})).into_response()
+}
+
+/// `DELETE /<index>`: deletes one index by its own name, with its documents and its place in aliases.
+/// Like a cluster with `action.destructive_requires_name` (the default of Amazon OpenSearch Service), it
+/// refuses wildcards, `_all` and alias names.
+async fn delete_index(
+    State(shared): State<Fake>,
+    method: Method,
+    Path(index): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut cluster = match enter(&shared, &method, &format!("/{index}"), &query, &headers, &body) {
+        Ok(cluster) => cluster,
+        Err(response) => return response,
+    };
+    if index == "_all" || index.contains(['*', ',']) {
+        return bad_request(
+            "illegal_argument_exception",
+            "Wildcard expressions or all indices are not allowed",
+        );
+    }
+    if cluster.aliases.get(&index).is_some_and(|indices| !indices.is_empty()) {
+        return bad_request(
+            "illegal_argument_exception",
+            format!(
+                "The provided expression [{index}] matches an alias, specify the corresponding concrete indices instead."
+            ),
+        );
+    }
+    if cluster.indices.remove(&index).is_none() {
+        return not_found(&index);
+    }
+    for indices in cluster.aliases.values_mut() {
+        indices.remove(&index);
     }
     axum::Json(json!({"acknowledged": true})).into_response()
 }
