@@ -158,6 +158,7 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
                 return Ok(planned.outcome);
             }
             let (batch, outcome) = self.batch(caller, idem, now, planned)?;
+            let own_stream = batch.owner == caller.user;
             match self.store.append(batch).await {
                 Ok(_) => return Ok(outcome),
                 Err(moved @ (AppendError::SeqMoved { .. } | AppendError::VersionMoved { .. })) => {
@@ -174,6 +175,9 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
                     }
                 }
                 Err(AppendError::TooLarge(why)) => return Err(AppError::TooLarge(why)),
+                // Another user's erased stream (a message's recipient) is no one the caller can reach.
+                Err(AppendError::Erased { .. }) if own_stream => return Err(AppError::Erased),
+                Err(AppendError::Erased { .. }) => return Err(AppError::NotFound),
                 Err(AppendError::Unavailable(failure)) => return Err(failure.into()),
             }
         }

@@ -66,6 +66,7 @@ fn the_document_is_openapi_3_1_and_lists_every_route() {
         "/healthz",
         "/openapi.json",
         "/v1/me/export",
+        "/v1/me",
     ] {
         assert!(paths.contains_key(path), "missing {path}");
     }
