@@ -3,8 +3,8 @@
 //! the user's documents and ignores their changes from then on.
 //!
 //! The writer connection runs with `secure_delete`, so the pages and cells the deletes free are
-//! overwritten with zeros, and FTS5 runs with its own `secure-delete` option, so removed words leave its
-//! segments instead of being marked deleted in them. After a group holding an erasure commits, the writer
+//! overwritten with zeros, and the full-text index merges its segments, so the erased documents' words
+//! (which a contentless FTS5 table only marks deleted) leave them. After a group holding an erasure commits, the writer
 //! checkpoints the WAL and truncates it ([`checkpoint`]) before answering, so no frame of the erased rows
 //! stays in the `-wal` file either.
 
@@ -80,6 +80,11 @@ pub(crate) fn erase_search(conn: &Connection, owner: &str) -> Result<(), Failure
     conn.prepare_cached("DELETE FROM search_docs WHERE owner = ?1")
         .and_then(|mut s| s.execute([owner]))
         .context("deleting an erased user's search documents")?;
+    // The words of a deleted document stay in the index's segments behind a tombstone (the table is
+    // contentless, so FTS5 cannot find them to remove): merging every segment into one drops them. Its
+    // cost grows with the index, which an erasure (rare) can afford.
+    conn.execute_batch("INSERT INTO search_words (search_words) VALUES ('optimize')")
+        .context("merging the search index's segments")?;
     conn.prepare_cached("INSERT OR IGNORE INTO search_erasures (owner) VALUES (?1)")
         .and_then(|mut s| s.execute([owner]))
         .context("writing a search erasure")?;

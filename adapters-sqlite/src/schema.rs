@@ -122,9 +122,10 @@ CREATE VIRTUAL TABLE search_words USING fts5 (
 /// - `erasures` holds the erasure markers: each erased user and when (milliseconds). It is all that stays
 ///   of an erased account, and what refuses every later write for it.
 /// - `search_erasures` holds the users whose changes the search index ignores.
-/// - FTS5's `secure-delete` option makes a deleted document's words leave the index's segments (instead of
-///   being marked deleted in them); `optimize` merges the segments once, so a database set up before this
-///   keeps no words already deleted either.
+/// - `search_words` is contentless, so FTS5 cannot take a deleted document's words out of its segments (it
+///   does not know them; its `secure-delete` option does nothing here): it marks the document deleted in a
+///   tombstone instead. An erasure therefore merges the segments (`optimize`), which drops the words of
+///   deleted documents; the migration does it once too.
 const V2: &str = "
 CREATE TABLE erasures (
     owner TEXT    NOT NULL PRIMARY KEY,
@@ -133,7 +134,6 @@ CREATE TABLE erasures (
 CREATE TABLE search_erasures (
     owner TEXT NOT NULL PRIMARY KEY
 ) WITHOUT ROWID;
-INSERT INTO search_words (search_words, rank) VALUES ('secure-delete', 1);
 INSERT INTO search_words (search_words) VALUES ('optimize');
 ";
 
