@@ -333,6 +333,20 @@ impl<T: EventStore> EventStore for Faulty<T> {
         self.read("owners", self.inner.owners(after, limit), StoreError::Unavailable)
             .await
     }
+
+    async fn erase_owner(&self, owner: &UserId, at: Timestamp) -> Result<Timestamp, StoreError> {
+        self.write(
+            "erase_owner",
+            self.inner.erase_owner(owner, at),
+            StoreError::Unavailable,
+        )
+        .await
+    }
+
+    async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
+        self.read("erased", self.inner.erased(owner), StoreError::Unavailable)
+            .await
+    }
 }
 
 impl<T: SearchIndex> SearchIndex for Faulty<T> {
@@ -343,6 +357,11 @@ impl<T: SearchIndex> SearchIndex for Faulty<T> {
 
     async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
         self.read("query", self.inner.query(query), SearchError::Unavailable)
+            .await
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), SearchError> {
+        self.write("erase_owner", self.inner.erase_owner(owner), SearchError::Unavailable)
             .await
     }
 }
@@ -372,6 +391,11 @@ impl<T: PushGateway> PushGateway for Faulty<T> {
     async fn delete(&self, owner: &UserId, device_id: &DeviceId, endpoint: &str) -> Result<(), PushError> {
         let call = self.inner.delete(owner, device_id, endpoint);
         self.write("delete", call, PushError::Unavailable).await
+    }
+
+    async fn forget_owner(&self, owner: &UserId) -> Result<(), PushError> {
+        self.write("forget_owner", self.inner.forget_owner(owner), PushError::Unavailable)
+            .await
     }
 }
 
@@ -406,6 +430,11 @@ impl<T: MediaStore> MediaStore for Faulty<T> {
 
     async fn status(&self, object: &MediaObject) -> Result<ObjectStatus, MediaError> {
         self.read("status", self.inner.status(object), MediaError::Unavailable)
+            .await
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), MediaError> {
+        self.write("erase_owner", self.inner.erase_owner(owner), MediaError::Unavailable)
             .await
     }
 }

@@ -7,7 +7,7 @@
 //! [`LocalMediaStore::accept_upload`] and [`LocalMediaStore::fetch`] for the signed routes and maps their
 //! typed errors to statuses.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use rookery_domain::{MediaObject, Timestamp};
+use rookery_domain::{MediaObject, Timestamp, UserId};
 use rookery_ports::{Failure, MediaError, MediaStore, ObjectStatus, SignedRequest};
 use sha2::Sha256;
 
@@ -70,6 +70,9 @@ pub enum UploadError {
         /// The limit.
         max: u64,
     },
+    /// The key's owner was erased: nothing is stored under their prefix again: `410`.
+    #[error("the account this upload belongs to was erased")]
+    Erased,
     /// The bytes could not be stored: `500`.
     #[error("media storage failed: {0}")]
     Io(String),
@@ -146,6 +149,9 @@ struct Inner {
     declared: Mutex<Declared>,
     /// Names temporary upload files uniquely within the process.
     next_tmp: AtomicU64,
+    /// The key prefixes of erased owners: no upload is stored under them again (for the life of the
+    /// process; the URLs that could still upload expire within minutes).
+    erased: Mutex<HashSet<String>>,
 }
 
 /// A [`MediaStore`] served by the local server. Clones share the same store.
@@ -239,6 +245,7 @@ impl LocalMediaStore {
                 max_size: u64::MAX,
                 declared: Mutex::new(Declared::default()),
                 next_tmp: AtomicU64::new(0),
+                erased: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -380,6 +387,11 @@ impl LocalMediaStore {
         match &self.inner.blobs {
             Blobs::Memory(blobs) => {
                 let mut blobs = lock(blobs).map_err(UploadError::Io)?;
+                // Under the blobs' lock, which an erasure takes after marking the prefix: either this
+                // sees the mark, or the erasure sees this blob.
+                if self.is_erased(key).map_err(UploadError::Io)? {
+                    return Err(UploadError::Erased);
+                }
                 if blobs.contains_key(key) {
                     return Err(UploadError::AlreadyUploaded);
                 }
@@ -398,6 +410,9 @@ impl LocalMediaStore {
     /// the key is taken, so exactly one upload wins even across processes, and no reader ever sees half a file.
     fn store_file(&self, dir: &Path, key: &str, content_type: &str, body: &[u8]) -> Result<(), UploadError> {
         let io = |e: io::Error| UploadError::Io(io_failure(&e));
+        if self.is_erased(key).map_err(UploadError::Io)? {
+            return Err(UploadError::Erased);
+        }
         let path = dir.join(key);
         if path.exists() {
             return Err(UploadError::AlreadyUploaded);
@@ -422,7 +437,49 @@ impl LocalMediaStore {
         });
         // The temporary name is only a staging place; whatever happened, it goes.
         let _ = fs::remove_file(&tmp);
-        result
+        result?;
+        // An erasure that marked the prefix after the check above may have missed this file: look again.
+        if self.is_erased(key).map_err(UploadError::Io)? {
+            let _ = fs::remove_file(&path);
+            return Err(UploadError::Erased);
+        }
+        Ok(())
+    }
+
+    /// True when `key` is under the prefix of an erased owner.
+    fn is_erased(&self, key: &str) -> Result<bool, String> {
+        let erased = lock(&self.inner.erased)?;
+        Ok(!erased.is_empty() && erased.iter().any(|prefix| key.starts_with(prefix.as_str())))
+    }
+
+    /// Deletes every object under `owner`'s prefix, and refuses uploads under it from now on.
+    fn erase(&self, owner: &UserId) -> Result<(), String> {
+        let prefix = format!("media/{owner}/");
+        lock(&self.inner.erased)?.insert(prefix.clone());
+        if let Ok(mut declared) = lock(&self.inner.declared) {
+            declared.objects.retain(|key, _| !key.starts_with(prefix.as_str()));
+            declared.order.retain(|key| !key.starts_with(prefix.as_str()));
+        }
+        match &self.inner.blobs {
+            Blobs::Memory(blobs) => {
+                lock(blobs)?.retain(|key, _| !key.starts_with(prefix.as_str()));
+                Ok(())
+            }
+            Blobs::Dir(dir) => match fs::remove_dir_all(dir.join(prefix.trim_end_matches('/'))) {
+                Ok(()) => File::open(dir.join("media"))
+                    .and_then(|d| d.sync_all())
+                    .or_else(|e| {
+                        if e.kind() == io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(|e| io_failure(&e)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_failure(&e)),
+            },
+        }
     }
 
     /// The stored object's type and size, if any.
@@ -556,6 +613,14 @@ impl MediaStore for LocalMediaStore {
             headers: BTreeMap::new(),
             expires_at,
         })
+    }
+
+    /// Deletes the owner's files (or in-memory blobs) and marks their prefix, so a URL signed before
+    /// cannot store anything under it again. Unlinking frees a file's blocks without overwriting them;
+    /// the decision record on erasure says what that means for the disk.
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), MediaError> {
+        self.erase(owner)
+            .map_err(|e| MediaError::Unavailable(Failure::transient(format!("erasing media: {e}"))))
     }
 
     async fn status(&self, object: &MediaObject) -> Result<ObjectStatus, MediaError> {

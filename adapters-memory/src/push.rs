@@ -518,6 +518,29 @@ impl<C: Clock> PushGateway for MemoryPushGateway<C> {
             Ok(())
         })
     }
+
+    /// Drops the record of pushes to `owner`'s devices, and any endpoint still registered for them (one
+    /// registered while their devices' endpoints were being deleted).
+    async fn forget_owner(&self, owner: &UserId) -> Result<(), PushError> {
+        let mut state = self.state()?;
+        state.sent.retain(|push| push.owner != *owner);
+        if !state.endpoints.by_id.values().any(|e| e.owner == *owner) {
+            return Ok(());
+        }
+        state.change_endpoints(|endpoints| {
+            let gone: Vec<Endpoint> = endpoints
+                .by_id
+                .values()
+                .filter(|e| e.owner == *owner)
+                .cloned()
+                .collect();
+            for endpoint in gone {
+                endpoints.by_id.remove(&endpoint.id);
+                endpoints.by_token.remove(&(endpoint.platform, endpoint.token));
+            }
+            Ok(())
+        })
+    }
 }
 
 #[cfg(test)]

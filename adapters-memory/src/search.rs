@@ -60,11 +60,40 @@ struct State {
     /// Word to the slots of the live documents holding it, in word order (so the words sharing a prefix
     /// are neighbours); search sorts its matches, so no order is kept within a word.
     postings: BTreeMap<String, HashSet<Slot>>,
+    /// Erased owners: every change about their items is ignored.
+    erased: HashSet<UserId>,
 }
 
 impl State {
+    /// Drops every entry of `owner` and ignores their changes from now on. The other entries are moved
+    /// to fresh slots, so nothing of the owner (not even an item key) stays behind.
+    fn erase(&mut self, owner: &UserId) {
+        self.erased.insert(owner.clone());
+        if !self.slots.iter().any(|((o, _), _)| o == owner) {
+            return;
+        }
+        let kept: Vec<(DocKey, Entry)> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .filter(|((o, _), _)| o != owner)
+            .collect();
+        self.by_key.clear();
+        self.postings.clear();
+        for (slot, (target, entry)) in kept.into_iter().enumerate() {
+            if let Some(document) = &entry.document {
+                for word in document.counts.keys() {
+                    self.postings.entry(word.clone()).or_default().insert(slot);
+                }
+            }
+            self.by_key.insert(target.clone(), slot);
+            self.slots.push((target, entry));
+        }
+    }
+
     fn apply(&mut self, change: &IndexChange) {
         let (owner, key) = change.target();
+        if self.erased.contains(owner) {
+            return;
+        }
         let target = (owner.clone(), key.clone());
         let slot = match self.by_key.get(&target) {
             Some(&slot) => {
@@ -311,6 +340,11 @@ impl SearchIndex for MemorySearchIndex {
 
     async fn query(&self, query: &SearchQuery) -> Result<SearchPage, SearchError> {
         Self::search(&*self.state()?, query)
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), SearchError> {
+        self.state()?.erase(owner);
+        Ok(())
     }
 }
 

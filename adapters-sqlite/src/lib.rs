@@ -20,6 +20,7 @@
 
 mod backup;
 mod codec;
+mod erase;
 mod error;
 mod import;
 mod log;

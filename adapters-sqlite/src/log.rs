@@ -428,7 +428,13 @@ pub(crate) fn owners(conn: &Connection, after: Option<&UserId>, max: usize) -> R
 /// The feed position of the last committed event (0 when the log is empty).
 pub(crate) fn last_position(conn: &Connection) -> Result<u64, Failure> {
     let position: Option<i64> = conn
-        .query_row("SELECT max(position) FROM events", [], |row| row.get(0))
+        // The sequence too: an erasure may have deleted the newest events, and a position never goes back.
+        .query_row(
+            "SELECT max(coalesce((SELECT max(position) FROM events), 0),
+                        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0))",
+            [],
+            |row| row.get(0),
+        )
         .context("reading the change feed's position")?;
     uint(position.unwrap_or(0), "a feed position")
 }

@@ -16,13 +16,13 @@ use crate::error::OpenError;
 pub const APPLICATION_ID: i32 = 0x526f_6f6b;
 
 /// The schema version this build writes (`user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for a lock held by another connection before it reports busy.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The migrations, oldest first: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// The first schema.
 ///
@@ -117,6 +117,26 @@ CREATE VIRTUAL TABLE search_words USING fts5 (
 );
 ";
 
+/// Account erasure.
+///
+/// - `erasures` holds the erasure markers: each erased user and when (milliseconds). It is all that stays
+///   of an erased account, and what refuses every later write for it.
+/// - `search_erasures` holds the users whose changes the search index ignores.
+/// - `search_words` is contentless, so FTS5 cannot take a deleted document's words out of its segments (it
+///   does not know them; its `secure-delete` option does nothing here): it marks the document deleted in a
+///   tombstone instead. An erasure therefore merges the segments (`optimize`), which drops the words of
+///   deleted documents; the migration does it once too.
+const V2: &str = "
+CREATE TABLE erasures (
+    owner TEXT    NOT NULL PRIMARY KEY,
+    at    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE search_erasures (
+    owner TEXT NOT NULL PRIMARY KEY
+) WITHOUT ROWID;
+INSERT INTO search_words (search_words) VALUES ('optimize');
+";
+
 /// Maps an error met while reading what should be the database's header or schema.
 fn unreadable(path: &Path, source: rusqlite::Error) -> OpenError {
     match source.sqlite_error_code() {
@@ -192,6 +212,8 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, OpenError> {
     }
     // No commit returns before its WAL frames are synced.
     conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+    // Freed pages and cells are overwritten with zeros, so an erased account leaves no bytes behind.
+    conn.pragma_update(None, "secure_delete", "ON").map_err(sqlite)?;
     // Checkpoints reuse the WAL from its start; this bounds what a burst leaves of it on disk.
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
         .map_err(sqlite)?;

@@ -90,6 +90,9 @@ impl PreparedChange {
 /// index holds for its item.
 pub(crate) fn apply(conn: &Connection, changes: &[PreparedChange]) -> Result<(), Failure> {
     for change in changes {
+        if crate::erase::search_erased(conn, &change.owner)? {
+            continue;
+        }
         let held: Option<(i64, i64, bool)> = conn
             .prepare_cached(
                 "SELECT doc, version, item IS NOT NULL FROM search_docs
@@ -353,5 +356,13 @@ impl SearchIndex for SqliteSearchIndex {
         };
         let query = query.clone();
         Ok(self.store.read(move |c| search(c, &query, expression, offset)).await?)
+    }
+
+    /// One step in the writer's transaction: the documents and their words go (zeroed on disk by the
+    /// database's and FTS5's secure delete), the owner is noted so later changes are ignored, and the WAL
+    /// is truncated after the commit.
+    async fn erase_owner(&self, owner: &rookery_domain::UserId) -> Result<(), SearchError> {
+        let owner = owner.as_str().to_owned();
+        Ok(self.store.submit(|reply| Job::EraseSearch { owner, reply }).await??)
     }
 }

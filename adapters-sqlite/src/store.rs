@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use rookery_domain::device::Devices;
 use rookery_domain::{
-    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
+    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp, UserId, Version,
 };
 use rookery_ports::{
     AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError,
@@ -15,13 +15,13 @@ use rookery_ports::{
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::codec::{PreparedAppend, PreparedRecord, Rebasing, int};
+use crate::codec::{PreparedAppend, PreparedRecord, Rebasing, int, uint};
 use crate::error::OpenError;
-use crate::log;
 use crate::readers::Readers;
 use crate::schema;
 use crate::search::SqliteSearchIndex;
 use crate::writer::{Job, QUEUE, Shared, Writer};
+use crate::{erase, log};
 
 /// The file name of the database inside a data directory.
 pub const DATABASE_FILE: &str = "rookery.sqlite3";
@@ -311,6 +311,23 @@ impl EventStore for SqliteStore {
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
         let after = after.cloned();
         Ok(self.read(move |c| log::owners(c, after.as_ref(), limit)).await?)
+    }
+
+    /// One job of the writer, so it is serialized with every append: the rows go in its transaction
+    /// (zeroed on disk by `secure_delete`), and the WAL is truncated before the answer.
+    async fn erase_owner(&self, owner: &UserId, at: Timestamp) -> Result<Timestamp, StoreError> {
+        let owner = owner.as_str().to_owned();
+        let at = int(at.as_millis())?;
+        let marker = self.submit(|reply| Job::Erase { owner, at, reply }).await??;
+        Ok(Timestamp::from_millis(uint(marker, "an erasure's time")?))
+    }
+
+    async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
+        let owner = owner.as_str().to_owned();
+        let at = self.read(move |c| erase::erased_at(c, &owner)).await?;
+        Ok(at
+            .map(|at| uint(at, "an erasure's time").map(Timestamp::from_millis))
+            .transpose()?)
     }
 }
 

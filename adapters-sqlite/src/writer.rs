@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::{PreparedAppend, PreparedRecord};
 use crate::error::{Context, failure};
-use crate::log;
 use crate::search::{self, PreparedChange};
+use crate::{erase, log};
 
 /// The most writes one transaction commits.
 pub(crate) const MAX_GROUP: usize = 512;
@@ -88,6 +88,17 @@ pub(crate) enum Job {
         sql: &'static str,
         reply: oneshot::Sender<Result<(), Failure>>,
     },
+    /// An account's erasure: its rows go, its marker stays; answers the marker's time (milliseconds).
+    Erase {
+        owner: String,
+        at: i64,
+        reply: oneshot::Sender<Result<i64, Failure>>,
+    },
+    /// An account's erasure from the search index: its documents go, and its changes are ignored.
+    EraseSearch {
+        owner: String,
+        reply: oneshot::Sender<Result<(), Failure>>,
+    },
     /// A change feed consumer's new position.
     Position {
         name: String,
@@ -103,6 +114,7 @@ enum Done {
         Result<log::Appended, AppendError>,
     ),
     Remember(oneshot::Sender<Result<(), AppendError>>, Result<(), AppendError>),
+    Erase(oneshot::Sender<Result<i64, Failure>>, Result<i64, Failure>),
     Other(oneshot::Sender<Result<(), Failure>>, Result<(), Failure>),
 }
 
@@ -112,6 +124,7 @@ impl Done {
         match self {
             Done::Append(reply, _) => Done::Append(reply, Err(AppendError::Unavailable(failure.clone()))),
             Done::Remember(reply, _) => Done::Remember(reply, Err(AppendError::Unavailable(failure.clone()))),
+            Done::Erase(reply, _) => Done::Erase(reply, Err(failure.clone())),
             Done::Other(reply, _) => Done::Other(reply, Err(failure.clone())),
         }
     }
@@ -133,6 +146,9 @@ impl Done {
             Done::Remember(reply, outcome) => {
                 let _ = reply.send(outcome);
             }
+            Done::Erase(reply, outcome) => {
+                let _ = reply.send(outcome);
+            }
             Done::Other(reply, outcome) => {
                 let _ = reply.send(outcome);
             }
@@ -147,9 +163,11 @@ impl Job {
         match self {
             Job::Append { reply, .. } => Done::Append(reply, Err(unavailable())),
             Job::Remember { reply, .. } => Done::Remember(reply, Err(unavailable())),
-            Job::Index { reply, .. } | Job::Maintain { reply, .. } | Job::Position { reply, .. } => {
-                Done::Other(reply, Err(failure.clone()))
-            }
+            Job::Erase { reply, .. } => Done::Erase(reply, Err(failure.clone())),
+            Job::Index { reply, .. }
+            | Job::Maintain { reply, .. }
+            | Job::EraseSearch { reply, .. }
+            | Job::Position { reply, .. } => Done::Other(reply, Err(failure.clone())),
         }
     }
 
@@ -157,10 +175,17 @@ impl Job {
     /// is refused or fails.
     fn run(self, conn: &Connection) -> Done {
         match self {
-            Job::Append { batch, reply } => Done::Append(reply, in_savepoint(conn, |c| log::append(c, *batch))),
+            Job::Append { batch, reply } => Done::Append(
+                reply,
+                in_savepoint(conn, |c| {
+                    erase::check_not_erased(c, &batch.owner)?;
+                    log::append(c, *batch)
+                }),
+            ),
             Job::Remember { record, reply } => Done::Remember(
                 reply,
                 in_savepoint(conn, |c| {
+                    erase::check_not_erased(c, &record.owner)?;
                     log::check_key(c, &record)?;
                     Ok(log::put_record(c, &record)?)
                 }),
@@ -170,6 +195,12 @@ impl Job {
                 reply,
                 in_savepoint(conn, |c| c.execute_batch(sql).context("maintaining the database")),
             ),
+            Job::Erase { owner, at, reply } => {
+                Done::Erase(reply, in_savepoint(conn, |c| erase::erase_owner(c, &owner, at)))
+            }
+            Job::EraseSearch { owner, reply } => {
+                Done::Other(reply, in_savepoint(conn, |c| erase::erase_search(c, &owner)))
+            }
             Job::Position { name, position, reply } => Done::Other(
                 reply,
                 in_savepoint(conn, |c| log::set_consumer_position(c, &name, position)),
@@ -205,6 +236,9 @@ pub(crate) struct Writer {
     path: PathBuf,
     /// Set after a commit failed with an I/O error: every later write is refused with it.
     broken: Option<Failure>,
+    /// Set while the WAL may still hold frames of an erased account (its truncation was not possible
+    /// yet); every later commit tries again.
+    wal_holds_erased: bool,
 }
 
 impl Writer {
@@ -214,6 +248,7 @@ impl Writer {
             shared,
             path,
             broken: None,
+            wal_holds_erased: false,
         }
     }
 
@@ -252,6 +287,9 @@ impl Writer {
             group.into_iter().for_each(|job| job.refuse(&failure).answer());
             return;
         }
+        let erasing = group
+            .iter()
+            .any(|job| matches!(job, Job::Erase { .. } | Job::EraseSearch { .. }));
         let mut done = Vec::with_capacity(group.len());
         let mut aborted: Option<Failure> = None;
         for job in group {
@@ -288,6 +326,15 @@ impl Writer {
         };
         match committed {
             Ok(()) => {
+                if erasing {
+                    self.wal_holds_erased = !erase::checkpoint(&self.conn, erase::CHECKPOINT_ATTEMPTS);
+                    if self.wal_holds_erased {
+                        // The erasure is committed; its old frames stay in the WAL until a later try.
+                        tracing::warn!(file = %self.path.display(), "could not truncate the WAL after an erasure; trying again after the next commits");
+                    }
+                } else if self.wal_holds_erased {
+                    self.wal_holds_erased = !erase::checkpoint(&self.conn, 1);
+                }
                 self.shared.groups.fetch_add(1, Ordering::Relaxed);
                 self.shared.writes.fetch_add(size, Ordering::Relaxed);
                 if let Some(position) = done.iter().filter_map(Done::position).max()

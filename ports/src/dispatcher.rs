@@ -111,7 +111,8 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> PushDispatcher<S, C, 
             };
             match outcome {
                 Ok(PushOutcome::Delivered) => match self.store.remember(remember("delivered")).await {
-                    Ok(()) | Err(AppendError::KeyTaken) => {}
+                    // An erased recipient keeps nothing, not even the memory of a push.
+                    Ok(()) | Err(AppendError::KeyTaken | AppendError::Erased { .. }) => {}
                     Err(error) => first_failure = first_failure.or(Some(Failure::transient(error.to_string()))),
                 },
                 Ok(PushOutcome::EndpointDisabled) => {
@@ -120,6 +121,7 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> PushDispatcher<S, C, 
                         .devices
                         .disable_endpoint(owner, &device.device_id, &device.endpoint)
                         .await
+                        && error != AppError::Erased
                     {
                         first_failure = first_failure.or(Some(app_failure(error)));
                     }

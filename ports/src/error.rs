@@ -61,6 +61,9 @@ pub enum AppError {
     /// The idempotency key was used for a different request (`422 idempotency_key_reused`).
     #[error("idempotency key reused for a different request")]
     IdempotencyKeyReused,
+    /// The caller's account was erased (`410 account_erased`).
+    #[error("the account was erased")]
+    Erased,
     /// Infrastructure failed; the detail is for logs only (`503`/`500 internal`).
     #[error("{0}")]
     Unavailable(Failure),

@@ -38,8 +38,8 @@ pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
 pub use search::{ApplyFailure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 pub use service::{
-    AccountService, Caller, DeviceService, Idempotency, ItemService, MediaService, MessageService, SearchService,
-    ServiceConfig, SyncService, Writer,
+    AccountService, Caller, DeviceService, ErasureService, Idempotency, ItemService, MediaService, MessageService,
+    SearchService, ServiceConfig, SyncService, Writer,
 };
 pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError};
 pub use system::{Clock, IdSource};

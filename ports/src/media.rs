@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use rookery_domain::{MediaObject, Timestamp};
+use rookery_domain::{MediaObject, Timestamp, UserId};
 
 use crate::Failure;
 
@@ -74,4 +74,22 @@ pub trait MediaStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`MediaError::Unavailable`] when the store cannot answer; a missing object is `Ok(Pending)`.
     fn status(&self, object: &MediaObject) -> impl Future<Output = Result<ObjectStatus, MediaError>> + Send;
+
+    /// Deletes the bytes of every object of `owner` (every key under their prefix), and refuses every
+    /// later upload under that prefix, even through a URL signed before.
+    ///
+    /// Implementations MUST make the deletion and the refusal one step (an upload that races it is either
+    /// deleted or refused), and MUST answer `Ok` on a repeat. The default answers a permanent
+    /// `Unavailable`: a store that cannot erase says so rather than pretending.
+    ///
+    /// # Errors
+    /// [`MediaError::Unavailable`]; trying again is safe.
+    fn erase_owner(&self, owner: &UserId) -> impl Future<Output = Result<(), MediaError>> + Send {
+        let _ = owner;
+        async {
+            Err(MediaError::Unavailable(Failure::permanent(
+                "this media store does not support erasing an account yet",
+            )))
+        }
+    }
 }

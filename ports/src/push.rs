@@ -81,4 +81,17 @@ pub trait PushGateway: Clone + Send + Sync + std::fmt::Debug + 'static {
         device_id: &DeviceId,
         endpoint: &str,
     ) -> impl Future<Output = Result<(), PushError>> + Send;
+
+    /// Forgets whatever the gateway keeps about `owner` besides the endpoints [`delete`](Self::delete)
+    /// removes (a record of the pushes sent to them), because their account is erased.
+    ///
+    /// A gateway that keeps nothing per owner but endpoints (SNS) has nothing to do: the default answers
+    /// `Ok`. Implementations that keep more MUST override it, and MUST answer `Ok` on a repeat.
+    ///
+    /// # Errors
+    /// [`PushError::Unavailable`]; trying again is safe.
+    fn forget_owner(&self, owner: &UserId) -> impl Future<Output = Result<(), PushError>> + Send {
+        let _ = owner;
+        async { Ok(()) }
+    }
 }

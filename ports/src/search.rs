@@ -132,6 +132,25 @@ pub trait SearchIndex: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`SearchError::BadCursor`] for a cursor it did not issue; [`SearchError::Unavailable`] otherwise.
     fn query(&self, query: &SearchQuery) -> impl Future<Output = Result<SearchPage, SearchError>> + Send;
+
+    /// Removes every document of `owner` (live or tombstone), and from then on ignores every change about
+    /// their items: an erased account's events redelivered by the change log never bring a document back.
+    ///
+    /// Implementations MUST make the removal and the refusal one step (a change applied concurrently is
+    /// either removed or ignored), MUST leave no document of `owner` findable once this returns, and MUST
+    /// answer `Ok` on a repeat. The default answers a permanent `Unavailable`: an index that cannot erase
+    /// says so rather than pretending.
+    ///
+    /// # Errors
+    /// [`SearchError::Unavailable`]; trying again is safe.
+    fn erase_owner(&self, owner: &UserId) -> impl Future<Output = Result<(), SearchError>> + Send {
+        let _ = owner;
+        async {
+            Err(SearchError::Unavailable(Failure::permanent(
+                "this search index does not support erasing an account yet",
+            )))
+        }
+    }
 }
 
 /// The prefix of an offset cursor.

@@ -150,6 +150,15 @@ pub enum AppendError {
     /// when other appends kept moving the stream until the store's deadline (retryable).
     #[error(transparent)]
     Unavailable(#[from] Failure),
+    /// The owner's account was erased: nothing can be appended to their stream or recorded for them again.
+    ///
+    /// An erasure and the owner's appends are serialized, so an append either happened before the
+    /// erasure (and the erasure removed it) or is refused with this.
+    #[error("the account was erased at {at}")]
+    Erased {
+        /// When it was erased.
+        at: Timestamp,
+    },
 }
 
 /// Why a read failed.
@@ -316,4 +325,28 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
         after: Option<&UserId>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<UserId>, StoreError>> + Send;
+
+    /// Erases `owner`'s account: their whole stream, everything projected from it (item heads, inbox,
+    /// device registry, media objects), their idempotency records, and their events in the change feed,
+    /// leaving only an erasure marker (the owner and `at`). Answers the marker's time: `at`, or the time
+    /// of an earlier erasure, which a repeat keeps (a repeat is harmless).
+    ///
+    /// Implementations MUST serialize an erasure with the owner's appends and records: once it has
+    /// returned, every [`EventStore::append`] to the owner's stream and every [`EventStore::remember`] for
+    /// them is refused with [`AppendError::Erased`], and no read answers anything of theirs (their reads
+    /// are those of a user who never wrote, [`EventStore::owners`] skips them, and
+    /// [`crate::ChangeFeed::changes_after`] no longer yields their events). Messages the owner sent live
+    /// in their recipients' streams and are not touched. A store that keeps files MUST leave no copy of
+    /// the erased data in them once this returns (free pages, journals), as far as it controls them.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: nothing was erased, or all of it was (a store that cannot erase at
+    /// all answers a permanent one); trying again is safe.
+    fn erase_owner(&self, owner: &UserId, at: Timestamp) -> impl Future<Output = Result<Timestamp, StoreError>> + Send;
+
+    /// When `owner`'s account was erased, `None` if it never was.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn erased(&self, owner: &UserId) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
 }

@@ -135,6 +135,18 @@ impl EventStore for Broken {
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
         self.inner.owners(after, limit).await
     }
+
+    async fn erase_owner(
+        &self,
+        owner: &UserId,
+        at: rookery_domain::Timestamp,
+    ) -> Result<rookery_domain::Timestamp, StoreError> {
+        self.inner.erase_owner(owner, at).await
+    }
+
+    async fn erased(&self, owner: &UserId) -> Result<Option<rookery_domain::Timestamp>, StoreError> {
+        self.inner.erased(owner).await
+    }
 }
 
 struct BrokenStores(StoreBug);

@@ -572,4 +572,18 @@ impl EventStore for DynamoStore {
             .collect::<Result<_, _>>()?;
         Ok(owners)
     }
+
+    /// Not supported yet: erasing a partition (paginated, batched, resumable) is separate work. Refused,
+    /// permanently, so nothing is half-erased and nothing pretends to be erased.
+    async fn erase_owner(&self, _owner: &UserId, _at: Timestamp) -> Result<Timestamp, StoreError> {
+        Err(StoreError::Unavailable(Failure::permanent(
+            "dynamodb store: erasing an account is not supported yet",
+        )))
+    }
+
+    /// No account is erased on this store yet ([`EventStore::erase_owner`] always refuses), so none has
+    /// a marker.
+    async fn erased(&self, _owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(None)
+    }
 }

@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 
 use rookery_domain::device::Devices;
 use rookery_domain::{
-    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, UserId, Version,
+    CollectionName, Item, ItemHead, ItemId, ItemKey, MediaId, MediaObject, Seq, StoredEvent, Timestamp, UserId, Version,
 };
 use rookery_ports::{
     AppendBatch, AppendError, ChangeFeed, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError,
@@ -533,6 +533,23 @@ impl EventStore for MemoryEventStore {
 
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
         self.read(|s| s.owners(after, limit))
+    }
+
+    /// Erases under the state lock, which also serializes every append, so no append of the user can
+    /// slip past it. A store durable in a log file refuses: its append-only file would keep every erased
+    /// event, which is why data directories are SQLite databases now.
+    async fn erase_owner(&self, owner: &UserId, at: Timestamp) -> Result<Timestamp, StoreError> {
+        if self.inner.writer.is_some() {
+            return Err(StoreError::Unavailable(Failure::permanent(
+                "a store durable in a log file cannot erase an account; import it into a SQLite data directory",
+            )));
+        }
+        let mut guarded = self.guarded()?;
+        Ok(guarded.state.erase(owner, at))
+    }
+
+    async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
+        self.read(|s| s.erased(owner))
     }
 }
 

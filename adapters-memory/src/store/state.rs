@@ -92,6 +92,8 @@ pub(crate) struct State {
     records: HashMap<UserId, Records>,
     /// Every stored event as (owner, seq), in the order the appends committed: the change feed.
     commits: Vec<(UserId, Seq)>,
+    /// The erasure markers: each erased user and when they were erased.
+    erased: HashMap<UserId, Timestamp>,
 }
 
 fn too_large(why: String) -> AppendError {
@@ -151,6 +153,7 @@ impl State {
     /// appends waiting for their sync) will change: the batch is checked as if they had been applied.
     pub(crate) fn check(&self, batch: AppendBatch, pending: &Pending) -> Result<Checked, AppendError> {
         batch.check_shape()?;
+        self.check_erased(&batch.owner)?;
         let AppendBatch {
             owner,
             expected_seq,
@@ -224,6 +227,7 @@ impl State {
 
     /// Checks that no unexpired record, stored or pending, holds the key of `write`.
     pub(crate) fn check_key(&self, write: &IdempotencyWrite, pending: &Pending) -> Result<(), AppendError> {
+        self.check_erased(&write.owner)?;
         let taken = pending.key_live(write)
             || self
                 .records
@@ -347,6 +351,28 @@ impl State {
         range.map(|(owner, _)| owner.clone()).take(limit).collect()
     }
 
+    /// Refuses a write for an erased user.
+    fn check_erased(&self, owner: &UserId) -> Result<(), AppendError> {
+        match self.erased.get(owner) {
+            Some(at) => Err(AppendError::Erased { at: *at }),
+            None => Ok(()),
+        }
+    }
+
+    /// When `owner` was erased, if they were.
+    pub(crate) fn erased(&self, owner: &UserId) -> Option<Timestamp> {
+        self.erased.get(owner).copied()
+    }
+
+    /// Erases `owner`: their stream, its projections and their idempotency records go, and the marker
+    /// stays (with the time of the first erasure, which a repeat keeps). Their entries in the change feed
+    /// stay as positions only: the feed skips an event whose stream is gone.
+    pub(crate) fn erase(&mut self, owner: &UserId, at: Timestamp) -> Timestamp {
+        self.streams.remove(owner);
+        self.records.remove(owner);
+        *self.erased.entry(owner.clone()).or_insert(at)
+    }
+
     /// How many events the change feed holds.
     pub(crate) fn commit_count(&self) -> u64 {
         self.commits.len() as u64
@@ -355,12 +381,13 @@ impl State {
     /// Up to `limit` events of the change feed from `position` on, and the position after them.
     pub(crate) fn changes_after(&self, position: u64, limit: usize) -> (Vec<StoredEvent>, u64) {
         let start = usize::try_from(position).unwrap_or(usize::MAX).min(self.commits.len());
-        let events: Vec<StoredEvent> = self.commits[start..]
+        let taken = self.commits.len().saturating_sub(start).min(limit);
+        // An erased user's positions are passed over: the next position counts them, the events do not.
+        let events: Vec<StoredEvent> = self.commits[start..start + taken]
             .iter()
-            .take(limit)
             .filter_map(|(owner, seq)| self.streams.get(owner)?.event(*seq).cloned())
             .collect();
-        let next = (start + events.len()) as u64;
+        let next = (start + taken) as u64;
         (events, next)
     }
 }

@@ -1,4 +1,5 @@
-//! The caller's account routes: `GET /v1/me/export`, everything stored about the caller as NDJSON.
+//! The caller's account routes: `GET /v1/me/export`, everything stored about the caller as NDJSON, and
+//! `DELETE /v1/me`, the account's erasure.
 //!
 //! The export is streamed line by line as [`AccountService`] reads it, so neither the server's memory
 //! nor the time to the first byte grows with the caller's stream. A failure after the first line can no
@@ -7,16 +8,21 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use rookery_ports::service::{Export, ExportLine};
-use rookery_ports::{AccountService, Clock, EventStore, IdSource, MediaStore};
+use rookery_ports::{
+    AccountService, Clock, ErasureService, EventStore, IdSource, MediaStore, PushGateway, SearchIndex,
+};
 use serde_json::{Value, json};
 
 use super::auth::Authed;
-use super::dto::{FeedChangeDto, MediaDto};
+use super::dto::{ErasingDto, FeedChangeDto, MediaDto};
+use super::problem::Problem;
 use super::request_id;
 
 /// The media type of an export.
@@ -75,4 +81,39 @@ pub(crate) async fn export<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
         }
     });
     ([(CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response()
+}
+
+/// The erasure route's state.
+type Erasure<S, C, X, P, M> = Arc<ErasureService<S, C, X, P, M>>;
+
+/// `DELETE /v1/me`: erases the caller's account, and answers once nothing of it is readable.
+///
+/// The erasure is done before the answer (the local adapters take well under the contract's minute), so
+/// `202` already means erased; a failed step answers `503`, leaves the account live, and may be retried.
+/// From then on the token gate answers `410 account_erased`, this route included.
+#[utoipa::path(
+    delete, path = "/v1/me", tag = "account",
+    responses(
+        (status = 202, description = "The account is erased: its stream, items, received messages, devices and push endpoints, media and their bytes, idempotency records and search documents; messages it sent stay with their recipients", body = ErasingDto),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn erase<S, C, X, P, M>(
+    State(erasure): State<Erasure<S, C, X, P, M>>,
+    Authed(caller): Authed,
+) -> Result<(StatusCode, Json<ErasingDto>), Problem>
+where
+    S: EventStore,
+    C: Clock,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+{
+    erasure.erase(&caller).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ErasingDto {
+            status: "erasing".to_owned(),
+        }),
+    ))
 }

@@ -2,7 +2,8 @@
 //!
 //! The middleware verifies the token through the [`IdentityVerifier`] port, takes a token from the
 //! user's bucket, and leaves the [`Caller`] in the request's extensions; handlers read it with
-//! [`Authed`]. The token comes from the `Authorization: Bearer` header, or, for a WebSocket handshake
+//! [`Authed`]. A caller whose account was erased is answered `410 account_erased` here, on every route,
+//! when the gate knows the store's [`ErasureMarkers`]. The token comes from the `Authorization: Bearer` header, or, for a WebSocket handshake
 //! only, from the `access_token` query parameter ([`request_token`]). Doing this in a layer (rather than in each handler's extractors) makes sure an
 //! unauthenticated request is refused before its body is even looked at.
 
@@ -14,23 +15,77 @@ use axum::http::header::{AUTHORIZATION, UPGRADE};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rookery_ports::{AuthError, Caller, IdentityVerifier};
+use futures_util::future::BoxFuture;
+use rookery_domain::{Timestamp, UserId};
+use rookery_ports::{AuthError, Caller, EventStore, Failure, IdentityVerifier};
 
 use super::problem::{Problem, auth_problem};
 use super::rate_limit::RateLimiter;
 use super::request_id::{AnsweredUser, RequestId};
 
-/// What guards the authenticated routes: the token verifier and the rate limiter.
+/// What guards the authenticated routes: the token verifier, the rate limiter, and the erasure markers.
 #[derive(Debug)]
 pub struct Gate<V> {
     verifier: V,
     limiter: RateLimiter,
+    markers: Option<ErasureMarkers>,
 }
 
 impl<V: IdentityVerifier> Gate<V> {
     /// A gate verifying with `verifier` and limiting with `limiter`.
     pub fn new(verifier: V, limiter: RateLimiter) -> Arc<Self> {
-        Arc::new(Self { verifier, limiter })
+        Self::with_markers(verifier, limiter, None)
+    }
+
+    /// A gate that also answers `410 account_erased` for a user `markers` knows as erased.
+    pub fn with_markers(verifier: V, limiter: RateLimiter, markers: Option<ErasureMarkers>) -> Arc<Self> {
+        Arc::new(Self {
+            verifier,
+            limiter,
+            markers,
+        })
+    }
+}
+
+type MarkerLookup = dyn Fn(UserId) -> BoxFuture<'static, Result<Option<Timestamp>, Failure>> + Send + Sync;
+
+/// The event store's erasure markers, as the gate (and the development token route) asks them on every
+/// request. A trait object, so that the gate stays generic over its verifier only and every deployment
+/// builds it the same way whatever its store.
+#[derive(Clone)]
+pub struct ErasureMarkers(Arc<MarkerLookup>);
+
+impl std::fmt::Debug for ErasureMarkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ErasureMarkers").finish_non_exhaustive()
+    }
+}
+
+impl ErasureMarkers {
+    /// The markers of `store`.
+    pub fn of<S: EventStore>(store: S) -> Self {
+        Self(Arc::new(move |user: UserId| {
+            let store = store.clone();
+            Box::pin(async move { store.erased(&user).await.map_err(Failure::from) })
+        }))
+    }
+
+    /// When `user`'s account was erased, `None` if it never was.
+    ///
+    /// # Errors
+    /// The store's failure.
+    pub async fn erased(&self, user: &UserId) -> Result<Option<Timestamp>, Failure> {
+        (self.0)(user.clone()).await
+    }
+
+    /// The answer for a request made for `user`: `Some(410)` when erased, `Some(503)` when the store
+    /// cannot tell, `None` to go on.
+    pub async fn refusal(&self, user: &UserId) -> Option<Problem> {
+        match self.erased(user).await {
+            Ok(None) => None,
+            Ok(Some(_)) => Some(Problem::account_erased()),
+            Err(failure) => Some(Problem::unavailable(&failure)),
+        }
     }
 }
 
@@ -111,6 +166,11 @@ pub async fn authenticate<V: IdentityVerifier>(
     if let Err(wait) = gate.limiter.check(&principal.user) {
         tracing::debug!(user = %principal.user, "rate limited");
         return Problem::rate_limited(wait.as_secs_f64().ceil() as u64).into_response();
+    }
+    if let Some(markers) = &gate.markers
+        && let Some(refusal) = markers.refusal(&principal.user).await
+    {
+        return refusal.into_response();
     }
     let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
     tracing::Span::current().record("user", principal.user.as_str());

@@ -693,6 +693,14 @@ impl From<MediaView> for MediaDto {
     }
 }
 
+/// The answer to `DELETE /v1/me`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Erasing)]
+pub struct ErasingDto {
+    /// Always `erasing`.
+    pub status: String,
+}
+
 /// The answer to `GET /healthz`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Health)]

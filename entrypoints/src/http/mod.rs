@@ -25,14 +25,15 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use rookery_ports::{
-    AccountService, Clock, DeviceService, EventStore, IdSource, IdentityVerifier, ItemService, MediaService,
-    MediaStore, MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+    AccountService, Clock, DeviceService, ErasureService, EventStore, IdSource, IdentityVerifier, ItemService,
+    MediaService, MediaStore, MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService,
+    Writer,
 };
 use tower_http::limit::RequestBodyLimitLayer;
 
-pub use auth::{Authed, Gate};
+pub use auth::{Authed, ErasureMarkers, Gate};
 pub use problem::{Code, Problem};
 pub use rate_limit::{RateLimit, RateLimiter};
 
@@ -71,7 +72,8 @@ impl Default for ApiConfig {
 /// composes only the services of the routes it serves, and its binary holds no other handler's code.
 #[derive(Debug)]
 pub struct Api<V: IdentityVerifier> {
-    gate: Arc<Gate<V>>,
+    verifier: V,
+    markers: Option<ErasureMarkers>,
     config: ApiConfig,
     public: Router,
     authenticated: Router,
@@ -81,11 +83,19 @@ impl<V: IdentityVerifier> Api<V> {
     /// An API with no routes yet, verifying tokens with `verifier`.
     pub fn new(verifier: V, config: ApiConfig) -> Self {
         Self {
-            gate: Gate::new(verifier, RateLimiter::new(config.rate_limit)),
+            verifier,
+            markers: None,
             config,
             public: Router::new(),
             authenticated: Router::new(),
         }
+    }
+
+    /// Answers `410 account_erased` to every authenticated request of a user `store` knows as erased.
+    #[must_use]
+    pub fn refusing_erased<S: EventStore>(mut self, store: S) -> Self {
+        self.markers = Some(ErasureMarkers::of(store));
+        self
     }
 
     /// Adds routes that need no token (they bring their own body limits).
@@ -106,9 +116,10 @@ impl<V: IdentityVerifier> Api<V> {
     /// The finished router.
     pub fn into_router(self) -> Router {
         let limit = self.config.body_limit;
+        let gate = Gate::with_markers(self.verifier, RateLimiter::new(self.config.rate_limit), self.markers);
         let authenticated = self
             .authenticated
-            .route_layer(from_fn_with_state(self.gate, auth::authenticate::<V>))
+            .route_layer(from_fn_with_state(gate, auth::authenticate::<V>))
             .layer(DefaultBodyLimit::max(limit))
             .layer(RequestBodyLimitLayer::new(limit))
             .layer(from_fn_with_state(self.config.request_timeout, edge::deadline));
@@ -138,6 +149,8 @@ pub struct Services<S, C, I, X, P, M> {
     pub media: MediaService<S, C, I, M>,
     /// The caller's account: export.
     pub account: AccountService<S, C, I, M>,
+    /// The caller's account: erasure.
+    pub erasure: ErasureService<S, C, X, P, M>,
 }
 
 impl<S, C, I, X, P, M> Services<S, C, I, X, P, M>
@@ -153,6 +166,7 @@ where
     pub fn new(store: S, clock: C, ids: I, index: X, push: P, media: M, config: ServiceConfig) -> Self {
         let max_query_chars = config.limits.max_query_chars;
         let writer = Writer::new(store.clone(), clock.clone(), ids, config);
+        let erasure = ErasureService::new(store.clone(), clock.clone(), index.clone(), push.clone(), media.clone());
         let media = MediaService::new(writer.clone(), media);
         let account = AccountService::new(store.clone(), clock, media.clone());
         Self {
@@ -163,6 +177,7 @@ where
             devices: DeviceService::new(writer.clone(), push),
             media,
             account,
+            erasure,
         }
     }
 
@@ -175,12 +190,14 @@ where
             .merge(search_routes(self.search.clone()))
             .merge(message_routes(self.messages.clone()))
             .merge(account_routes(self.account.clone()))
+            .merge(erasure_routes(self.erasure.clone()))
     }
 
     /// The router with every route of the contract and `/openapi.json` (no development or local media
     /// routes), verifying tokens with `verifier`.
     pub fn router<V: IdentityVerifier>(&self, verifier: V, config: ApiConfig) -> Router {
         Api::new(verifier, config)
+            .refusing_erased(self.erasure.store().clone())
             .merge_authenticated(self.routes())
             .merge_public(openapi_routes())
             .into_router()
@@ -250,6 +267,20 @@ pub fn account_routes<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
     Router::new()
         .route("/v1/me/export", get(account::export::<S, C, I, M>))
         .with_state(Arc::new(account))
+}
+
+/// The erasure route: `DELETE /v1/me`.
+pub fn erasure_routes<S, C, X, P, M>(erasure: ErasureService<S, C, X, P, M>) -> Router
+where
+    S: EventStore,
+    C: Clock,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+{
+    Router::new()
+        .route("/v1/me", delete(account::erase::<S, C, X, P, M>))
+        .with_state(Arc::new(erasure))
 }
 
 /// The search route (Lambda function 3).

@@ -40,13 +40,15 @@ pub enum Code {
     RateLimited,
     /// `422`: an idempotency key was reused for a different request.
     IdempotencyKeyReused,
+    /// `410`: the caller's account was erased.
+    AccountErased,
     /// `5xx`: the server failed.
     Internal,
 }
 
 impl Code {
     /// Every code, in the order of `API.md`.
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::Unauthorized,
         Code::Forbidden,
         Code::NotFound,
@@ -57,6 +59,7 @@ impl Code {
         Code::UnsupportedMediaType,
         Code::RateLimited,
         Code::IdempotencyKeyReused,
+        Code::AccountErased,
         Code::Internal,
     ];
 
@@ -73,6 +76,7 @@ impl Code {
             Code::UnsupportedMediaType => "unsupported_media_type",
             Code::RateLimited => "rate_limited",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::AccountErased => "account_erased",
             Code::Internal => "internal",
         }
     }
@@ -85,6 +89,7 @@ impl Code {
             403 => Code::Forbidden,
             404 => Code::NotFound,
             409 => Code::VersionConflict,
+            410 => Code::AccountErased,
             413 => Code::PayloadTooLarge,
             415 => Code::UnsupportedMediaType,
             422 => Code::IdempotencyKeyReused,
@@ -131,6 +136,11 @@ impl Problem {
     /// `413 payload_too_large`.
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, Code::PayloadTooLarge, detail)
+    }
+
+    /// `410 account_erased`: the account the request is made for was erased.
+    pub fn account_erased() -> Self {
+        Self::new(StatusCode::GONE, Code::AccountErased, "this account was erased")
     }
 
     /// `403 forbidden`.
@@ -275,6 +285,7 @@ impl From<AppError> for Problem {
                 Code::IdempotencyKeyReused,
                 "this Idempotency-Key was already used for a different request",
             ),
+            AppError::Erased => Problem::account_erased(),
             AppError::Unavailable(failure) if failure.is_retryable() => Problem::unavailable(&failure),
             AppError::Unavailable(failure) => Problem::internal(&failure),
         }

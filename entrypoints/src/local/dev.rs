@@ -18,7 +18,7 @@ use rookery_domain::{Timestamp, UserId};
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use crate::http::auth::Authed;
+use crate::http::auth::{Authed, ErasureMarkers};
 use crate::http::dto::{DevTokenBody, DevTokenDto, PushDto, PushesDto};
 use crate::http::extract::{self, JsonBody};
 use crate::http::openapi;
@@ -43,17 +43,24 @@ pub trait TokenIssuer: Clone + Send + Sync + std::fmt::Debug + 'static {
     responses(
         (status = 200, description = "A token", body = DevTokenDto),
         (status = 400, response = crate::http::openapi::responses::BadRequest),
+        (status = 410, response = crate::http::openapi::responses::AccountErased),
         (status = 413, response = crate::http::openapi::responses::PayloadTooLarge),
         (status = 415, response = crate::http::openapi::responses::UnsupportedMediaType),
         (status = 500, response = crate::http::openapi::responses::InternalError),
     )
 )]
 pub(crate) async fn issue_token<I: TokenIssuer>(
-    State(issuer): State<I>,
+    State(issuing): State<Issuing<I>>,
     body: JsonBody<DevTokenBody>,
 ) -> Result<Json<DevTokenDto>, Problem> {
     let user = extract::user_id(body.value.user_id)?;
-    let (token, expires_at) = issuer.issue(&user).map_err(|cause| Problem::internal(&cause))?;
+    // An erased user id cannot start a new account.
+    if let Some(markers) = &issuing.markers
+        && let Some(refusal) = markers.refusal(&user).await
+    {
+        return Err(refusal);
+    }
+    let (token, expires_at) = issuing.issuer.issue(&user).map_err(|cause| Problem::internal(&cause))?;
     Ok(Json(DevTokenDto {
         token,
         expires_at: expires_at.to_string(),
@@ -63,8 +70,8 @@ pub(crate) async fn issue_token<I: TokenIssuer>(
 /// `GET /.well-known/jwks.json`: the development provider's public keys.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "development",
     responses((status = 200, description = "A JSON Web Key Set", body = Object)))]
-pub(crate) async fn jwks<I: TokenIssuer>(State(issuer): State<I>) -> Json<Value> {
-    Json(issuer.jwks())
+pub(crate) async fn jwks<I: TokenIssuer>(State(issuing): State<Issuing<I>>) -> Json<Value> {
+    Json(issuing.issuer.jwks())
 }
 
 /// `GET /v1/dev/pushes`: pushes the local gateway delivered to the caller's devices, oldest first.
@@ -92,12 +99,32 @@ pub(crate) async fn pushes(
     Ok(Json(PushesDto { pushes }))
 }
 
+/// The token routes' state: the issuer, and the erasure markers that keep an erased id from a token.
+#[derive(Debug, Clone)]
+pub(crate) struct Issuing<I> {
+    issuer: I,
+    markers: Option<ErasureMarkers>,
+}
+
 /// The development routes that need no token.
 pub fn public_routes<I: TokenIssuer>(issuer: I) -> Router {
+    routes(Issuing { issuer, markers: None })
+}
+
+/// The development routes that need no token, refusing a token for a user `markers` knows as erased
+/// (`410 account_erased`).
+pub fn public_routes_refusing(issuer: impl TokenIssuer, markers: ErasureMarkers) -> Router {
+    routes(Issuing {
+        issuer,
+        markers: Some(markers),
+    })
+}
+
+fn routes<I: TokenIssuer>(issuing: Issuing<I>) -> Router {
     Router::new()
         .route("/v1/dev/tokens", post(issue_token::<I>))
         .route("/.well-known/jwks.json", get(jwks::<I>))
-        .with_state(issuer)
+        .with_state(issuing)
 }
 
 /// The development routes behind the bearer-token gate.

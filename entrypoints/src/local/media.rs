@@ -35,6 +35,7 @@ fn upload_problem(error: UploadError) -> Problem {
         UploadError::WrongType { .. } | UploadError::WrongSize { .. } => Problem::invalid(error.to_string()),
         UploadError::AlreadyUploaded => Problem::new(StatusCode::CONFLICT, Code::InvalidRequest, error.to_string()),
         UploadError::TooLarge { .. } => Problem::too_large(error.to_string()),
+        UploadError::Erased => Problem::account_erased(),
         UploadError::Io(cause) => Problem::internal(&cause),
     }
 }

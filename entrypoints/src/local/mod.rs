@@ -30,7 +30,7 @@ use rookery_ports::{ChangeFeed, Clock, EventStore, Indexer, PushDispatcher, Sear
 use serde_json::Value;
 
 use crate::feed::{FeedDriver, FeedHandle, INDEXER, PUSH_DISPATCHER};
-use crate::http::{Api, RateLimit, Services};
+use crate::http::{Api, ErasureMarkers, RateLimit, Services};
 use crate::realtime::{Realtime, RealtimeConfig};
 use crate::server::{self, BindError, Serving};
 pub use data_dir::DataDir;
@@ -343,7 +343,9 @@ impl LocalServer {
         }
 
         let api_config = server::api_config(config.rate_limit, config.request_timeout);
+        let markers = ErasureMarkers::of(services.erasure.store().clone());
         let mut api = Api::new(verifier, api_config)
+            .refusing_erased(services.erasure.store().clone())
             .merge_authenticated(services.routes())
             .merge_authenticated(realtime.routes())
             .merge_public(media::routes(media, clock.clone(), max_media));
@@ -353,7 +355,7 @@ impl LocalServer {
             Some(provider) => {
                 api = api
                     .merge_public(dev::openapi_routes())
-                    .merge_public(dev::public_routes(DevTokens { provider, clock }))
+                    .merge_public(dev::public_routes_refusing(DevTokens { provider, clock }, markers))
                     .merge_authenticated(dev::authenticated_routes(push));
             }
             None => api = api.merge_public(crate::http::openapi_routes()),

@@ -5,12 +5,22 @@
 //! object (found by reading the stream again for its declarations, rather than by holding their ids), and
 //! last the number of events. A push token never appears (the feed does not show one), and nothing of
 //! another user does (only the caller's stream is read).
+//!
+//! An erasure ([`ErasureService`]) removes the account from every port that holds something of it: the
+//! search index, the media store, the push provider, and last the event store, whose erasure marker is
+//! what makes every later request of the user answer `account_erased`. The marker comes last so that a
+//! step that fails leaves the account live and the request can simply be made again; every step is
+//! harmless to repeat, and every port refuses to re-create what it erased (a redelivered event, a late
+//! upload through a URL signed before).
 
 use rookery_domain::projection::{FeedChange, feed_change};
 use rookery_domain::{EventPayload, Seq, Timestamp, UserId};
 
 use super::{Caller, MediaService, MediaView};
-use crate::{AppError, Clock, EventStore, Failure, IdSource, MediaStore};
+use crate::{
+    AppError, Clock, EventStore, Failure, IdSource, MediaError, MediaStore, PushError, PushGateway, SearchError,
+    SearchIndex,
+};
 
 /// How many events one read of the stream takes.
 const PAGE: usize = 200;
@@ -147,5 +157,101 @@ impl<S: EventStore, C: Clock, I: IdSource, M: MediaStore> Export<S, C, I, M> {
             .read_feed(&self.user, self.after, PAGE)
             .await
             .map_err(Failure::from)?)
+    }
+}
+
+/// The erasure use case: `DELETE /v1/me`, and whether a user was erased.
+#[derive(Debug, Clone)]
+pub struct ErasureService<S, C, X, P, M> {
+    store: S,
+    clock: C,
+    index: X,
+    push: P,
+    media: M,
+}
+
+fn search_failure(error: SearchError) -> Failure {
+    match error {
+        SearchError::Unavailable(failure) => failure,
+        SearchError::BadCursor => Failure::permanent("the search index refused an erasure as a bad cursor"),
+    }
+}
+
+fn push_failure(error: PushError) -> Failure {
+    match error {
+        PushError::Unavailable(failure) => failure,
+        PushError::Rejected(why) => Failure::permanent(format!("the push provider refused an erasure: {why}")),
+    }
+}
+
+fn media_failure(error: MediaError) -> Failure {
+    match error {
+        MediaError::Unavailable(failure) => failure,
+    }
+}
+
+impl<S: EventStore, C: Clock, X: SearchIndex, P: PushGateway, M: MediaStore> ErasureService<S, C, X, P, M> {
+    /// The service over every port that holds something of an account.
+    pub fn new(store: S, clock: C, index: X, push: P, media: M) -> Self {
+        Self {
+            store,
+            clock,
+            index,
+            push,
+            media,
+        }
+    }
+
+    /// `DELETE /v1/me`: erases the caller's account everywhere, and answers when it was erased.
+    ///
+    /// The search index goes first (its documents, and any later change of the caller's), then the media
+    /// bytes, then the push endpoints of the caller's devices, and last the event store (stream,
+    /// projections, idempotency records), which leaves the erasure marker. Messages the caller sent stay
+    /// in their recipients' streams.
+    ///
+    /// # Errors
+    /// `Erased` when the caller was already erased (nothing to do); `Unavailable` when a step failed:
+    /// then the account is still live, maybe without some of its index documents, media or endpoints,
+    /// and the request may be made again.
+    pub async fn erase(&self, caller: &Caller) -> Result<Timestamp, AppError> {
+        let user = &caller.user;
+        if self.erased(user).await?.is_some() {
+            return Err(AppError::Erased);
+        }
+        self.index.erase_owner(user).await.map_err(search_failure)?;
+        self.media.erase_owner(user).await.map_err(media_failure)?;
+        let devices = self.store.devices(user).await.map_err(Failure::from)?;
+        for device in devices.values() {
+            self.push
+                .delete(user, &device.device_id, &device.endpoint)
+                .await
+                .map_err(push_failure)?;
+        }
+        self.push.forget_owner(user).await.map_err(push_failure)?;
+        let at = self
+            .store
+            .erase_owner(user, self.clock.now())
+            .await
+            .map_err(Failure::from)?;
+        // A device registered while the steps above ran is gone with the stream; what the gateway
+        // recorded for it goes too.
+        if let Err(error) = self.push.forget_owner(user).await {
+            tracing::warn!(%user, error = %push_failure(error), "an erased user's pushes could not all be forgotten");
+        }
+        tracing::info!(%user, %at, "account erased");
+        Ok(at)
+    }
+
+    /// The event store whose markers say who was erased.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// When `user`'s account was erased, `None` if it never was.
+    ///
+    /// # Errors
+    /// `Unavailable` when the store cannot tell.
+    pub async fn erased(&self, user: &UserId) -> Result<Option<Timestamp>, AppError> {
+        Ok(self.store.erased(user).await.map_err(Failure::from)?)
     }
 }

@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use crate::Backoff;
 
-pub use account::{AccountService, Export, ExportLine};
+pub use account::{AccountService, ErasureService, Export, ExportLine};
 pub use devices::{DeviceService, DeviceView};
 pub use items::{ItemService, ItemWritten};
 pub use media::{MediaCreated, MediaService, MediaView, SignedView};

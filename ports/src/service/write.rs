@@ -163,6 +163,7 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
             }
             let rebase = planned.rebase.clone().filter(|_| idem.is_none());
             let (batch, outcome) = self.batch(caller, idem, now, planned)?;
+            let own_stream = batch.owner == caller.user;
             let appended = match rebase {
                 Some(rebase) => self.store.append_rebasing(batch, rebase).await,
                 None => self.store.append(batch).await,
@@ -183,6 +184,9 @@ impl<S: EventStore, C: Clock, I: IdSource> Writer<S, C, I> {
                     }
                 }
                 Err(AppendError::TooLarge(why)) => return Err(AppError::TooLarge(why)),
+                // Another user's erased stream (a message's recipient) is no one the caller can reach.
+                Err(AppendError::Erased { .. }) if own_stream => return Err(AppError::Erased),
+                Err(AppendError::Erased { .. }) => return Err(AppError::NotFound),
                 Err(AppendError::Unavailable(failure)) => return Err(failure.into()),
             }
         }

@@ -7,6 +7,7 @@
 //! `rookery_tests::event_store_contract!(memory, MemoryStoreFactory);`.
 
 pub mod change_feed;
+pub mod erasure;
 pub mod event_store;
 pub mod media_store;
 pub mod push_gateway;

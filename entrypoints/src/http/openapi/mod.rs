@@ -60,6 +60,7 @@ fn add_edge_responses(operation: &mut Operation) {
     }
     let edge = [
         ("401", response_ref::<responses::Unauthorized>()),
+        ("410", response_ref::<responses::AccountErased>()),
         ("413", response_ref::<responses::PayloadTooLarge>()),
         ("429", response_ref::<responses::RateLimited>()),
         ("500", response_ref::<responses::InternalError>()),
@@ -267,7 +268,8 @@ impl Modify for Links {
         items::history, items::restore_item, items::get_public_item,
         routes::sync, routes::search, routes::send_message, routes::messages,
         routes::register_device, routes::devices, routes::remove_device,
-        routes::create_media, routes::get_media, account::export, routes::healthz, serve,
+        routes::create_media, routes::get_media, account::export, account::erase, routes::healthz,
+        serve,
     ),
     components(
         schemas(
@@ -277,7 +279,7 @@ impl Modify for Links {
             dto::SyncPageDto, dto::SearchHitDto, dto::SearchResultsDto, dto::SendMessageBody, dto::MessageAcceptedDto,
             dto::MessagePageDto, dto::PlatformDto, dto::DeviceBody, dto::DeviceDto, dto::DevicesDto, dto::MediaBody,
             dto::UploadDto, dto::DownloadDto, dto::MediaCreatedDto, dto::MediaDto, dto::HealthDto, dto::DevTokenBody,
-            dto::DevTokenDto, dto::PushDto, dto::PushesDto, dto::ProblemDto, dto::ScopeDto,
+            dto::DevTokenDto, dto::PushDto, dto::PushesDto, dto::ProblemDto, dto::ScopeDto, dto::ErasingDto,
             schemas::CollectionName, schemas::ItemId, schemas::UserId, schemas::DeviceId, schemas::MediaId,
             schemas::PageLimit, schemas::FeedCursor, schemas::HistoryCursor, schemas::ItemListCursor,
             schemas::SearchCursor, schemas::SearchText, schemas::IdempotencyKey, schemas::EntityTag,
@@ -287,7 +289,7 @@ impl Modify for Links {
         responses(
             responses::NotModified, responses::BadRequest, responses::Unauthorized, responses::NotFound,
             responses::VersionConflict, responses::PayloadTooLarge, responses::UnsupportedMediaType,
-            responses::IdempotencyKeyReused, responses::RateLimited, responses::InternalError,
+            responses::IdempotencyKeyReused, responses::AccountErased, responses::RateLimited, responses::InternalError,
             responses::Unavailable,
         ),
     ),
@@ -299,7 +301,7 @@ impl Modify for Links {
         (name = "messages", description = "Messages and push (Lambda function 4)"),
         (name = "devices", description = "Push devices"),
         (name = "media", description = "Signed media uploads and downloads"),
-        (name = "account", description = "The caller's account: export"),
+        (name = "account", description = "The caller's account: export and erasure"),
         (name = "development", description = "Only with the built-in development identity provider"),
         (name = "operations", description = "Health and this document"),
     )

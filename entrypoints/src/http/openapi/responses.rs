@@ -197,6 +197,16 @@ response!(
 );
 
 response!(
+    /// `410 account_erased`, from the token gate.
+    AccountErased => problem(
+        "The caller's account was erased (`account_erased`); the user id cannot be used again.",
+        410,
+        Code::AccountErased,
+        &[],
+    )
+);
+
+response!(
     /// `429 rate_limited`.
     RateLimited => problem(
         "The caller's rate limit is spent (`rate_limited`).",

@@ -66,6 +66,7 @@ fn the_document_is_openapi_3_1_and_lists_every_route() {
         "/healthz",
         "/openapi.json",
         "/v1/me/export",
+        "/v1/me",
     ] {
         assert!(paths.contains_key(path), "missing {path}");
     }
@@ -87,7 +88,7 @@ fn every_operation_lists_each_answer_it_can_give() {
         let responses = doc["paths"][path][method]["responses"].as_object().expect("responses");
         responses.keys().cloned().collect()
     };
-    let edge = ["401", "413", "429", "500", "503"];
+    let edge = ["401", "410", "413", "429", "500", "503"];
     let cases: [(&str, &str, &[&str]); 17] = [
         (
             "/v1/items/{collection}/{id}",
