@@ -5,6 +5,7 @@
 //! [`dynamo::DynamoStore`] (event store), [`opensearch::OpenSearchIndex`] and
 //! [`cloudsearch::CloudSearchIndex`] (search index, one of them chosen as [`search::AwsSearchIndex`]),
 //! [`sns::SnsPushGateway`] (push), [`s3::S3MediaStore`] (media), and [`jwt`] (identity).
+//! [`realtime`] keeps the WebSocket API's connections and sends them frames.
 //! [`streams`] decodes DynamoDB Streams records and polls a stream for the indexer and push dispatcher.
 //! [`config`] reads the environment and builds the clients, which share the one HTTP client of [`http`];
 //! no SDK type appears in a port signature.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod jwt;
 pub mod opensearch;
+pub mod realtime;
 pub mod s3;
 pub mod search;
 pub mod sns;

@@ -14,6 +14,7 @@ use crate::cloudsearch::CloudSearchIndex;
 use crate::dynamo::{DynamoStore, create_table};
 use crate::error::sdk_failure;
 use crate::opensearch::OpenSearchIndex;
+use crate::realtime::{ConnectionRegistry, ManagementApi, create_connections_table};
 use crate::s3::{CloudFrontSigner, S3MediaStore};
 use crate::search::AwsSearchIndex;
 use crate::sns::{SnsPushGateway, ensure_platform_application};
@@ -173,6 +174,26 @@ impl AwsClients {
             )
             .with_retry(self.config.retry),
         )
+    }
+}
+
+impl AwsClients {
+    /// The registry of the realtime WebSocket API's connections, on `table`.
+    pub fn connection_registry(&self, table: &str) -> ConnectionRegistry {
+        ConnectionRegistry::new(self.dynamodb(), table)
+    }
+
+    /// Creates the realtime connections table `table` (TTL on) unless it exists.
+    ///
+    /// # Errors
+    /// A [`Failure`] when DynamoDB refuses or the table does not become active.
+    pub async fn create_connections_table(&self, table: &str) -> Result<(), Failure> {
+        create_connections_table(&self.dynamodb(), table).await
+    }
+
+    /// The `@connections` management API of the WebSocket API stage at `endpoint`.
+    pub fn management_api(&self, endpoint: &str) -> ManagementApi {
+        ManagementApi::new(&self.sdk, endpoint)
     }
 }
 

@@ -26,4 +26,5 @@ pub use rows::KIND_EVENT;
 pub(crate) use rows::decode_event_json;
 pub use store::{Contention, DynamoStore};
 pub use table::create_table;
+pub(crate) use table::wait_until_active;
 pub use transaction::{MAX_ITEM_BYTES, MAX_TRANSACTION_ACTIONS, MAX_TRANSACTION_BYTES};

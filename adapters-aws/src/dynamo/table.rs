@@ -52,6 +52,14 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), Failure> {
         Err(SdkError::ServiceError(context)) if context.err().is_resource_in_use_exception() => {}
         Err(error) => return Err(sdk_failure("CreateTable", &error)),
     }
+    wait_until_active(client, table).await
+}
+
+/// Waits until `table` is active, for at most a minute.
+///
+/// # Errors
+/// A [`Failure`] when DynamoDB cannot describe it or it is not active within a minute.
+pub(crate) async fn wait_until_active(client: &Client, table: &str) -> Result<(), Failure> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let described = client

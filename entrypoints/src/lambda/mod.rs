@@ -3,13 +3,15 @@
 //! Four functions run the reference architecture on AWS (see `docs/decisions/0004-lambda-route-split.md`):
 //! `rookery-items` and `rookery-search` answer API Gateway requests with the contract's router
 //! ([`api`]); `rookery-indexer` consumes the DynamoDB stream ([`stream`]); `rookery-messages` does both
-//! ([`invocation`]). [`compose`] builds the AWS adapters from the environment, once per cold start,
+//! ([`invocation`]); `rookery-realtime` serves the WebSocket API and fans changes out to it ([`realtime`]).
+//! [`compose`] builds the AWS adapters from the environment, once per cold start,
 //! and [`logging`] sets up the structured logs every function writes.
 
 pub mod api;
 pub mod compose;
 pub mod invocation;
 pub mod logging;
+pub mod realtime;
 pub mod runtime;
 pub mod startup;
 pub mod stream;

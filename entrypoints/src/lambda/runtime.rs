@@ -12,8 +12,12 @@ use lambda_http::request::LambdaRequest;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
 
+use rookery_adapters_aws::realtime::ConnectionsApi;
+use rookery_ports::{Clock, EventStore, IdentityVerifier};
+
 use super::api::ApiHandler;
 use super::invocation::{InvocationError, MessagesHandler};
+use super::realtime::RealtimeHandler;
 use super::stream::{BatchHandler, RecordDecoder, StreamConsumer, StreamError};
 
 impl From<StreamError> for Diagnostic {
@@ -87,6 +91,25 @@ pub async fn serve_messages<D: RecordDecoder, H: BatchHandler>(
             .handle(event.payload.get(), event.context)
             .await
             .map_err(Diagnostic::from)
+    }))
+    .await
+}
+
+/// Serves both kinds of the realtime function's invocations with `handler` until the runtime stops.
+///
+/// # Errors
+/// When the Runtime API cannot be reached.
+pub async fn serve_realtime<S, V, A, K, D>(handler: RealtimeHandler<S, V, A, K, D>) -> Result<(), lambda_runtime::Error>
+where
+    S: EventStore,
+    V: IdentityVerifier,
+    A: ConnectionsApi,
+    K: Clock,
+    D: RecordDecoder,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
+        handler.handle(event.payload.get()).await.map_err(Diagnostic::from)
     }))
     .await
 }

@@ -3,6 +3,7 @@
 
 pub mod cloudsearch_fake;
 pub mod cognito;
+pub mod connections;
 pub mod moto;
 pub mod opensearch_fake;
 
