@@ -7,7 +7,8 @@
 //!
 //! Two ways in: a Lambda event source mapping hands [`EventRecord`]s, one at a time, to
 //! [`decode_lambda_record`]; the [`StreamPoller`] reads the stream itself (for `rookery serve --backend aws`),
-//! shard by shard, parents first. Either way a batch goes to its handler through the change log's one
+//! shard by shard, parents first, from the oldest records or (for a consumer that only wants what is
+//! committed from now on, such as realtime) from the latest ([`StreamPoller::skip_to_latest`]). Either way a batch goes to its handler through the change log's one
 //! seam, [`rookery_ports::batch::deliver`].
 
 use std::collections::{HashMap, HashSet};
@@ -107,6 +108,8 @@ pub enum PollError {
 struct ShardInfo {
     id: String,
     parent: Option<String>,
+    /// Whether the shard is closed (it has an ending sequence number): it takes no new records.
+    closed: bool,
 }
 
 /// Reads a DynamoDB stream and hands its events to a handler, remembering per shard the last record handled.
@@ -118,6 +121,10 @@ pub struct StreamPoller {
     positions: HashMap<String, String>,
     /// Closed shards read to their end.
     finished: HashSet<String>,
+    /// Per shard, the iterator a poll that caught up was left with: the next poll goes on from it
+    /// (saving a `GetShardIterator` call, and the only position of a shard read from its latest record
+    /// before any record came). Dropped when a read fails; the next poll then starts from `positions`.
+    iterators: HashMap<String, String>,
     page_limit: i32,
 }
 
@@ -129,6 +136,7 @@ impl StreamPoller {
             stream_arn: stream_arn.into(),
             positions: HashMap::new(),
             finished: HashSet::new(),
+            iterators: HashMap::new(),
             page_limit: 1000,
         }
     }
@@ -178,10 +186,15 @@ impl StreamPoller {
             let description = out.stream_description;
             let last = description.as_ref().and_then(|d| d.last_evaluated_shard_id.clone());
             for shard in description.and_then(|d| d.shards).unwrap_or_default() {
+                let closed = shard
+                    .sequence_number_range
+                    .as_ref()
+                    .is_some_and(|range| range.ending_sequence_number.is_some());
                 if let Some(id) = shard.shard_id {
                     shards.push(ShardInfo {
                         id,
                         parent: shard.parent_shard_id,
+                        closed,
                     });
                 }
             }
@@ -191,6 +204,43 @@ impl StreamPoller {
             }
         }
         Ok(order_parents_first(shards))
+    }
+
+    /// Skips every record already in the stream: closed shards count as read, and each open shard is
+    /// read from just after its latest record. Shards that appear later (after a split) are read from
+    /// their beginning, which is after this call. Call it before the first poll.
+    ///
+    /// Should a shard's iterator be lost before any record came to it (a failed read), that shard is
+    /// read again from its oldest record: records are delivered again, never skipped.
+    ///
+    /// # Errors
+    /// A [`Failure`] when the stream cannot be described or an iterator cannot be had.
+    pub async fn skip_to_latest(&mut self) -> Result<(), Failure> {
+        for shard in self.shards().await? {
+            if shard.closed {
+                self.finished.insert(shard.id);
+                continue;
+            }
+            let out = self
+                .client
+                .get_shard_iterator()
+                .stream_arn(&self.stream_arn)
+                .shard_id(&shard.id)
+                .shard_iterator_type(ShardIteratorType::Latest)
+                .send()
+                .await
+                .map_err(|e| sdk_failure("GetShardIterator", &e))?;
+            match out.shard_iterator {
+                Some(iterator) => {
+                    self.iterators.insert(shard.id, iterator);
+                }
+                // Closed since it was listed: nothing new can come to it.
+                None => {
+                    self.finished.insert(shard.id);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads every shard once, to its current end, handing each page's events to `handler`.
@@ -219,6 +269,7 @@ impl StreamPoller {
         // Shards trimmed from the stream need no bookkeeping any more.
         self.finished.retain(|id| listed.contains(id.as_str()));
         self.positions.retain(|id, _| listed.contains(id.as_str()));
+        self.iterators.retain(|id, _| listed.contains(id.as_str()));
         Ok(handled)
     }
 
@@ -240,7 +291,14 @@ impl StreamPoller {
 
     async fn drain<H: BatchHandler>(&mut self, shard: &str, handler: &H) -> Result<usize, PollError> {
         let mut handled = 0;
-        let Some(mut iterator) = self.iterator(shard).await.map_err(PollError::Stream)? else {
+        // Taken, not borrowed: it is put back only when this poll catches up, so a failure below
+        // leaves the shard to be read from its recorded position.
+        let kept = self.iterators.remove(shard);
+        let iterator = match kept {
+            Some(iterator) => Some(iterator),
+            None => self.iterator(shard).await.map_err(PollError::Stream)?,
+        };
+        let Some(mut iterator) = iterator else {
             self.finished.insert(shard.to_owned());
             return Ok(0);
         };
@@ -261,8 +319,11 @@ impl StreamPoller {
                     self.finished.insert(shard.to_owned());
                     return Ok(handled);
                 }
-                // An open shard with nothing new: caught up for this poll.
-                Some(_) if records.is_empty() => return Ok(handled),
+                // An open shard with nothing new: caught up for this poll, which the next goes on from.
+                Some(next) if records.is_empty() => {
+                    self.iterators.insert(shard.to_owned(), next.to_owned());
+                    return Ok(handled);
+                }
                 Some(next) => iterator = next.to_owned(),
             }
         }
@@ -362,6 +423,7 @@ mod tests {
         ShardInfo {
             id: id.into(),
             parent: parent.map(Into::into),
+            closed: false,
         }
     }
 

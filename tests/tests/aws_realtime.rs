@@ -119,8 +119,8 @@ mod function {
     use rookery_adapters_aws::DynamoStore;
     use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource};
     use rookery_adapters_aws::realtime::ConnectionRegistry;
-    use rookery_adapters_memory::SystemClock;
     use rookery_adapters_memory::identity::DevIdentityProvider;
+    use rookery_adapters_memory::{MemoryEventStore, SystemClock};
     use rookery_domain::{Seq, StoredEvent, Version, Visibility};
     use rookery_entrypoints::lambda::StreamConsumer;
     use rookery_entrypoints::lambda::realtime::{FanOut, RealtimeHandler, RealtimeRoutes};
@@ -484,6 +484,43 @@ mod function {
         let frames = d.api.frames("a1=");
         assert_eq!(frames[0]["type"], "ready", "the resume's");
         assert_eq!(frames[1..], [json!({"type": "behind", "cursor": seq_cursor(Seq(0))})]);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn realtime_connect_refuses_an_erased_account_with_410() -> Outcome {
+        // The marker comes from the event store port; the memory store answers it as every store must.
+        let store = MemoryEventStore::in_memory();
+        store.erase_owner(&user("erased")?, wall_clock()).await?;
+        let clients = moto::clients().await?;
+        let table = moto::unique_name("connections-");
+        clients.create_connections_table(&table).await?;
+        let registry = clients.connection_registry(&table);
+        let api = RecordingConnections::new();
+        let config = identity().verifier_config();
+        let verifier = JwksVerifier::new(
+            JwksConfig::new(config.issuer, config.audience, KeySource::Static(config.jwks)),
+            SystemClock::new(),
+        )?;
+        let routes = RealtimeRoutes::new(store, verifier, registry.clone(), api.clone(), SystemClock::new());
+        let fan_out = FanOut::new(registry.clone(), api.clone(), SystemClock::new());
+        let handler = RealtimeHandler::new(routes, StreamConsumer::new(decode_lambda_record, fan_out));
+
+        let answer = handler
+            .call(&fixture("connect-query-token.json", "e1=", &token("erased")))
+            .await?;
+        assert_eq!(answer["statusCode"], 410, "{answer}");
+        let body: Value = serde_json::from_str(answer["body"].as_str().ok_or("a body")?)?;
+        assert_eq!(body["code"], "account_erased", "{body}");
+        assert_eq!(
+            registry.owner_of("e1=", wall_clock()).await?,
+            None,
+            "an erased user's connection is never recorded"
+        );
+        let live = handler
+            .call(&fixture("connect-query-token.json", "a1=", &token("alice")))
+            .await?;
+        assert_eq!(live["statusCode"], 200, "another user still connects: {live}");
         Ok(())
     }
 

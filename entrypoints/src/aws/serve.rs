@@ -10,6 +10,12 @@
 //! version, and a push is remembered per message and device, so records handled before a restart are
 //! handled again harmlessly (messages older than the idempotency window are not pushed again at all).
 //! An in-process index starts empty, so it is first rebuilt from the table.
+//!
+//! `GET /v1/realtime` is served here too, by the same endpoint as on `rookery serve` ([`Realtime`]: the
+//! same frames, limits, replay and resume), fed by a third poller of its own that starts at the stream's
+//! latest record, anchored before the address is bound: a socket replays from the table everything
+//! committed before it registered, and the poller routes everything after. Delivery comes from the
+//! stream, never from the write path, so the whole realtime path runs on a laptop against moto.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,19 +27,25 @@ use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource, cognito_iss
 use rookery_adapters_aws::streams::{BatchHandler, StreamPoller};
 use rookery_adapters_memory::{MemorySearchIndex, SystemClock, UlidIds};
 use rookery_domain::Platform;
-use rookery_ports::{Failure, Indexer, PushDispatcher, SearchIndex, ServiceConfig};
+use rookery_ports::{
+    Clock, EventStore, Failure, IdSource, IdentityVerifier, Indexer, MediaStore, PushDispatcher, PushGateway,
+    SearchIndex, ServiceConfig,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{NO_REGION, config_from_vars};
-use crate::http::{RateLimit, Services};
+use crate::http::{Api, ApiConfig, RateLimit, Services};
+use crate::realtime::{Realtime, RealtimeConfig};
 use crate::server::{self, BindError, Serving};
 
 /// How long a stream poller waits after finding nothing new, by default.
 ///
-/// DynamoDB Streams allows five `GetRecords` calls per second per shard across all readers, and the two
-/// pollers share that; two calls per second each also keeps search fresh within the contract's second.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// DynamoDB Streams allows five `GetRecords` calls per second per shard across all readers, and the
+/// three pollers (indexer, push dispatcher, realtime) share that: an idle poller reads each shard once
+/// per interval, so three of them stay at five calls per second, and search and realtime stay fresh
+/// within the contract's second.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(600);
 
 /// The settings of `serve --backend aws` that are not about AWS.
 #[derive(Debug, Clone)]
@@ -48,6 +60,8 @@ pub struct ServeOptions {
     pub service: ServiceConfig,
     /// How long a stream poller waits after a poll that found nothing (or failed).
     pub poll_interval: Duration,
+    /// The limits of `/v1/realtime`.
+    pub realtime: RealtimeConfig,
 }
 
 impl Default for ServeOptions {
@@ -58,6 +72,7 @@ impl Default for ServeOptions {
             request_timeout: crate::http::DEFAULT_REQUEST_TIMEOUT,
             service: ServiceConfig::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            realtime: RealtimeConfig::default(),
         }
     }
 }
@@ -231,6 +246,7 @@ impl Pollers {
 pub struct AwsServer {
     addr: SocketAddr,
     serving: Serving,
+    realtime: Realtime,
     pollers: Pollers,
 }
 
@@ -241,6 +257,7 @@ struct Parts {
     media: S3MediaStore,
     indexer_poller: StreamPoller,
     push_poller: StreamPoller,
+    realtime_poller: StreamPoller,
 }
 
 impl AwsServer {
@@ -281,12 +298,16 @@ impl AwsServer {
         };
         let indexer_poller = clients.stream_poller().await.map_err(stream_error)?;
         let push_poller = clients.stream_poller().await.map_err(stream_error)?;
+        // Anchored now, before the address is bound, so no socket can register before it.
+        let mut realtime_poller = clients.stream_poller().await.map_err(stream_error)?;
+        realtime_poller.skip_to_latest().await.map_err(stream_error)?;
         let parts = Parts {
             clients,
             verifier,
             media,
             indexer_poller,
             push_poller,
+            realtime_poller,
         };
         match config.search {
             SearchBackend::Memory => launch(options, parts, MemorySearchIndex::new(), true).await,
@@ -310,12 +331,19 @@ impl AwsServer {
         self.addr
     }
 
-    /// Stops accepting connections, lets in-flight requests finish, then stops the stream pollers.
+    /// How many realtime sockets are open.
+    pub fn realtime_connections(&self) -> usize {
+        self.realtime.connections()
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, closes the realtime sockets with a
+    /// close frame, then stops the stream pollers.
     ///
     /// # Errors
     /// The server's I/O error, if it failed while serving.
     pub async fn shutdown(self) -> io::Result<()> {
         let served = self.serving.stop().await;
+        self.realtime.stop().await;
         self.pollers.stop().await;
         served
     }
@@ -327,6 +355,7 @@ impl AwsServer {
     pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> io::Result<()> {
         // Whether the signal came or the server failed, the pollers stop after the server has.
         let served = self.serving.run_until(signal).await;
+        self.realtime.stop().await;
         self.pollers.stop().await;
         served
     }
@@ -377,19 +406,111 @@ async fn launch<S: SearchIndex>(
     );
     pollers.spawn("push dispatcher", parts.push_poller, dispatcher, options.poll_interval);
 
+    let (realtime, feed) = Realtime::spawn_fed(services.erasure.store().clone(), options.realtime);
+    pollers.spawn("realtime", parts.realtime_poller, feed, options.poll_interval);
+
     let api_config = server::api_config(options.rate_limit, options.request_timeout);
-    // Only the contract's routes: on AWS users sign in with Cognito, and media goes to S3 directly.
-    let router = services.router(parts.verifier, api_config);
+    let router = router(&services, parts.verifier, api_config, &realtime);
     let serving = Serving::spawn(listener, router);
     tracing::info!(%addr, backend = "aws", "rookery listening on http://{addr}");
-    Ok(AwsServer { addr, serving, pollers })
+    Ok(AwsServer {
+        addr,
+        serving,
+        realtime,
+        pollers,
+    })
+}
+
+/// The contract's routes and `/v1/realtime`, behind one token gate that answers `410 account_erased`
+/// for an erased user, the WebSocket handshake included. Only the contract's routes: on AWS users sign
+/// in with Cognito, and media goes to S3 directly.
+fn router<S, C, I, X, P, M, V>(
+    services: &Services<S, C, I, X, P, M>,
+    verifier: V,
+    config: ApiConfig,
+    realtime: &Realtime,
+) -> axum::Router
+where
+    S: EventStore,
+    C: Clock,
+    I: IdSource,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+    V: IdentityVerifier,
+{
+    Api::new(verifier, config)
+        .refusing_erased(services.erasure.store().clone())
+        .merge_authenticated(services.routes())
+        .merge_authenticated(realtime.routes())
+        .merge_public(crate::http::openapi_routes())
+        .into_router()
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use rookery_adapters_memory::identity::DevIdentityProvider;
+    use rookery_adapters_memory::{LocalMediaStore, MemoryEventStore, MemoryPushGateway};
+    use rookery_domain::UserId;
+    use tower::ServiceExt;
+
     use super::*;
+
+    /// The status of a `/v1/realtime` handshake of `user` on this mode's router, over the memory store
+    /// (the DynamoDB store answers the same port).
+    async fn handshake_status(erase: bool) -> StatusCode {
+        let store = MemoryEventStore::in_memory();
+        let alice = UserId::parse("alice").expect("a user id");
+        if erase {
+            store
+                .erase_owner(&alice, SystemClock::new().now())
+                .await
+                .expect("erased");
+        }
+        let services = Services::new(
+            store.clone(),
+            SystemClock::new(),
+            UlidIds::new(),
+            MemorySearchIndex::new(),
+            MemoryPushGateway::new(),
+            LocalMediaStore::in_memory("http://127.0.0.1", vec![7u8; 32]),
+            ServiceConfig::default(),
+        );
+        let provider = DevIdentityProvider::ephemeral().expect("a key");
+        let dev = provider.verifier_config();
+        let verifier = JwksVerifier::new(
+            JwksConfig::new(dev.issuer, dev.audience, KeySource::Static(dev.jwks)),
+            SystemClock::new(),
+        )
+        .expect("a verifier");
+        let (token, _) = provider
+            .issue(&alice, SystemClock::new().now(), Duration::from_secs(600))
+            .expect("a token");
+        let (realtime, _feed) = Realtime::spawn_fed(store, RealtimeConfig::default());
+        let router = router(&services, verifier, ApiConfig::default(), &realtime);
+        let request = Request::get("/v1/realtime")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header(header::SEC_WEBSOCKET_VERSION, "13")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(Body::empty())
+            .expect("a request");
+        let status = router.oneshot(request).await.expect("an answer").status();
+        realtime.stop().await;
+        status
+    }
+
+    #[tokio::test]
+    async fn the_realtime_handshake_of_an_erased_account_is_410() {
+        assert_eq!(handshake_status(true).await, StatusCode::GONE);
+        // Not erased, it passes the gate; without a real connection to upgrade the handler answers 426.
+        assert_eq!(handshake_status(false).await, StatusCode::UPGRADE_REQUIRED);
+    }
 
     #[test]
     fn serve_needs_the_cognito_pool_client_and_a_region() {

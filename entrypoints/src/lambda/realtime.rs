@@ -7,7 +7,8 @@
 //!
 //! - `$connect` verifies the token (the `Authorization: Bearer` header, or the `access_token` query
 //!   parameter) with the same verifier as the HTTP functions and records the connection; `401`
-//!   otherwise, `429` past the per-user limit.
+//!   otherwise, `410 account_erased` for a user whose account was erased (as every HTTP route answers),
+//!   `429` past the per-user limit.
 //! - `$disconnect` forgets it.
 //! - A `resume` frame marks the connection live, then replays the user's feed after `since` from the
 //!   table through `PostToConnection` and posts `ready`; `ping` is answered with `pong`, anything else
@@ -245,6 +246,19 @@ impl<S: EventStore, V: IdentityVerifier, A: ConnectionsApi, K: Clock> RealtimeRo
             Ok(principal) => principal,
             Err(error) => return refusal(&auth_problem(&error)),
         };
+        // The HTTP functions' gate asks the same marker; an erased user's connection is never recorded.
+        match self.store.erased(&principal.user).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                tracing::info!(connection = %id, user = %principal.user, "refused: the account was erased");
+                return refusal(&Problem::account_erased());
+            }
+            Err(error) => {
+                let failure = Failure::from(error);
+                tracing::error!(connection = %id, error = %failure, "could not ask whether the account was erased");
+                return refusal(&Problem::unavailable(&failure));
+            }
+        }
         match self.registry.connect(id, &principal.user, self.clock.now()).await {
             Ok(Registered::Recorded) => {
                 tracing::info!(connection = %id, user = %principal.user, "connected");

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use rookery_domain::{Seq, StoredEvent, UserId};
-use rookery_ports::ChangeFeed;
+use rookery_ports::{ChangeFeed, EventStore};
 use tokio::sync::{mpsc, watch};
 
 use super::RealtimeConfig;
-use super::protocol::change_frame;
+use super::protocol::{Close, change_frame};
 
 /// How many events the fan-out reads from the change feed at a time.
 const BATCH_SIZE: usize = 256;
@@ -57,7 +57,8 @@ struct Subscriber {
     id: u64,
     queue: mpsc::Sender<Delivery>,
     queued_bytes: Arc<AtomicUsize>,
-    kick: watch::Sender<bool>,
+    /// Tells the socket to close, and with which close frame.
+    kick: watch::Sender<Option<Close>>,
 }
 
 /// What an offer to one subscriber came to.
@@ -152,7 +153,7 @@ impl Hub {
             return Err(Refusal::ShuttingDown);
         }
         let (queue, receiver) = mpsc::channel(self.config.queue_frames.max(1));
-        let (kick, kicked) = watch::channel(false);
+        let (kick, kicked) = watch::channel(None);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -180,7 +181,7 @@ impl Hub {
                 id,
             },
             queue: Queue { receiver, queued_bytes },
-            kicked: Signal(kicked),
+            kicked: Kicked(kicked),
             shutdown: Signal(self.shutdown.subscribe()),
         })
     }
@@ -188,6 +189,23 @@ impl Hub {
     /// How many sockets are registered (those told to close no longer count).
     pub(crate) fn connections(&self) -> usize {
         self.registry().connections
+    }
+
+    /// The users with a socket open.
+    fn users(&self) -> Vec<UserId> {
+        self.registry().users.keys().cloned().collect()
+    }
+
+    /// Tells every socket of `user` to close with `close`, and frees their slots at once.
+    pub(crate) fn close_user(&self, user: &UserId, close: Close) {
+        let mut registry = self.registry();
+        let Some(subscribers) = registry.users.remove(user) else {
+            return;
+        };
+        registry.connections -= subscribers.len();
+        for subscriber in &subscribers {
+            subscriber.kick.send_replace(Some(close));
+        }
     }
 
     /// Whether `user` has a socket open.
@@ -208,7 +226,7 @@ impl Hub {
             Offer::Gone => false,
             Offer::TooSlow => {
                 tracing::info!(user = %user, "realtime client too slow; closing its socket");
-                subscriber.kick.send_replace(true);
+                subscriber.kick.send_replace(Some(Close::TOO_SLOW));
                 false
             }
         });
@@ -221,7 +239,7 @@ impl Hub {
 
     /// Routes a batch of the change feed: each event to the sockets of its owner, rendered only when
     /// someone listens.
-    fn route(&self, events: &[StoredEvent]) {
+    pub(crate) fn route(&self, events: &[StoredEvent]) {
         for event in events {
             if !self.listens(&event.owner) {
                 continue;
@@ -254,13 +272,13 @@ impl Hub {
 pub(crate) struct Registration {
     slot: Slot,
     queue: Queue,
-    kicked: Signal,
+    kicked: Kicked,
     shutdown: Signal,
 }
 
 impl Registration {
     /// The parts, to be held and awaited separately.
-    pub(crate) fn split(self) -> (Slot, Queue, Signal, Signal) {
+    pub(crate) fn split(self) -> (Slot, Queue, Kicked, Signal) {
         (self.slot, self.queue, self.kicked, self.shutdown)
     }
 }
@@ -311,17 +329,32 @@ impl Queue {
     }
 }
 
-/// A signal a socket follows: told to close because its client is too slow, or the server shutting down.
+/// The hub telling one socket to close, with the close frame to send: its client is too slow, or its
+/// account was erased.
+#[derive(Debug)]
+pub(crate) struct Kicked(watch::Receiver<Option<Close>>);
+
+impl Kicked {
+    /// The close frame the socket was told to close with, if it was.
+    pub(crate) fn close(&self) -> Option<Close> {
+        *self.0.borrow()
+    }
+
+    /// Completes with the close frame once the socket is told to close. Cancel-safe.
+    pub(crate) async fn raised(&mut self) -> Close {
+        match self.0.wait_for(Option::is_some).await {
+            Ok(close) => close.unwrap_or(Close::TOO_SLOW),
+            // A dropped sender: the hub has let go of the socket, which only a full queue does.
+            Err(_) => Close::TOO_SLOW,
+        }
+    }
+}
+
+/// A signal every socket follows: the server shutting down.
 #[derive(Debug)]
 pub(crate) struct Signal(watch::Receiver<bool>);
 
 impl Signal {
-    /// Whether the signal is raised.
-    #[cfg(test)]
-    pub(crate) fn is_raised(&self) -> bool {
-        *self.0.borrow()
-    }
-
     /// Completes once the signal is raised. Cancel-safe.
     pub(crate) async fn raised(&mut self) {
         // A dropped sender ends the wait too: the hub has let go of the socket either way.
@@ -383,6 +416,34 @@ pub(crate) async fn fan_out<F: ChangeFeed>(hub: Arc<Hub>, feed: F) {
         tokio::task::yield_now().await;
     }
     tracing::debug!(position, "realtime fan-out stopped");
+}
+
+/// Every `interval` until the hub shuts down, asks `store` whether each user with a socket open was
+/// erased, and closes that user's sockets (`4410`, [`Close::ERASED`]).
+///
+/// An erasure leaves no event in the change log (it removes the user's events from it), so the fan-out
+/// cannot see one; the erasure marker can. This costs one marker lookup per connected user per
+/// interval, and none while no socket is open. A new handshake of an erased user is refused by the
+/// token gate (`410`), so only sockets opened before the erasure are ever closed here.
+pub(crate) async fn watch_erasures<S: EventStore>(hub: Arc<Hub>, store: S, interval: Duration) {
+    let mut stopped = hub.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        for user in hub.users() {
+            match store.erased(&user).await {
+                Ok(Some(at)) => {
+                    tracing::info!(%user, %at, "account erased; closing its realtime sockets");
+                    hub.close_user(&user, Close::ERASED);
+                }
+                Ok(None) => {}
+                // Asked again at the next interval.
+                Err(error) => tracing::warn!(%user, %error, "could not ask whether a realtime user was erased"),
+            }
+        }
+    }
 }
 
 /// Waits the current backoff (doubling it for next time), or until told to stop; true when stopped.
@@ -449,8 +510,8 @@ mod tests {
         assert_eq!(reader.try_next().map(|d| d.seq), Some(Seq(2)));
         // The stuck socket's queue holds two frames: the third tells it to close.
         hub.deliver(&user("a"), &delivery(3, 10));
-        assert!(stuck_kicked.is_raised());
-        assert!(!reader_kicked.is_raised());
+        assert_eq!(stuck_kicked.close(), Some(Close::TOO_SLOW));
+        assert_eq!(reader_kicked.close(), None);
         assert_eq!(hub.connections(), 1);
         assert_eq!(reader.try_next().map(|d| d.seq), Some(Seq(3)));
         // What it had queued is still readable; then the queue ends.
@@ -460,13 +521,29 @@ mod tests {
     }
 
     #[test]
+    fn closing_a_user_kicks_only_their_sockets_with_the_close_given() {
+        let hub = Hub::new(config());
+        let (_a1, _qa1, a1_kicked, _) = hub.register(&user("a")).expect("registered").split();
+        let (_a2, _qa2, a2_kicked, _) = hub.register(&user("a")).expect("registered").split();
+        let (_b, _qb, b_kicked, _) = hub.register(&user("b")).expect("registered").split();
+        hub.close_user(&user("a"), Close::ERASED);
+        assert_eq!(a1_kicked.close(), Some(Close::ERASED));
+        assert_eq!(a2_kicked.close(), Some(Close::ERASED));
+        assert_eq!(b_kicked.close(), None);
+        assert_eq!(hub.connections(), 1);
+        assert_eq!(hub.users(), vec![user("b")]);
+        hub.close_user(&user("nobody"), Close::ERASED);
+        assert_eq!(hub.connections(), 1);
+    }
+
+    #[test]
     fn the_byte_budget_lets_one_large_frame_through_but_not_two() {
         let hub = Hub::new(config());
         let (_slot, _queue, kicked, _) = hub.register(&user("a")).expect("registered").split();
         hub.deliver(&user("a"), &delivery(1, 500));
-        assert!(!kicked.is_raised());
+        assert_eq!(kicked.close(), None);
         hub.deliver(&user("a"), &delivery(2, 1));
-        assert!(kicked.is_raised());
+        assert_eq!(kicked.close(), Some(Close::TOO_SLOW));
         assert_eq!(hub.connections(), 0);
     }
 }

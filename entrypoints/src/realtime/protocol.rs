@@ -30,6 +30,9 @@ pub const POLICY_VIOLATION: u16 = 1008;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// Close code 1011: the server failed.
 pub const INTERNAL_ERROR: u16 = 1011;
+/// Close code 4410 (private use, after HTTP's `410 Gone`): the account was erased; a new handshake
+/// with its token is answered `410 account_erased`.
+pub const ACCOUNT_ERASED: u16 = 4410;
 
 /// Why the server closed a socket: the close frame's code and reason (at most 123 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,11 @@ impl Close {
     pub const BROKEN: Close = Close {
         code: PROTOCOL_ERROR,
         reason: "unreadable frame",
+    };
+    /// The account was erased while the socket was open.
+    pub const ERASED: Close = Close {
+        code: ACCOUNT_ERASED,
+        reason: "account_erased: this account was erased",
     };
     /// The server failed.
     pub const INTERNAL: Close = Close {
@@ -233,6 +241,7 @@ mod tests {
             Close::TOO_BIG,
             Close::BROKEN,
             Close::INTERNAL,
+            Close::ERASED,
         ] {
             assert!(close.reason.len() <= 123, "{close:?}");
         }

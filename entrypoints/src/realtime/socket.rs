@@ -33,7 +33,7 @@ use rookery_ports::cursor::parse_seq;
 use tokio::time::Instant;
 
 use super::RealtimeConfig;
-use super::hub::{Delivery, Hub, Queue, Refusal, Registration, Signal, Slot};
+use super::hub::{Delivery, Hub, Kicked, Queue, Refusal, Registration, Signal, Slot};
 use super::protocol::{ClientFrame, Close, MAX_CLIENT_FRAME, MAX_REPLAY, ServerFrame, change_frame};
 use crate::http::{Authed, Code, Problem};
 
@@ -136,7 +136,7 @@ struct Connection<S> {
     /// The socket's slot in the hub, freed when the task ends.
     _slot: Slot,
     queue: Queue,
-    kicked: Signal,
+    kicked: Kicked,
     shutdown: Signal,
     config: RealtimeConfig,
     /// Whether a `resume` is in effect, so that live changes are sent.
@@ -172,7 +172,7 @@ impl<S: EventStore> Connection<S> {
             let step = tokio::select! {
                 biased;
                 () = self.shutdown.raised() => Err(End::Close(Close::SHUTDOWN)),
-                () = self.kicked.raised() => Err(End::Close(Close::TOO_SLOW)),
+                close = self.kicked.raised() => Err(End::Close(close)),
                 () = &mut age => Err(End::Close(Close::TOO_OLD)),
                 () = &mut idle => Err(End::Close(Close::IDLE)),
                 // Changes already routed go out before the next client frame is read, so a `pong`
@@ -180,7 +180,7 @@ impl<S: EventStore> Connection<S> {
                 delivery = self.queue.next() => match delivery {
                     Some(delivery) => self.on_delivery(delivery).await,
                     // The hub let go of this socket: it was told to close.
-                    None => Err(End::Close(Close::TOO_SLOW)),
+                    None => Err(End::Close(self.kicked.close().unwrap_or(Close::TOO_SLOW))),
                 },
                 frame = self.socket.recv() => {
                     idle.as_mut().reset(after(self.config.idle_timeout));
@@ -337,7 +337,7 @@ impl<S: EventStore> Connection<S> {
         tokio::select! {
             biased;
             () = self.shutdown.raised() => Err(End::Close(Close::SHUTDOWN)),
-            () = self.kicked.raised() => Err(End::Close(Close::TOO_SLOW)),
+            close = self.kicked.raised() => Err(End::Close(close)),
             sent = send => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(End::Gone),

@@ -192,3 +192,36 @@ async fn a_frame_over_16_kib_closes_with_1009() {
     assert_eq!(code, 1009);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_sockets_of_an_erased_account_close_with_4410_and_it_cannot_reconnect() {
+    let app = memory_server(RealtimeConfig {
+        erasure_check: Duration::from_millis(100),
+        ..RealtimeConfig::default()
+    })
+    .await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let mut alices = [Socket::open(&alice).await, Socket::open(&alice).await];
+    let mut bobs = Socket::open(&bob).await;
+    for socket in alices.iter_mut().chain([&mut bobs]) {
+        socket.resume(None).await;
+        socket.ready().await;
+    }
+
+    alice.delete("/v1/me").await.expect_status(202);
+    for socket in &mut alices {
+        let (code, reason) = socket.closed().await.expect("a close frame");
+        assert_eq!(code, 4410);
+        assert!(reason.starts_with("account_erased"), "{reason}");
+    }
+    let (status, body, _) = refused(&app, Some(alice.token()), None).await;
+    assert_eq!(status, StatusCode::GONE);
+    assert_eq!(body["code"], "account_erased");
+
+    // Another user's socket stays open and live.
+    bobs.ping().await;
+    crate::support::write(&bob, "b").await;
+    assert_eq!(crate::support::seq(&bobs.change().await), 1);
+    app.shutdown().await;
+}
