@@ -229,6 +229,9 @@ fn offline_env(function: &str, stand_in: SocketAddr) -> Vec<(&'static str, Strin
             "ROOKERY_COGNITO_JWKS_URL",
             format!("{trap}/us-east-1_Smoke1234/.well-known/jwks.json"),
         ),
+        // Function 5 (realtime) only; the others ignore them.
+        ("ROOKERY_CONNECTIONS_TABLE", "rookery-smoke-connections".to_owned()),
+        ("ROOKERY_REALTIME_ENDPOINT", trap.clone()),
         ("RUST_LOG", "info".to_owned()),
     ]
 }
@@ -458,6 +461,35 @@ async fn indexer_function_answers_an_empty_stream_batch() {
         env!("CARGO_BIN_EXE_rookery-indexer"),
         fixture("stream-empty.json"),
         |addr| offline_env("rookery-indexer", addr),
+        |answer| assert_eq!(response_of(answer), &json!({"batchItemFailures": []})),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn realtime_function_refuses_a_connect_without_a_token() {
+    smoke(
+        "rookery-realtime ($connect)",
+        env!("CARGO_BIN_EXE_rookery-realtime"),
+        fixture("apigw-ws-connect-no-token.json"),
+        |addr| offline_env("rookery-realtime", addr),
+        |answer| {
+            let response = response_of(answer);
+            assert_eq!(response["statusCode"], 401, "{response}");
+            let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body["code"], "unauthorized");
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn realtime_function_answers_an_empty_stream_batch() {
+    smoke(
+        "rookery-realtime (stream)",
+        env!("CARGO_BIN_EXE_rookery-realtime"),
+        fixture("stream-empty.json"),
+        |addr| offline_env("rookery-realtime", addr),
         |answer| assert_eq!(response_of(answer), &json!({"batchItemFailures": []})),
     )
     .await;
