@@ -38,7 +38,7 @@ async fn aws_realtime_resume_with_and_without_since_then_live_changes_from_the_s
     write(&alice, "c").await;
     let frame = live.expect("change").await;
     let latency = before.elapsed();
-    println!("serve --backend aws: write acknowledged to frame in {latency:?} (poll interval 200 ms)");
+    println!("serve --backend aws: from sending the write to its frame {latency:?} (poll interval 200 ms)");
     assert_eq!(frame["change"], feed(&alice).await[2]);
     assert_eq!(frame["cursor"], json!(cursor_after(&alice, 3).await));
     assert_eq!(seq(&replaying.change().await), 3);
