@@ -8,6 +8,7 @@
 //! checkpoints the WAL and truncates it ([`checkpoint`]) before answering, so no frame of the erased rows
 //! stays in the `-wal` file either.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rookery_domain::UserId;
@@ -22,6 +23,17 @@ pub(crate) const CHECKPOINT_ATTEMPTS: u32 = 40;
 
 /// How long it waits between two tries (a reader in the middle of a read holds the WAL's frames).
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(25);
+
+/// Every erasure marker: each erased owner and when (milliseconds), read once at open so that the
+/// per-request check of [`crate::SqliteStore`] needs no read of the database.
+pub(crate) fn all_markers(conn: &Connection) -> Result<HashMap<String, i64>, Failure> {
+    conn.prepare("SELECT owner, at FROM erasures")
+        .and_then(|mut s| {
+            s.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .context("reading the erasure markers")
+}
 
 /// When `owner` was erased (milliseconds), if they were.
 pub(crate) fn erased_at(conn: &Connection, owner: &str) -> Result<Option<i64>, Failure> {

@@ -1,6 +1,7 @@
 //! [`SqliteStore`]: the [`EventStore`] over one SQLite database, with its global change feed and each
 //! feed consumer's stored position.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -72,6 +73,10 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+fn markers_poisoned() -> Failure {
+    Failure::permanent("sqlite store: the erasure markers' lock was poisoned by a panic")
+}
+
 fn writer_gone() -> Failure {
     Failure::permanent("sqlite store: the writer thread stopped; reopen the store")
 }
@@ -101,12 +106,16 @@ impl SqliteStore {
             path: path.clone(),
             source: std::io::Error::other(failure.message),
         })?;
+        let erased = erase::all_markers(&conn).map_err(|failure| OpenError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(failure.message),
+        })?;
         let readers = Arc::new(Readers::new(path.clone(), Readers::default_size()));
         readers.warm().map_err(|source| OpenError::Sqlite {
             path: path.clone(),
             source,
         })?;
-        let store = Self::start(conn, path, position, readers)?;
+        let store = Self::start(conn, path, position, erased, readers)?;
         tracing::info!(
             file = %store.path().display(),
             position,
@@ -116,8 +125,14 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn start(conn: Connection, path: PathBuf, position: u64, readers: Arc<Readers>) -> Result<Self, OpenError> {
-        let shared = Arc::new(Shared::new(position));
+    fn start(
+        conn: Connection,
+        path: PathBuf,
+        position: u64,
+        erased: HashMap<String, i64>,
+        readers: Arc<Readers>,
+    ) -> Result<Self, OpenError> {
+        let shared = Arc::new(Shared::new(position, erased));
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writer = Writer::new(conn, Arc::clone(&shared), path.clone());
         let handle = std::thread::Builder::new()
@@ -316,15 +331,34 @@ impl EventStore for SqliteStore {
     /// One job of the writer, so it is serialized with every append: the rows go in its transaction
     /// (zeroed on disk by `secure_delete`), and the WAL is truncated before the answer.
     async fn erase_owner(&self, owner: &UserId, at: Timestamp) -> Result<Timestamp, StoreError> {
-        let owner = owner.as_str().to_owned();
+        let key = owner.as_str().to_owned();
         let at = int(at.as_millis())?;
-        let marker = self.submit(|reply| Job::Erase { owner, at, reply }).await??;
+        let marker = self
+            .submit(|reply| Job::Erase {
+                owner: key.clone(),
+                at,
+                reply,
+            })
+            .await??;
+        self.inner
+            .shared
+            .erased
+            .write()
+            .map_err(|_| markers_poisoned())?
+            .insert(key, marker);
         Ok(Timestamp::from_millis(uint(marker, "an erasure's time")?))
     }
 
+    /// From the markers kept in memory (the `erasures` table, read at open and added to by each erasure).
     async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
-        let owner = owner.as_str().to_owned();
-        let at = self.read(move |c| erase::erased_at(c, &owner)).await?;
+        let at = self
+            .inner
+            .shared
+            .erased
+            .read()
+            .map_err(|_| markers_poisoned())?
+            .get(owner.as_str())
+            .copied();
         Ok(at
             .map(|at| uint(at, "an erasure's time").map(Timestamp::from_millis))
             .transpose()?)

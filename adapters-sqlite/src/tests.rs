@@ -437,6 +437,38 @@ async fn a_reopened_store_keeps_its_log_heads_feed_positions_and_index() -> Outc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_marker_is_answered_from_memory_and_survives_a_reopen() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rookery.sqlite3");
+    let (alice, bob) = (user("alice"), user("bob"));
+    let at = Timestamp::from_millis(1_700_000_000_000);
+    {
+        let store = SqliteStore::open(&file)?;
+        store.append(batch(&alice, 0, vec![message(&alice, "mine")])).await?;
+        assert_eq!(store.erased(&alice).await?, None);
+        assert_eq!(store.erase_owner(&alice, at).await?, at);
+        assert_eq!(
+            store.erased(&alice).await?,
+            Some(at),
+            "known as soon as the erasure answered"
+        );
+        assert_eq!(store.erased(&bob).await?, None);
+    }
+    let store = SqliteStore::open(&file)?;
+    assert_eq!(
+        store.erased(&alice).await?,
+        Some(at),
+        "read back from the erasures table at open"
+    );
+    assert_eq!(store.erased(&bob).await?, None);
+    match store.append(batch(&alice, 0, vec![message(&alice, "again")])).await {
+        Err(AppendError::Erased { at: refused }) => assert_eq!(refused, at),
+        other => panic!("an erased user's append must be refused, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_corrupt_and_newer_files_are_refused_naming_the_file_and_left_untouched() -> Outcome {
     let dir = tempfile::tempdir()?;
 

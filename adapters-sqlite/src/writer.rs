@@ -14,9 +14,10 @@
 //! `Unavailable`; after an I/O error (a failed sync may have lost pages the kernel reported written) the
 //! writer refuses every later write until the store is reopened, and the reopen recovers from the WAL.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use rookery_domain::StoredEvent;
 use rookery_ports::{AppendError, Failure};
@@ -43,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) groups: AtomicU64,
     /// How many writes those groups held.
     pub(crate) writes: AtomicU64,
+    /// The erasure markers (owner, milliseconds), as in the `erasures` table: every request asks whether
+    /// its user is erased, and answering from here saves it a trip to a read connection. Only this
+    /// process's writer adds markers, and it adds them here once its transaction committed.
+    pub(crate) erased: RwLock<HashMap<String, i64>>,
     /// Held by a test to make the writer wait before it takes a group, so the group's size is known.
     #[cfg(test)]
     pub(crate) pause: std::sync::Mutex<()>,
@@ -52,11 +57,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(position: u64) -> Self {
+    pub(crate) fn new(position: u64, erased: HashMap<String, i64>) -> Self {
         Self {
             commits: watch::channel(position).0,
             groups: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            erased: RwLock::new(erased),
             #[cfg(test)]
             pause: std::sync::Mutex::new(()),
             #[cfg(test)]
