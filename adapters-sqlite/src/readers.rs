@@ -19,6 +19,8 @@ use crate::schema;
 pub(crate) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    /// How many idle connections are kept.
+    size: usize,
     permits: Arc<Semaphore>,
 }
 
@@ -32,6 +34,7 @@ impl Readers {
         Self {
             path,
             idle: Mutex::new(Vec::with_capacity(size)),
+            size: size.max(1),
             permits: Arc::new(Semaphore::new(size.max(1))),
         }
     }
@@ -65,6 +68,43 @@ impl Readers {
         schema::open_reader(&self.path).context("opening a read connection")
     }
 
+    /// Runs `f`, a point read (one indexed row, microseconds), on an idle connection right here on the
+    /// calling task's thread, saving the hand-off to a blocking thread and back, which costs more than
+    /// such a read. Without an idle connection it goes the way of [`Readers::run`].
+    ///
+    /// Only for reads bounded by an index lookup: a scan or a page of rows belongs on [`Readers::run`].
+    ///
+    /// # Errors
+    /// What `f` answers, or a [`Failure`] when no connection could be had.
+    pub(crate) async fn run_point<T, F>(self: &Arc<Self>, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        if self.permits.is_closed() {
+            return Err(Failure::permanent("sqlite store: the reader pool is closed"));
+        }
+        let idle = self.idle.lock().map_err(|_| poisoned())?.pop();
+        let Some(conn) = idle else {
+            return self.run(f).await;
+        };
+        let outcome = f(&conn);
+        if outcome.is_ok() {
+            self.put_back(conn)?;
+        }
+        outcome
+    }
+
+    /// Keeps `conn` for the next read, unless the pool already holds as many as it may (point reads run
+    /// without a permit, so more connections than permits can be open at a moment; the extra ones close).
+    fn put_back(&self, conn: Connection) -> Result<(), Failure> {
+        let mut idle = self.idle.lock().map_err(|_| poisoned())?;
+        if idle.len() < self.size {
+            idle.push(conn);
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a read-only connection, on a blocking thread, once a permit is free.
     ///
     /// # Errors
@@ -84,10 +124,8 @@ impl Readers {
             let conn = readers.take()?;
             let outcome = f(&conn);
             // A connection that failed is dropped rather than reused: it may be what failed.
-            if outcome.is_ok()
-                && let Ok(mut idle) = readers.idle.lock()
-            {
-                idle.push(conn);
+            if outcome.is_ok() {
+                readers.put_back(conn)?;
             }
             outcome
         })

@@ -180,6 +180,16 @@ impl SqliteStore {
         self.inner.readers.run(f).await
     }
 
+    /// Runs `f`, a read of one indexed row, on the calling thread when a connection is idle (see
+    /// [`Readers::run_point`]).
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Failure> + Send + 'static,
+    {
+        self.inner.readers.run_point(f).await
+    }
+
     /// The feed position of the last committed event: every event has a position, in commit order,
     /// starting at 1; 0 is the beginning. Positions are never reused.
     pub fn commit_position(&self) -> u64 {
@@ -211,7 +221,7 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`].
     pub async fn consumer_position(&self, name: &str) -> Result<u64, StoreError> {
         let name = name.to_owned();
-        Ok(self.read(move |c| log::consumer_position(c, &name)).await?)
+        Ok(self.read_point(move |c| log::consumer_position(c, &name)).await?)
     }
 
     /// Durably stores the feed position of the consumer `name`.
@@ -264,12 +274,12 @@ impl EventStore for SqliteStore {
 
     async fn idempotency(&self, owner: &UserId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let (owner, key) = (owner.clone(), key.to_owned());
-        Ok(self.read(move |c| log::idempotency(c, &owner, &key)).await?)
+        Ok(self.read_point(move |c| log::idempotency(c, &owner, &key)).await?)
     }
 
     async fn last_seq(&self, owner: &UserId) -> Result<Seq, StoreError> {
         let owner = owner.clone();
-        Ok(self.read(move |c| log::last_seq(c, &owner)).await?)
+        Ok(self.read_point(move |c| log::last_seq(c, &owner)).await?)
     }
 
     async fn read_feed(&self, owner: &UserId, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
@@ -284,7 +294,7 @@ impl EventStore for SqliteStore {
 
     async fn item_head(&self, owner: &UserId, key: &ItemKey) -> Result<ItemHead, StoreError> {
         let (owner, key) = (owner.clone(), key.clone());
-        Ok(self.read(move |c| log::item_head(c, &owner, &key)).await?)
+        Ok(self.read_point(move |c| log::item_head(c, &owner, &key)).await?)
     }
 
     async fn item_history(
@@ -315,12 +325,12 @@ impl EventStore for SqliteStore {
 
     async fn devices(&self, owner: &UserId) -> Result<Devices, StoreError> {
         let owner = owner.clone();
-        Ok(self.read(move |c| log::devices(c, &owner)).await?)
+        Ok(self.read_point(move |c| log::devices(c, &owner)).await?)
     }
 
     async fn media(&self, owner: &UserId, id: &MediaId) -> Result<Option<MediaObject>, StoreError> {
         let (owner, id) = (owner.clone(), id.clone());
-        Ok(self.read(move |c| log::media(c, &owner, &id)).await?)
+        Ok(self.read_point(move |c| log::media(c, &owner, &id)).await?)
     }
 
     async fn owners(&self, after: Option<&UserId>, limit: usize) -> Result<Vec<UserId>, StoreError> {
