@@ -185,6 +185,10 @@ impl Job {
                 reply,
                 in_savepoint(conn, |c| {
                     erase::check_not_erased(c, &batch.owner)?;
+                    // A message's record belongs to its sender, whose account may be the erased one.
+                    if let Some(write) = batch.idempotency.as_ref().filter(|w| w.owner != batch.owner) {
+                        erase::check_not_erased(c, &write.owner)?;
+                    }
                     log::append(c, *batch)
                 }),
             ),

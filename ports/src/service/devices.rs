@@ -6,6 +6,8 @@
 //! registry (the device limit, the current endpoint), and the seq is the one guard every store offers over
 //! all of it. Device writes are rare next to item writes, and the write path plans a moved one again.
 
+use std::sync::Mutex;
+
 use rookery_domain::device::{self, Device, DeviceEvent};
 use rookery_domain::{DeviceId, EventPayload, Platform, UserId};
 use serde::{Deserialize, Serialize};
@@ -72,7 +74,11 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
     ) -> Result<DeviceView, AppError> {
         device::check_token(token, &self.writer.config().limits).map_err(|e| AppError::Invalid(e.to_string()))?;
         let user = &caller.user;
-        self.writer
+        // The endpoint the last attempt obtained, to delete if the owner turns out to be erased.
+        let obtained: Mutex<Option<String>> = Mutex::new(None);
+        let slot = &obtained;
+        let registered = self
+            .writer
             .write(caller, idem, |_now| async move {
                 let seq = self.writer.store().last_seq(user).await.map_err(Failure::from)?;
                 let devices = self.writer.store().devices(user).await.map_err(Failure::from)?;
@@ -101,6 +107,9 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                         }
                         PushError::Unavailable(failure) => AppError::Unavailable(failure),
                     })?;
+                if let Ok(mut kept) = slot.lock() {
+                    *kept = Some(endpoint.clone());
+                }
                 let event = DeviceEvent::Registered {
                     device_id: device_id.clone(),
                     platform,
@@ -109,7 +118,17 @@ impl<S: EventStore, C: Clock, I: IdSource, P: PushGateway> DeviceService<S, C, I
                 };
                 Ok(Planned::after(user, seq, vec![EventPayload::Device(event)], outcome))
             })
-            .await
+            .await;
+        // The account was erased while this request was under way (after the gateway made the endpoint,
+        // or before: the plan reads an empty registry either way): the endpoint holds the erased user's
+        // token and no device of theirs names it, so nothing else would ever delete it.
+        if matches!(registered, Err(AppError::Erased))
+            && let Some(endpoint) = obtained.lock().ok().and_then(|mut slot| slot.take())
+            && let Err(error) = self.push.delete(user, device_id, &endpoint).await
+        {
+            tracing::warn!(user = %user, device = %device_id, %error, "an erased user's new push endpoint was not deleted");
+        }
+        registered
     }
 
     /// `GET /v1/devices`.
