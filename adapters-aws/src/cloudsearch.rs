@@ -281,6 +281,136 @@ impl CloudSearchIndex {
     }
 }
 
+/// One document of a CloudSearch domain as a listing reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudSearchListed {
+    /// The document id.
+    pub doc_id: String,
+    /// The item's owner.
+    pub owner: String,
+    /// The item's collection.
+    pub collection: String,
+    /// The item's id.
+    pub item_id: String,
+    /// The version it carries.
+    pub version: u64,
+    /// True for a live item, false for a tombstone.
+    pub live: bool,
+}
+
+/// Rebuilding in place (`rookery aws reindex` on CloudSearch, which has no aliases).
+impl CloudSearchIndex {
+    /// Uploads every change unless the domain holds a newer version of its document: unlike
+    /// [`SearchIndex::apply`], a document at the same version is written again (a rebuild repairs
+    /// what an earlier bug or mapping wrote). Returns how many documents were uploaded.
+    ///
+    /// # Errors
+    /// A [`Failure`] when CloudSearch refuses or cannot be reached.
+    pub async fn rewrite(&self, changes: &[IndexChange]) -> Result<u64, Failure> {
+        let newest = newest_per_item(changes);
+        if newest.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&String> = newest.keys().collect();
+        let held = self.versions(&ids).await?;
+        let mut ops = Vec::new();
+        for (id, change) in &newest {
+            if held.get(id).is_some_and(|v| *v > change.version().0) {
+                continue;
+            }
+            ops.push(sdf_add(change)?);
+        }
+        let uploaded = ops.len() as u64;
+        for body in batches(&ops, MAX_BATCH_BYTES) {
+            self.upload(body).await?;
+        }
+        Ok(uploaded)
+    }
+
+    /// What the domain holds for `ids` (by version); ids it does not hold are absent.
+    ///
+    /// # Errors
+    /// A [`Failure`] when CloudSearch refuses or cannot be reached.
+    pub async fn held_versions(&self, ids: &[String]) -> Result<HashMap<String, u64>, Failure> {
+        let refs: Vec<&String> = ids.iter().collect();
+        self.versions(&refs).await
+    }
+
+    /// Up to `size` documents from `cursor` (`None` for the first page) of a listing of every document,
+    /// and the cursor of the next page (`None` after the last).
+    ///
+    /// # Errors
+    /// A [`Failure`] when CloudSearch refuses or cannot be reached, or a document is unreadable.
+    pub async fn list_documents(
+        &self,
+        cursor: Option<&str>,
+        size: usize,
+    ) -> Result<(Vec<CloudSearchListed>, Option<String>), Failure> {
+        let cursor = cursor.unwrap_or("initial").to_owned();
+        let size = i64::try_from(size.clamp(1, 10_000)).unwrap_or(1000);
+        let out = self
+            .retry
+            .run(Failure::is_retryable, || async {
+                self.search
+                    .search()
+                    .query("matchall")
+                    .query_parser(QueryParser::Structured)
+                    .cursor(&cursor)
+                    .size(size)
+                    .r#return("doc_id,owner,collection,item_id,version,state")
+                    .send()
+                    .await
+                    .map_err(|e| sdk_failure("Search (listing)", &e))
+            })
+            .await?;
+        let hits = out
+            .hits
+            .ok_or_else(|| Failure::permanent("a search answer without hits"))?;
+        let mut listed = Vec::new();
+        for hit in hits.hit.unwrap_or_default() {
+            let fields = hit.fields.unwrap_or_default();
+            let field = |name: &str| fields.get(name).and_then(|v| v.first()).cloned();
+            let (Some(doc_id), Some(owner), Some(collection), Some(item_id), Some(version)) = (
+                hit.id.clone(),
+                field("owner"),
+                field("collection"),
+                field("item_id"),
+                field("version").and_then(|v| v.parse::<u64>().ok()),
+            ) else {
+                return Err(Failure::permanent(format!(
+                    "an unreadable CloudSearch document {:?}",
+                    hit.id
+                )));
+            };
+            listed.push(CloudSearchListed {
+                doc_id,
+                owner,
+                collection,
+                item_id,
+                version,
+                live: field("state").as_deref() == Some("live"),
+            });
+        }
+        let next = match hits.cursor {
+            Some(next) if !listed.is_empty() => Some(next),
+            _ => None,
+        };
+        Ok((listed, next))
+    }
+
+    /// Deletes the documents `ids` for good (documents of no item: their versions are not kept).
+    ///
+    /// # Errors
+    /// A [`Failure`] when CloudSearch refuses or cannot be reached.
+    pub async fn delete_documents(&self, ids: &[String]) -> Result<(), Failure> {
+        let ops: Vec<Value> = ids.iter().map(|id| json!({"type": "delete", "id": id})).collect();
+        for body in batches(&ops, MAX_BATCH_BYTES) {
+            self.upload(body).await?;
+        }
+        Ok(())
+    }
+}
+
 fn hit_item(fields: &HashMap<String, Vec<String>>) -> Result<(Item, f64), Failure> {
     let text = fields
         .get("item")

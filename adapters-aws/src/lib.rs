@@ -27,7 +27,7 @@ pub use cloudsearch::CloudSearchIndex;
 pub use config::{AwsClients, AwsConfig, BootstrapReport, ConfigError, bootstrap};
 pub use dynamo::DynamoStore;
 pub use error::RetryPolicy;
-pub use opensearch::{OpenSearchIndex, OpenSearchService};
+pub use opensearch::{HeldDocument, ListedDocument, OpenSearchIndex, OpenSearchService};
 pub use s3::{CloudFrontSigner, S3MediaStore};
 pub use search::AwsSearchIndex;
 pub use sns::SnsPushGateway;

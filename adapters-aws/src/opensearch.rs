@@ -295,11 +295,12 @@ impl OpenSearchIndex {
     }
 
     /// Creates `index` with the adapter's mappings and without the alias: a new generation to build
-    /// beside the one in use. An index of that name that exists already is left as it is.
+    /// beside the one in use. An index of that name that exists already is left as it is; the answer
+    /// says whether this call created it.
     ///
     /// # Errors
     /// A [`Failure`] when OpenSearch refuses (a bad name, the permissions) or cannot be reached.
-    pub async fn create_generation(&self, index: &str) -> Result<(), Failure> {
+    pub async fn create_generation(&self, index: &str) -> Result<bool, Failure> {
         if !valid_alias(index) {
             return Err(Failure::permanent(format!("{index:?} is not a valid index name")));
         }
@@ -308,8 +309,10 @@ impl OpenSearchIndex {
             object.remove("aliases");
         }
         let created = self.call_json("PUT", &format!("/{index}"), &definition).await?;
-        if created.is_success() || created.error_type() == Some("resource_already_exists_exception") {
-            Ok(())
+        if created.is_success() {
+            Ok(true)
+        } else if created.error_type() == Some("resource_already_exists_exception") {
+            Ok(false)
         } else {
             Err(created.failure(&format!("PUT /{index}")))
         }
@@ -354,6 +357,40 @@ impl OpenSearchIndex {
         }
     }
 
+    /// Points the alias, which points at no index yet, at `to` as its write index.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses (`to` missing) or cannot be reached.
+    pub async fn attach_alias(&self, to: &str) -> Result<(), Failure> {
+        let actions = json!({"actions": [{"add": {"index": to, "alias": self.alias, "is_write_index": true}}]});
+        let answer = self.call_json("POST", "/_aliases", &actions).await?;
+        if answer.is_success() {
+            tracing::info!(%to, alias = %self.alias, "pointed the OpenSearch alias");
+            Ok(())
+        } else {
+            Err(answer.failure("POST /_aliases"))
+        }
+    }
+
+    /// True when the index `index` exists.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached.
+    pub async fn index_exists(&self, index: &str) -> Result<bool, Failure> {
+        let path = format!("/{index}/_count");
+        let answer = self
+            .call_json("POST", &path, &json!({"query": {"match_all": {}}}))
+            .await?;
+        if answer.status == 404 {
+            return Ok(false);
+        }
+        if answer.is_success() {
+            Ok(true)
+        } else {
+            Err(answer.failure(&format!("POST {path}")))
+        }
+    }
+
     /// Deletes the generation `index`, by its own name; refuses the alias itself, an index that is not
     /// one of its generations, and any index the alias points at.
     ///
@@ -378,6 +415,162 @@ impl OpenSearchIndex {
         } else {
             Err(answer.failure(&format!("DELETE /{index}")))
         }
+    }
+}
+
+/// What an index holds for one document: its version and whether it is a live item or a tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldDocument {
+    /// The version the document carries.
+    pub version: u64,
+    /// True for a live item, false for a tombstone.
+    pub live: bool,
+}
+
+/// One document of an index as a listing reads it: its id, whose item it is, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedDocument {
+    /// The document id.
+    pub doc_id: String,
+    /// The item's owner.
+    pub owner: String,
+    /// The item's collection.
+    pub collection: String,
+    /// The item's id.
+    pub item_id: String,
+    /// Its version and state.
+    pub held: HeldDocument,
+}
+
+/// Reading one generation by name, for checking a rebuilt index against the table before the switch.
+impl OpenSearchIndex {
+    /// What `index` holds for each of `ids` (read in real time by `_mget`, refresh or not); ids it does
+    /// not hold are absent.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached.
+    pub async fn held(
+        &self,
+        index: &str,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, HeldDocument>, Failure> {
+        let mut held = std::collections::HashMap::new();
+        for chunk in ids.chunks(1000) {
+            let docs: Vec<Value> = chunk
+                .iter()
+                .map(|id| json!({"_id": id, "_source": ["version", "state"]}))
+                .collect();
+            let path = format!("/{index}/_mget");
+            let answer = self.call_json("POST", &path, &json!({"docs": docs})).await?;
+            if !answer.is_success() {
+                return Err(answer.failure(&format!("POST {path}")));
+            }
+            for doc in answer.body["docs"].as_array().into_iter().flatten() {
+                if doc["found"].as_bool() != Some(true) {
+                    continue;
+                }
+                let (Some(id), Some(version)) = (doc["_id"].as_str(), doc["_source"]["version"].as_u64()) else {
+                    return Err(Failure::permanent(format!(
+                        "_mget answered an unreadable document: {doc}"
+                    )));
+                };
+                let live = doc["_source"]["state"].as_str() == Some(body::LIVE);
+                held.insert(id.to_owned(), HeldDocument { version, live });
+            }
+        }
+        Ok(held)
+    }
+
+    /// How many documents `index` holds, tombstones included.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached.
+    pub async fn count_documents(&self, index: &str) -> Result<u64, Failure> {
+        let path = format!("/{index}/_count");
+        let answer = self
+            .call_json("POST", &path, &json!({"query": {"match_all": {}}}))
+            .await?;
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")));
+        }
+        answer.body["count"]
+            .as_u64()
+            .ok_or_else(|| Failure::permanent("_count answered no count"))
+    }
+
+    /// Up to `size` documents of `index` after the document id `after`, in document id order.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses or cannot be reached, or a document is unreadable.
+    pub async fn list_documents(
+        &self,
+        index: &str,
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<Vec<ListedDocument>, Failure> {
+        let mut request = json!({
+            "size": size.clamp(1, 10_000),
+            "query": {"match_all": {}},
+            "sort": [{"doc_id": {"order": "asc"}}],
+            "_source": ["doc_id", "owner", "collection", "item_id", "version", "state"],
+        });
+        if let Some(after) = after {
+            request["search_after"] = json!([after]);
+        }
+        let path = format!("/{index}/_search");
+        let answer = self.call_json("POST", &path, &request).await?;
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")));
+        }
+        let mut listed = Vec::new();
+        for hit in answer.body["hits"]["hits"].as_array().into_iter().flatten() {
+            let source = &hit["_source"];
+            let text = |field: &str| source[field].as_str().map(str::to_owned);
+            let (Some(doc_id), Some(owner), Some(collection), Some(item_id), Some(version)) = (
+                text("doc_id"),
+                text("owner"),
+                text("collection"),
+                text("item_id"),
+                source["version"].as_u64(),
+            ) else {
+                return Err(Failure::permanent(format!("an unreadable document in {index}: {hit}")));
+            };
+            let live = source["state"].as_str() == Some(body::LIVE);
+            listed.push(ListedDocument {
+                doc_id,
+                owner,
+                collection,
+                item_id,
+                held: HeldDocument { version, live },
+            });
+        }
+        Ok(listed)
+    }
+
+    /// Deletes the documents `ids` from `index` (by name), whether it holds them or not.
+    ///
+    /// # Errors
+    /// A [`Failure`] when OpenSearch refuses one or cannot be reached.
+    pub async fn delete_documents(&self, index: &str, ids: &[String]) -> Result<(), Failure> {
+        for chunk in ids.chunks(1000) {
+            let mut lines = String::new();
+            for id in chunk {
+                lines.push_str(&json!({"delete": {"_id": id}}).to_string());
+                lines.push('\n');
+            }
+            let path = self.bulk_path(index);
+            let answer = self.call("POST", &path, NDJSON, lines.into_bytes()).await?;
+            if !answer.is_success() {
+                return Err(answer.failure(&format!("POST {path}")));
+            }
+            for item in answer.body["items"].as_array().into_iter().flatten() {
+                let status = item["delete"]["status"].as_u64().unwrap_or(0);
+                if !(200..300).contains(&status) && status != 404 {
+                    return Err(Failure::transient(format!("_bulk delete in {index} failed: {item}")));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use rookery_ports::Failure;
 
 use super::settings::{AwsConfig, EnvironmentIdentity, SearchBackend};
 use crate::cloudsearch::CloudSearchIndex;
-use crate::dynamo::{DynamoStore, create_table};
+use crate::dynamo::{DynamoStore, ItemHeads, create_table};
 use crate::error::sdk_failure;
 use crate::opensearch::OpenSearchIndex;
 use crate::realtime::{ConnectionRegistry, ManagementApi, create_connections_table};
@@ -112,6 +112,11 @@ impl AwsClients {
     pub async fn stream_poller(&self) -> Result<StreamPoller, Failure> {
         let client = aws_sdk_dynamodbstreams::Client::new(&self.sdk);
         StreamPoller::for_table(&self.dynamodb(), client, &self.config.table).await
+    }
+
+    /// The reader of the configured table's item heads (and of the rebuild checkpoints kept in it).
+    pub fn item_heads(&self) -> ItemHeads {
+        ItemHeads::new(self.dynamodb(), self.config.table.clone()).with_retry(self.config.retry)
     }
 
     /// The S3 media store on the configured bucket, with CloudFront downloads when configured.

@@ -16,12 +16,14 @@
 //! `table` creates the table.
 
 mod cancellation;
+mod heads;
 mod rows;
 mod store;
 mod table;
 mod transaction;
 mod turns;
 
+pub use heads::{HeadPage, ItemHeadRow, ItemHeads, ScanPosition};
 pub use rows::KIND_EVENT;
 pub(crate) use rows::decode_event_json;
 pub use store::{Contention, DynamoStore};

@@ -8,6 +8,7 @@
 //! the binary, a map in tests), and every problem is reported at once.
 
 pub mod bootstrap;
+pub mod reindex;
 pub mod serve;
 
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError};

@@ -1,6 +1,7 @@
 //! The `rookery` binary: `rookery serve` runs the server (embedded adapters, or AWS with `--backend aws`),
 //! `rookery reindex` rebuilds and checks the local search index, `rookery backup` copies a data directory's
-//! database while the server runs, `rookery aws bootstrap` creates the AWS resources.
+//! database while the server runs, `rookery aws bootstrap` creates the AWS resources, `rookery aws reindex`
+//! rebuilds the production search index from the table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +9,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rookery_adapters_aws::config::ConfigError;
+use rookery_adapters_aws::config::SearchBackend;
 use rookery_adapters_memory::LOG_FILE;
 use rookery_adapters_sqlite::DATABASE_FILE;
+use rookery_entrypoints::aws::reindex as reindex_aws;
 use rookery_entrypoints::aws::{self, AwsServeConfig, AwsServer, BootstrapError, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
 use rookery_entrypoints::local::{LocalConfig, LocalServer, OidcConfig};
@@ -122,6 +125,32 @@ enum AwsCommand {
     /// at an emulator). Prints comments and `export` lines for the platform application ARNs, so
     /// `eval "$(rookery aws bootstrap)"` prepares the shell for `rookery serve --backend aws`.
     Bootstrap {
+        /// Log line format.
+        #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: LogFormatArg,
+    },
+    /// Rebuilds the production search index from the events table, safely while the indexer runs.
+    ///
+    /// OpenSearch (`ROOKERY_SEARCH=opensearch`): builds a new index `<alias>-<n+1>` from a consistent
+    /// scan of the table, checks it against the table, switches the alias to it in one request, then
+    /// writes every item again through the alias so no change made meanwhile is lost; the old index is
+    /// kept unless `--delete-old`. CloudSearch (`ROOKERY_SEARCH=cloudsearch`): uploads every item again,
+    /// deletes documents of no item, and repairs what changed meanwhile. A checkpoint kept in the table
+    /// lets an interrupted run continue where it stopped; a finished one makes a second run do nothing.
+    /// Reads `ROOKERY_TABLE`, the search variables of docs/DEPLOY.md and the AWS SDK's environment.
+    Reindex {
+        /// Items per bulk request.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        batch: u64,
+        /// Rows per scan page (and checkpoint).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        scan_rows: u64,
+        /// After a finished rebuild, delete the old index (OpenSearch; never the one in use).
+        #[arg(long)]
+        delete_old: bool,
+        /// Start a new rebuild even when the checkpoint holds a finished or unfinished one.
+        #[arg(long)]
+        fresh: bool,
         /// Log line format.
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
@@ -246,6 +275,124 @@ async fn bootstrap_command() -> ExitCode {
         Err(BootstrapError::Config(error)) => config_failure(&error),
         Err(error) => {
             eprintln!("rookery: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The progress of `rookery aws reindex` on stderr: one line redrawn in place on a terminal, a line
+/// every ten seconds otherwise.
+struct ProgressLine {
+    terminal: bool,
+    last: Option<std::time::Instant>,
+    stage_began: std::time::Instant,
+    stage: Option<reindex_aws::Stage>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        use std::io::IsTerminal as _;
+        Self {
+            terminal: std::io::stderr().is_terminal(),
+            last: None,
+            stage_began: std::time::Instant::now(),
+            stage: None,
+        }
+    }
+
+    fn render(progress: &reindex_aws::Progress, elapsed: std::time::Duration) -> String {
+        let seconds = elapsed.as_secs_f64().max(0.001);
+        let rate = progress.heads as f64 / seconds;
+        let share = match progress.rows {
+            Some(rows) if rows > 0 => {
+                let percent = (progress.scanned.saturating_mul(100) / rows).min(100);
+                format!("{}/~{rows} rows ({percent}%)", progress.scanned)
+            }
+            _ => format!("{} rows", progress.scanned),
+        };
+        format!(
+            "{}: {share}, {} items, {rate:.0} items/s, {:.0} s",
+            progress.stage.as_str(),
+            progress.heads,
+            seconds
+        )
+    }
+}
+
+impl reindex_aws::ReindexHooks for ProgressLine {
+    fn progress(&mut self, progress: &reindex_aws::Progress) {
+        let now = std::time::Instant::now();
+        if self.stage != Some(progress.stage) {
+            if self.stage.is_some() && self.terminal {
+                eprintln!();
+            }
+            self.stage = Some(progress.stage);
+            self.stage_began = now;
+            self.last = None;
+        }
+        let every = if self.terminal {
+            std::time::Duration::from_millis(200)
+        } else {
+            std::time::Duration::from_secs(10)
+        };
+        if self.last.is_some_and(|last| now.duration_since(last) < every) {
+            return;
+        }
+        self.last = Some(now);
+        let line = Self::render(progress, now.duration_since(self.stage_began));
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    async fn after_page(&mut self, _stage: reindex_aws::Stage, _page: u64) -> reindex_aws::Flow {
+        reindex_aws::Flow::Continue
+    }
+}
+
+async fn aws_reindex_command(options: reindex_aws::ReindexOptions, scan_rows: usize) -> ExitCode {
+    // The bucket is not used by a rebuild: do not ask for it.
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| (name == "ROOKERY_BUCKET").then(|| "unused".to_owned()))
+    };
+    let (config, mut problems) = aws::config_from_vars(&var, Vec::new());
+    if problems.is_empty() && config.search == SearchBackend::Memory {
+        problems.push(
+            "ROOKERY_SEARCH must be opensearch or cloudsearch: `rookery aws reindex` rebuilds the production index (the in-process one is rebuilt at every start)"
+                .into(),
+        );
+    }
+    let clients = match aws::load_clients(config, problems).await {
+        Ok(clients) => clients,
+        Err(error) => return config_failure(&error),
+    };
+    let source = reindex_aws::TableSource {
+        heads: clients.item_heads().with_page_rows(scan_rows),
+        store: clients.event_store(),
+    };
+    let mut hooks = ProgressLine::new();
+    let outcome = if let Some(index) = clients.opensearch_index() {
+        reindex_aws::run_opensearch(&index, &source, &source, options, &mut hooks).await
+    } else if let Some(index) = clients.cloudsearch_index() {
+        reindex_aws::run_cloudsearch(&index, &source, &source, options, &mut hooks).await
+    } else {
+        eprintln!("rookery: no search index is configured");
+        return ExitCode::FAILURE;
+    };
+    if hooks.terminal && hooks.stage.is_some() {
+        eprintln!();
+    }
+    match outcome {
+        Ok(report) => {
+            print!("{}", reindex_aws::render_report(&report));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rookery: aws reindex: {error}");
             ExitCode::FAILURE
         }
     }
@@ -401,6 +548,24 @@ fn main() -> ExitCode {
         } => {
             let _log = telemetry::init(log_format(format));
             runtime.block_on(bootstrap_command())
+        }
+        Command::Aws {
+            command:
+                AwsCommand::Reindex {
+                    batch,
+                    scan_rows,
+                    delete_old,
+                    fresh,
+                    log_format: format,
+                },
+        } => {
+            let _log = telemetry::init(log_format(format));
+            let options = reindex_aws::ReindexOptions {
+                batch: usize::try_from(batch).unwrap_or(1000),
+                delete_old,
+                fresh,
+            };
+            runtime.block_on(aws_reindex_command(options, usize::try_from(scan_rows).unwrap_or(1000)))
         }
     }
 }

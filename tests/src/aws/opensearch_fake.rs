@@ -6,7 +6,7 @@
 //! index creation with mappings (`PUT /<index>`) and deletion by name (`DELETE /<index>`), aliases (`GET /_alias/<name>`, `POST /_aliases`),
 //! `_bulk` (`index` with internal or external versions, `update` with the one conditional-upsert script
 //! the adapter sends, `delete`), `_search` (`bool`, `term`, `prefix`, `match_all`; sort, `search_after`,
-//! `track_total_hits`, `_source`), `_count` and `_delete_by_query`.
+//! `track_total_hits`, `_source`), `_mget` (`docs` with `_id` and `_source`), `_count` and `_delete_by_query`.
 //!
 //! It refuses what a cluster refuses, in the cluster's error shapes: unknown keys and unknown queries in
 //! the query DSL (`parsing_exception`), unknown mapping types and parameters and unconfigured analyzers
@@ -173,6 +173,7 @@ impl FakeOpenSearch {
             .route("/{target}/_bulk", post(bulk).put(bulk))
             .route("/{target}/_search", get(search).post(search))
             .route("/{target}/_count", get(count).post(count))
+            .route("/{target}/_mget", get(mget).post(mget))
             .route("/{target}/_delete_by_query", post(delete_by_query))
             .fallback(unsupported)
             .with_state(shared.clone());
@@ -269,6 +270,39 @@ impl FakeOpenSearch {
         cluster.faults.item_share = item_share;
         cluster.faults.lost_ack_share = lost_ack_share;
         cluster.faults.rng = seed | 1;
+    }
+
+    /// Puts `source` as document `id` of `index` at `version`, bypassing every check: a fault for
+    /// tests of what notices a wrong index. False when there is no such index.
+    pub fn tamper(&self, index: &str, id: &str, version: u64, source: Map<String, Value>) -> bool {
+        let mut cluster = self.cluster();
+        let Some(held) = cluster.indices.get_mut(index) else {
+            return false;
+        };
+        held.seq_no += 1;
+        let seq_no = held.seq_no;
+        held.docs.insert(
+            id.to_owned(),
+            Doc {
+                source,
+                version,
+                seq_no,
+            },
+        );
+        true
+    }
+
+    /// Removes document `id` of `index`, bypassing every check; true when it was there.
+    pub fn remove(&self, index: &str, id: &str) -> bool {
+        self.cluster()
+            .indices
+            .get_mut(index)
+            .is_some_and(|held| held.docs.remove(id).is_some())
+    }
+
+    /// The names of every index, sorted.
+    pub fn indices(&self) -> Vec<String> {
+        self.cluster().indices.keys().cloned().collect()
     }
 
     /// Stops injecting faults.
@@ -1961,6 +1995,85 @@ async fn count(
     let count = matching(&cluster, &names, &query).len();
     axum::Json(json!({"count": count, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}}))
         .into_response()
+}
+
+async fn mget(
+    State(shared): State<Fake>,
+    method: Method,
+    Path(target): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cluster = match enter(&shared, &method, &format!("/{target}/_mget"), &params, &headers, &body) {
+        Ok(cluster) => cluster,
+        Err(response) => return response,
+    };
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    for key in request.as_object().into_iter().flatten().map(|(k, _)| k) {
+        if key != "docs" && key != "ids" {
+            return parsing(format!("unknown key [{key}] for a multi get"));
+        }
+    }
+    // A multi get reads one index: an alias must point at exactly one.
+    let names = match resolve(&cluster, &target) {
+        Ok(names) => names,
+        Err(response) => return response,
+    };
+    let [name] = names.as_slice() else {
+        return bad_request(
+            "illegal_argument_exception",
+            format!("alias [{target}] has more than one index associated with it, can't execute a single index op"),
+        );
+    };
+    let Some(index) = cluster.indices.get(name) else {
+        return not_found(name);
+    };
+    let wanted: Vec<(String, Option<Value>)> = match (request.get("docs"), request.get("ids")) {
+        (Some(Value::Array(docs)), None) => {
+            let mut wanted = Vec::new();
+            for doc in docs {
+                for key in doc.as_object().into_iter().flatten().map(|(k, _)| k) {
+                    if !["_id", "_index", "_source"].contains(&key.as_str()) {
+                        return parsing(format!("unknown key [{key}] in a multi get doc"));
+                    }
+                }
+                let Some(id) = doc["_id"].as_str() else {
+                    return bad_request("action_request_validation_exception", "id is missing");
+                };
+                wanted.push((id.to_owned(), doc.get("_source").cloned()));
+            }
+            wanted
+        }
+        (None, Some(Value::Array(ids))) => ids
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|id| (id.to_owned(), None))
+            .collect(),
+        _ => return bad_request("action_request_validation_exception", "no documents to get"),
+    };
+    let mut docs = Vec::with_capacity(wanted.len());
+    for (id, spec) in wanted {
+        match index.docs.get(&id) {
+            Some(doc) => {
+                let source = match filter_source(&doc.source, spec.as_ref()) {
+                    Ok(source) => source,
+                    Err(response) => return response,
+                };
+                let mut out = json!({"_index": name, "_id": id, "_version": doc.version,
+                                     "_seq_no": doc.seq_no, "_primary_term": 1, "found": true});
+                if let Some(source) = source {
+                    out["_source"] = source;
+                }
+                docs.push(out);
+            }
+            None => docs.push(json!({"_index": name, "_id": id, "found": false})),
+        }
+    }
+    axum::Json(json!({"docs": docs})).into_response()
 }
 
 async fn delete_by_query(
