@@ -38,6 +38,8 @@ event_store_contract!(
     dynamodb_event_store_in_small_pages,
     DynamoStores { page_limit: Some(10) }
 );
+rookery_tests::erasure_contract!(dynamodb_erasure, DynamoStores::default());
+rookery_tests::erasure_contract!(dynamodb_erasure_in_small_pages, DynamoStores { page_limit: Some(10) });
 push_gateway_contract!(sns_push_gateway, SnsGateways);
 media_store_contract!(s3_media_store, S3Stores);
 search_index_contract!(cloudsearch_search_index, CloudSearchFakes::default());
@@ -1002,5 +1004,119 @@ async fn an_append_out_of_time_on_a_busy_stream_is_retryable_and_writes_nothing(
         .map(|e| e.seq.0)
         .collect();
     assert_eq!(seqs, (1..=appended).collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Appends a new note `id` holding `text` at the end of `owner`'s stream.
+async fn write_note<S: EventStore>(store: &S, owner: &rookery_domain::UserId, id: &str, text: &str) -> Outcome {
+    let payload = item_payload(
+        &key("notes", id)?,
+        Version(1),
+        Some(object(json!({"text": text}))),
+        Visibility::Private,
+        true,
+        at(1),
+    );
+    store.append(note_batch(owner, new_event(payload, at(1))?)).await?;
+    Ok(())
+}
+
+fn note_batch(owner: &rookery_domain::UserId, event: NewEvent) -> AppendBatch {
+    AppendBatch {
+        owner: owner.clone(),
+        expected_seq: None,
+        item_versions: Vec::new(),
+        events: vec![event],
+        idempotency: None,
+    }
+}
+
+/// Every row of the table whose partition key is `pk`, by a consistent scan (what an auditor would run).
+async fn rows_in_partition(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str) -> Result<usize, BoxError> {
+    let mut start = None;
+    let mut found = 0;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await?;
+        found += page
+            .items()
+            .iter()
+            .filter(|row| row.get("pk").and_then(|v| v.as_s().ok()).is_some_and(|v| v == pk))
+            .count();
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// With the purge deferred (the Lambda functions), `erase_owner` answers after the marker alone: the
+/// rows are still in the table, yet no read answers anything of the user and every write is refused;
+/// the purge, stopped by its deadline and run again, then leaves the partition empty and keeps the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_erasure_deferred_hides_at_once_and_the_purge_resumes_to_an_empty_partition() -> Outcome {
+    let (clients, store) = dynamo_store().await?;
+    let store = store
+        .with_contention(moto_contention())
+        .with_purge(rookery_adapters_aws::dynamo::Purge::Deferred)
+        .with_page_limit(30);
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    for i in 0..40 {
+        write_note(&store, &alice, &format!("n{i}"), "alice's secret").await?;
+    }
+    write_note(&store, &bob, "n1", "bob's").await?;
+    let table = clients.config().table.clone();
+    let dynamodb = clients.dynamodb();
+
+    assert_eq!(
+        store.purge_erased(&alice, None).await.map_err(|f| f.retryable),
+        Err(false),
+        "no marker, no purge"
+    );
+    assert_eq!(store.erase_owner(&alice, at(10)).await?, at(10));
+    assert!(
+        rows_in_partition(&dynamodb, &table, "user#alice").await? > 80,
+        "the rows are still there"
+    );
+    assert!(store.read_feed(&alice, Seq(0), 100).await?.is_empty());
+    assert_eq!(store.last_seq(&alice).await?, Seq(0));
+    assert_eq!(store.owners(None, 10).await?, vec![bob.clone()]);
+    let late = item_payload(
+        &key("notes", "late")?,
+        Version(1),
+        Some(object(json!({}))),
+        Visibility::Private,
+        true,
+        at(11),
+    );
+    let refused = store.append(note_batch(&alice, new_event(late, at(11))?)).await;
+    assert!(matches!(refused, Err(AppendError::Erased { at: when }) if when == at(10)));
+
+    let past = tokio::time::Instant::now();
+    let first = store.purge_erased(&alice, Some(past)).await?;
+    assert_eq!(first, rookery_adapters_aws::dynamo::Purged::Unfinished { deleted: 0 });
+    let done = store.purge_erased(&alice, None).await?;
+    assert!(
+        matches!(done, rookery_adapters_aws::dynamo::Purged::Done { deleted } if deleted > 80),
+        "{done:?}"
+    );
+    assert_eq!(rows_in_partition(&dynamodb, &table, "user#alice").await?, 0);
+    assert_eq!(
+        rows_in_partition(&dynamodb, &table, "erased#alice").await?,
+        1,
+        "the marker stays"
+    );
+    assert_eq!(
+        store.purge_erased(&alice, None).await?,
+        rookery_adapters_aws::dynamo::Purged::Done { deleted: 0 },
+        "a repeat is harmless"
+    );
+    assert_eq!(store.erased(&alice).await?, Some(at(10)));
+    assert_eq!(store.read_feed(&bob, Seq(0), 10).await?.len(), 1);
     Ok(())
 }

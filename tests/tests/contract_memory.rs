@@ -35,6 +35,7 @@ impl StoreFactory for InMemoryStores {
 event_store_contract!(memory_event_store, InMemoryStores);
 change_feed_contract!(memory_change_feed, InMemoryStores);
 rookery_tests::erasure_contract!(memory_erasure, InMemoryStores);
+rookery_tests::erasure_feed_contract!(memory_erasure_feed, InMemoryStores);
 
 /// Fresh file-backed event stores, each in its own directory under one temporary directory that lives
 /// as long as the factory (one test).

@@ -52,6 +52,7 @@ event_store_contract!(sqlite_event_store, Databases::new()?);
 change_feed_contract!(sqlite_change_feed, Databases::new()?);
 search_index_contract!(sqlite_search_index, Databases::new()?);
 rookery_tests::erasure_contract!(sqlite_erasure, Databases::new()?);
+rookery_tests::erasure_feed_contract!(sqlite_erasure_feed, Databases::new()?);
 
 /// A database, reopened, answers every read exactly as it did before it was closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

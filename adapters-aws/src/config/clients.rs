@@ -77,11 +77,13 @@ impl AwsClients {
         self.sdk.region().map(ToString::to_string)
     }
 
-    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+    /// A DynamoDB client (tests scan the table with it).
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
-    fn s3(&self) -> aws_sdk_s3::Client {
+    /// An S3 client, path-style when configured so (tests list the bucket with it).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
         let config = aws_sdk_s3::config::Builder::from(&self.sdk)
             .force_path_style(self.config.s3_force_path_style)
             .build();

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::CancellationReason;
-use rookery_domain::{ItemKey, Seq, Version};
+use rookery_domain::{ItemKey, Seq, Timestamp, Version};
 use rookery_ports::Failure;
 
 use super::rows::{Attrs, get_n};
@@ -30,6 +30,8 @@ pub(super) enum Cancelled {
     VersionMoved(ItemKey, Version),
     /// The idempotency record's condition failed.
     KeyTaken,
+    /// The owner's erasure marker exists: the account was erased at this time.
+    Erased(Timestamp),
     /// A head's condition failed, yet the row returned for it satisfies the condition: what moved is unknown.
     Unexplained(String),
     /// Conflict with another transaction, throttling, or capacity: try again later.
@@ -50,6 +52,10 @@ pub(super) fn classify_cancellation(reasons: &[CancellationReason], roles: &[Rol
             .zip(roles)
             .find(|(reason, role)| reason.code() == Some(CONDITION_FAILED) && wanted(role))
     };
+    if let Some((reason, _)) = failed(&|r| *r == Role::Erased) {
+        let at = reason.item().and_then(|row| get_n(row, "at").ok()).unwrap_or(0);
+        return Cancelled::Erased(Timestamp::from_millis(at));
+    }
     if let Some((reason, Role::UserHead(expected))) = failed(&|r| matches!(r, Role::UserHead(_))) {
         return seq_seen(reason.item(), *expected);
     }

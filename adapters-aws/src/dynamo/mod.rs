@@ -16,6 +16,7 @@
 //! `table` creates the table.
 
 mod cancellation;
+mod erasure;
 mod heads;
 mod rows;
 mod store;
@@ -23,10 +24,11 @@ mod table;
 mod transaction;
 mod turns;
 
+pub use erasure::{BATCH_WRITE_ITEMS, Purged};
 pub use heads::{HeadPage, ItemHeadRow, ItemHeads, ScanPosition};
-pub use rows::KIND_EVENT;
 pub(crate) use rows::decode_event_json;
-pub use store::{Contention, DynamoStore};
+pub use rows::{KIND_ERASED, KIND_EVENT};
+pub use store::{Contention, DynamoStore, Purge};
 pub use table::create_table;
 pub(crate) use table::wait_until_active;
 pub use transaction::{MAX_ITEM_BYTES, MAX_TRANSACTION_ACTIONS, MAX_TRANSACTION_BYTES};

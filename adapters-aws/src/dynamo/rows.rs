@@ -16,11 +16,26 @@ pub const KIND_EVENT: &str = "event";
 pub(super) const HEAD_SK: &str = "head";
 pub(super) const DEVICES_SK: &str = "devices";
 pub(super) const OWNERS_PK: &str = "owners";
+/// The sort key of an erasure marker, in the marker's own partition (see [`erased_pk`]).
+pub(super) const ERASED_SK: &str = "erased";
+/// The `kind` of an erasure marker row; the erasure's stream consumer handles only INSERTs of this kind.
+pub const KIND_ERASED: &str = "erased";
 
 pub(super) type Attrs = HashMap<String, AttributeValue>;
 
 pub(super) fn user_pk(owner: &UserId) -> String {
     format!("user#{owner}")
+}
+
+/// The partition of `owner`'s erasure marker: apart from the user's partition, so that deleting that
+/// partition never deletes the marker, and a marker can be read (and conditioned on) by its key alone.
+pub(super) fn erased_pk(owner: &UserId) -> String {
+    format!("erased#{owner}")
+}
+
+/// The key of `owner`'s erasure marker.
+pub(super) fn erased_key(owner: &UserId) -> Attrs {
+    key_of(erased_pk(owner), ERASED_SK.into())
 }
 
 pub(super) fn event_sk(seq: u64) -> String {

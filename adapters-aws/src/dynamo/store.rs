@@ -13,9 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use rookery_domain::device::Devices;
 use rookery_domain::{
@@ -32,7 +29,7 @@ use super::rows::{
     Attrs, DEVICES_SK, HEAD_SK, OWNERS_PK, decode_row_event, event_sk, get_n, get_s, history_sk, idem_sk,
     idempotency_condition, idempotency_item, item_prefix, item_sk, json_failure, key_of, media_sk, s, user_pk,
 };
-use super::transaction::{Prepared, prepare};
+use super::transaction::{Action, Prepared, Role, build, erased_check, prepare};
 use super::turns::Turns;
 use crate::error::{RetryPolicy, sdk_failure};
 
@@ -95,6 +92,22 @@ pub struct DynamoStore {
     turns: Arc<Turns>,
     /// The most rows one `Query` page may evaluate (DynamoDB also stops a page at 1 MB).
     page_limit: usize,
+    /// Where an erasure deletes the user's partition.
+    purge: Purge,
+}
+
+/// Where [`EventStore::erase_owner`] deletes the erased user's partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purge {
+    /// Before it answers: the marker, then every row (`rookery serve --backend aws`, tests). Long for a
+    /// long stream (about 100 seconds per 100,000 rows at a partition's 1,000 writes per second).
+    #[default]
+    Inline,
+    /// Later: `erase_owner` writes only the marker and answers; a consumer of the table's stream that
+    /// sees the marker's INSERT runs [`DynamoStore::purge_erased`] (the Lambda functions, whose API
+    /// answers within 29 s). Until the purge is done every read of the user checks the marker first and
+    /// answers as for a user who never wrote, so nothing of the account is readable meanwhile.
+    Deferred,
 }
 
 /// A key range of one partition, and what to keep from it.
@@ -115,7 +128,32 @@ impl DynamoStore {
             contention: Contention::default(),
             turns: Arc::default(),
             page_limit: 1000,
+            purge: Purge::Inline,
         }
+    }
+
+    /// The same store deleting an erased user's partition where `purge` says.
+    #[must_use]
+    pub fn with_purge(mut self, purge: Purge) -> Self {
+        self.purge = purge;
+        self
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub(super) fn page_limit(&self) -> usize {
+        self.page_limit
+    }
+
+    /// Whether reads of `owner` must answer nothing: only while a deferred purge may still be running.
+    async fn hidden(&self, owner: &UserId) -> Result<bool, Failure> {
+        Ok(self.purge == Purge::Deferred && self.marker(owner).await?.is_some())
     }
 
     /// The same store waiting for its turn under `contention` when an append that names no seq finds the
@@ -149,12 +187,16 @@ impl DynamoStore {
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Attrs>, Failure> {
+        self.get_key(key_of(pk, sk)).await
+    }
+
+    pub(super) async fn get_key(&self, key: Attrs) -> Result<Option<Attrs>, Failure> {
         self.retry
             .run(Failure::is_retryable, || async {
                 self.client
                     .get_item()
                     .table_name(self.table.as_ref())
-                    .set_key(Some(key_of(pk.clone(), sk.clone())))
+                    .set_key(Some(key.clone()))
                     .consistent_read(true)
                     .send()
                     .await
@@ -304,6 +346,7 @@ impl DynamoStore {
                 refused(AppendError::VersionMoved { key, current })
             }
             Err(TxError::Cancelled(Cancelled::KeyTaken)) => refused(AppendError::KeyTaken),
+            Err(TxError::Cancelled(Cancelled::Erased(at))) => refused(AppendError::Erased { at }),
             // Not retried here: the same transaction would most likely be cancelled the same way.
             Err(TxError::Cancelled(Cancelled::Unexplained(why))) => {
                 refused(AppendError::Unavailable(Failure::transient(why)))
@@ -395,34 +438,38 @@ impl EventStore for DynamoStore {
     }
 
     async fn remember(&self, write: IdempotencyWrite) -> Result<(), AppendError> {
+        // One transaction with the erasure marker's check, so a record never outlives an erasure.
         let item = idempotency_item(&write)?;
-        let (condition, _, values) = idempotency_condition(&write);
-        let outcome = self
-            .retry
-            .run(
-                |e: &SdkError<PutItemError, HttpResponse>| sdk_failure("PutItem", e).is_retryable(),
-                || async {
-                    self.client
-                        .put_item()
-                        .table_name(self.table.as_ref())
-                        .set_item(Some(item.clone()))
-                        .condition_expression(condition.clone())
-                        .set_expression_attribute_values(Some(values.clone()))
-                        .send()
-                        .await
-                },
-            )
-            .await;
-        match outcome {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(context)) if context.err().is_conditional_check_failed_exception() => {
-                Err(AppendError::KeyTaken)
-            }
-            Err(error) => Err(AppendError::Unavailable(sdk_failure("PutItem", &error))),
+        let actions = vec![
+            erased_check(&write.owner),
+            Action {
+                role: Role::Idempotency,
+                item,
+                condition: Some(idempotency_condition(&write)),
+                check_only: false,
+            },
+        ];
+        let (actions, roles) = build(&self.table, actions)?;
+        let prepared = Prepared {
+            actions,
+            roles,
+            stored: Vec::new(),
+        };
+        match self.transact(&prepared).await.0 {
+            Ok(()) => Ok(()),
+            Err(TxError::Cancelled(Cancelled::KeyTaken)) => Err(AppendError::KeyTaken),
+            Err(TxError::Cancelled(Cancelled::Erased(at))) => Err(AppendError::Erased { at }),
+            Err(TxError::Cancelled(other)) => Err(AppendError::Unavailable(Failure::transient(format!(
+                "recording an idempotency key: {other:?}"
+            )))),
+            Err(TxError::Other(failure)) => Err(AppendError::Unavailable(failure)),
         }
     }
 
     async fn idempotency(&self, owner: &UserId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(None);
+        }
         let Some(row) = self.get(user_pk(owner), idem_sk(key)).await? else {
             return Ok(None);
         };
@@ -436,10 +483,16 @@ impl EventStore for DynamoStore {
     }
 
     async fn last_seq(&self, owner: &UserId) -> Result<Seq, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Seq(0));
+        }
         Ok(self.last_seq_of(owner).await?)
     }
 
     async fn read_feed(&self, owner: &UserId, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Vec::new());
+        }
         let (pk, low, high) = Self::event_range(owner, after);
         let rows = self
             .query(
@@ -456,6 +509,9 @@ impl EventStore for DynamoStore {
     }
 
     async fn read_messages(&self, owner: &UserId, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Vec::new());
+        }
         let (pk, low, high) = Self::event_range(owner, after);
         let filter = (
             "#type = :type",
@@ -477,6 +533,9 @@ impl EventStore for DynamoStore {
     }
 
     async fn item_head(&self, owner: &UserId, key: &ItemKey) -> Result<ItemHead, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(ItemHead::default());
+        }
         let Some(row) = self.get(user_pk(owner), item_sk(key)).await? else {
             return Ok(ItemHead::default());
         };
@@ -499,6 +558,9 @@ impl EventStore for DynamoStore {
         after: Version,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Vec::new());
+        }
         let range = Range {
             pk: user_pk(owner),
             low: history_sk(key, after.0.saturating_add(1)),
@@ -516,6 +578,9 @@ impl EventStore for DynamoStore {
         after: Option<&ItemId>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Vec::new());
+        }
         let prefix = item_prefix(collection);
         // Ids use only `[A-Za-z0-9_.:-]`, all above `!` and below `~`, so these bounds hold exactly the
         // collection's ids after `after`.
@@ -543,10 +608,16 @@ impl EventStore for DynamoStore {
     }
 
     async fn devices(&self, owner: &UserId) -> Result<Devices, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(Devices::new());
+        }
         Ok(self.devices_now(owner).await?)
     }
 
     async fn media(&self, owner: &UserId, id: &MediaId) -> Result<Option<MediaObject>, StoreError> {
+        if self.hidden(owner).await? {
+            return Ok(None);
+        }
         let Some(row) = self.get(user_pk(owner), media_sk(id)).await? else {
             return Ok(None);
         };
@@ -573,17 +644,19 @@ impl EventStore for DynamoStore {
         Ok(owners)
     }
 
-    /// Not supported yet: erasing a partition (paginated, batched, resumable) is separate work. Refused,
-    /// permanently, so nothing is half-erased and nothing pretends to be erased.
-    async fn erase_owner(&self, _owner: &UserId, _at: Timestamp) -> Result<Timestamp, StoreError> {
-        Err(StoreError::Unavailable(Failure::permanent(
-            "dynamodb store: erasing an account is not supported yet",
-        )))
+    /// Writes the erasure marker (which from then on refuses every append and record of `owner`), then,
+    /// with [`Purge::Inline`], deletes every row of their partition before answering; with
+    /// [`Purge::Deferred`] a consumer of the marker's stream record does that, and reads answer nothing
+    /// of `owner` meanwhile. A repeat keeps the first marker's time and finishes an unfinished purge.
+    async fn erase_owner(&self, owner: &UserId, at: Timestamp) -> Result<Timestamp, StoreError> {
+        let marked = self.mark_erased(owner, at).await?;
+        if self.purge == Purge::Inline {
+            self.purge_erased(owner, None).await?;
+        }
+        Ok(marked)
     }
 
-    /// No account is erased on this store yet ([`EventStore::erase_owner`] always refuses), so none has
-    /// a marker.
-    async fn erased(&self, _owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
-        Ok(None)
+    async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.marker(owner).await?)
     }
 }

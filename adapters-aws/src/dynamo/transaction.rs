@@ -14,8 +14,8 @@ use rookery_ports::store::MAX_EVENTS_PER_APPEND;
 use rookery_ports::{AppendBatch, AppendError, Failure};
 
 use super::rows::{
-    Attrs, DEVICES_SK, HEAD_SK, KIND_EVENT, OWNERS_PK, event_sk, history_sk, idempotency_condition, idempotency_item,
-    item_size, item_sk, json_failure, key_of, media_sk, n, s, user_pk,
+    Attrs, DEVICES_SK, HEAD_SK, KIND_EVENT, OWNERS_PK, erased_key, event_sk, history_sk, idempotency_condition,
+    idempotency_item, item_size, item_sk, json_failure, key_of, media_sk, n, s, user_pk,
 };
 
 /// DynamoDB's largest item, in bytes.
@@ -34,6 +34,8 @@ pub(super) enum Role {
     ItemHead(ItemKey, Version),
     /// The idempotency record: a failed condition means the key is taken.
     Idempotency,
+    /// The owner's erasure marker, checked absent: a failed condition means the account was erased.
+    Erased,
     /// Anything unconditional.
     Plain,
 }
@@ -47,11 +49,11 @@ pub(super) struct Prepared {
 }
 
 /// One action in the making, before it becomes an SDK value.
-struct Action {
-    role: Role,
-    item: Attrs,
-    condition: Option<(String, HashMap<String, String>, Attrs)>,
-    check_only: bool,
+pub(super) struct Action {
+    pub(super) role: Role,
+    pub(super) item: Attrs,
+    pub(super) condition: Option<(String, HashMap<String, String>, Attrs)>,
+    pub(super) check_only: bool,
 }
 
 fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failure> {
@@ -65,7 +67,7 @@ fn build_action(table: &str, action: Action) -> Result<TransactWriteItem, Failur
         None => (None, None, None),
     };
     // A failed head condition returns the row it saw, so the cancellation itself says where the head is.
-    let return_old = matches!(action.role, Role::UserHead(_) | Role::ItemHead(..))
+    let return_old = matches!(action.role, Role::UserHead(_) | Role::ItemHead(..) | Role::Erased)
         .then_some(ReturnValuesOnConditionCheckFailure::AllOld);
     if action.check_only {
         let key: Attrs = action
@@ -125,7 +127,9 @@ pub(super) fn prepare(
         .zip(1..)
         .map(|(event, i)| event.stored(owner, Seq(at.0 + i)))
         .collect();
-    let mut actions: Vec<Action> = Vec::new();
+    // The erasure marker, checked absent in the same transaction: a marker written before this commits
+    // cancels it, and one written after finds its rows already there for the erasure to delete.
+    let mut actions: Vec<Action> = vec![erased_check(owner)];
 
     // The user head: moved to the last new seq, or only checked when the batch holds no events.
     let expected = at.0;
@@ -302,6 +306,26 @@ pub(super) fn prepare(
     Ok(Prepared { actions, roles, stored })
 }
 
+/// The action that checks `owner` has no erasure marker, for every transaction that writes for them.
+pub(super) fn erased_check(owner: &rookery_domain::UserId) -> Action {
+    Action {
+        role: Role::Erased,
+        item: erased_key(owner),
+        condition: Some(("attribute_not_exists(pk)".to_owned(), HashMap::new(), HashMap::new())),
+        check_only: true,
+    }
+}
+
+/// Builds the SDK actions of `actions` on `table`, with their roles.
+pub(super) fn build(table: &str, actions: Vec<Action>) -> Result<(Vec<TransactWriteItem>, Vec<Role>), Failure> {
+    let roles = actions.iter().map(|a| a.role.clone()).collect();
+    let built = actions
+        .into_iter()
+        .map(|a| build_action(table, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((built, roles))
+}
+
 fn check_limits(actions: &[Action]) -> Result<(), AppendError> {
     if actions.len() > MAX_TRANSACTION_ACTIONS {
         return Err(AppendError::TooLarge(format!(
@@ -467,7 +491,7 @@ mod tests {
                         .condition_check()
                         .and_then(|c| c.return_values_on_condition_check_failure())
                 });
-            let head = matches!(role, Role::UserHead(_) | Role::ItemHead(..));
+            let head = matches!(role, Role::UserHead(_) | Role::ItemHead(..) | Role::Erased);
             let expected = head.then_some(&ReturnValuesOnConditionCheckFailure::AllOld);
             assert_eq!(asked, expected, "{role:?}");
         }
@@ -527,8 +551,8 @@ mod tests {
         let prepared = prepare("t", &record_only, Seq(7), None).unwrap();
         assert_eq!(
             prepared.roles,
-            vec![Role::Idempotency],
-            "no head to guard without events"
+            vec![Role::Erased, Role::Idempotency],
+            "no head to guard without events, only the erasure marker"
         );
     }
 }
