@@ -66,6 +66,18 @@ def filter_failure(context, failure, case, response):
     return not (history or time_travel)
 
 
+def _single_use(headers):
+    """`headers` with its `Idempotency-Key`, if any, made unique by a fresh suffix."""
+    key = headers.get("Idempotency-Key")
+    if isinstance(key, str):
+        headers["Idempotency-Key"] = f"{key[:111]}~{uuid.uuid4().hex[:16]}"
+    return headers
+
+
+def _positive(case):
+    return case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE
+
+
 @schemathesis.hook
 def map_case(context, case):
     """Make each valid `Idempotency-Key` single-use.
@@ -74,11 +86,18 @@ def map_case(context, case):
     is right but says nothing about the request's shape. Generated keys are short and repeat across
     operations, so a fresh suffix keeps each one bound to the request it was generated for.
     """
-    headers = case.headers or {}
-    key = headers.get("Idempotency-Key")
-    if case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE and isinstance(key, str):
-        headers["Idempotency-Key"] = f"{key[:111]}~{uuid.uuid4().hex[:16]}"
+    if _positive(case) and case.headers:
+        _single_use(case.headers)
     return case
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    """The same for the steps of stateful scenarios, which do not all pass through `map_case`: a
+    step that repeated an earlier step's key with another body was answered `422`, as it should be."""
+    phase = case.meta.phase.name if case.meta is not None else None
+    if phase == "stateful" and _positive(case) and case.headers:
+        _single_use(case.headers)
 
 
 @schemathesis.hook("after_call").apply_to(name="PUT /v1/devices/{device_id}")
