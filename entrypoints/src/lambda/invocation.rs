@@ -60,26 +60,32 @@ struct ProbeRecord {
     event_source: Option<String>,
 }
 
+/// The DynamoDB stream batch `payload` (an invocation's JSON text) holds, or `None` when it has no
+/// `Records` and is some other kind of event.
+///
+/// # Errors
+/// (In the `Some`) [`InvocationError::ForeignRecords`] when a record comes from another source, and
+/// [`InvocationError::MalformedStream`] when the batch does not parse as a stream event.
+pub(crate) fn stream_batch(payload: &str) -> Option<Result<Event, InvocationError>> {
+    // A payload that is not even a JSON object is left to the caller's other parser, which reports it.
+    let records = serde_json::from_str::<Probe>(payload).ok()?.records?;
+    if let Some(foreign) = records
+        .into_iter()
+        .find(|record| record.event_source.as_deref() != Some(DYNAMODB_SOURCE))
+    {
+        return Some(Err(InvocationError::ForeignRecords(foreign.event_source)));
+    }
+    Some(serde_json::from_str(payload).map_err(InvocationError::MalformedStream))
+}
+
 impl Invocation {
     /// Tells `payload` (the invocation's JSON text) apart.
     ///
     /// # Errors
     /// [`InvocationError`] when the payload is neither a DynamoDB stream batch nor an API request.
     pub fn classify(payload: &str) -> Result<Self, InvocationError> {
-        // A payload that is not even a JSON object is left to the API parser, which reports it.
-        let records = serde_json::from_str::<Probe>(payload)
-            .ok()
-            .and_then(|probe| probe.records);
-        if let Some(records) = records {
-            if let Some(foreign) = records
-                .into_iter()
-                .find(|record| record.event_source.as_deref() != Some(DYNAMODB_SOURCE))
-            {
-                return Err(InvocationError::ForeignRecords(foreign.event_source));
-            }
-            return serde_json::from_str(payload)
-                .map(|event| Invocation::Stream(Box::new(event)))
-                .map_err(InvocationError::MalformedStream);
+        if let Some(batch) = stream_batch(payload) {
+            return batch.map(|event| Invocation::Stream(Box::new(event)));
         }
         // `LambdaRequest` can only be parsed from text: it tries each kind of proxy event in turn.
         serde_json::from_str(payload)

@@ -18,7 +18,6 @@
 
 use std::collections::HashMap;
 
-use aws_lambda_events::event::dynamodb::Event;
 use futures_util::future::join_all;
 use rookery_adapters_aws::realtime::{ConnectionRegistry, ConnectionsApi, PostOutcome, Registered};
 use rookery_domain::{Seq, StoredEvent, UserId};
@@ -27,7 +26,7 @@ use rookery_ports::{AuthError, BatchFailure, BatchHandler, Clock, EventStore, Fa
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::invocation::{DYNAMODB_SOURCE, InvocationError};
+use super::invocation::{InvocationError, stream_batch};
 use super::stream::{RecordDecoder, StreamConsumer};
 use crate::http::Problem;
 use crate::http::problem::auth_problem;
@@ -105,19 +104,6 @@ struct WebSocketContext {
     connection_id: String,
     #[serde(default)]
     route_key: Option<String>,
-}
-
-/// Just enough of a payload to tell a stream batch from a WebSocket event.
-#[derive(Debug, Deserialize)]
-struct Probe {
-    #[serde(rename = "Records")]
-    records: Option<Vec<ProbeRecord>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ProbeRecord {
-    #[serde(rename = "eventSource")]
-    event_source: Option<String>,
 }
 
 /// The route answer API Gateway expects from a proxy integration.
@@ -501,18 +487,8 @@ where
     /// [`InvocationError`] for a payload of neither kind, or a batch whose failed record cannot be
     /// named; the function then fails and Lambda retries the whole invocation.
     pub async fn handle(&self, payload: &str) -> Result<Value, InvocationError> {
-        let records = serde_json::from_str::<Probe>(payload)
-            .ok()
-            .and_then(|probe| probe.records);
-        if let Some(records) = records {
-            if let Some(foreign) = records
-                .into_iter()
-                .find(|record| record.event_source.as_deref() != Some(DYNAMODB_SOURCE))
-            {
-                return Err(InvocationError::ForeignRecords(foreign.event_source));
-            }
-            let event: Event = serde_json::from_str(payload).map_err(InvocationError::MalformedStream)?;
-            let answer = self.stream.handle(&event).await?;
+        if let Some(batch) = stream_batch(payload) {
+            let answer = self.stream.handle(&batch?).await?;
             return serde_json::to_value(answer).map_err(InvocationError::Answer);
         }
         let event: WebSocketEvent = serde_json::from_str(payload).map_err(InvocationError::Unrecognized)?;
