@@ -30,5 +30,5 @@ pub(crate) use rows::decode_event_json;
 pub use rows::{KIND_ERASED, KIND_EVENT};
 pub use store::{Contention, DynamoStore, Purge};
 pub use table::create_table;
-pub(crate) use table::wait_until_active;
+pub(crate) use table::{pk_sk_table, wait_until_active};
 pub use transaction::{MAX_ITEM_BYTES, MAX_TRANSACTION_ACTIONS, MAX_TRANSACTION_BYTES};

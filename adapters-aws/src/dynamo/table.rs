@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
     StreamViewType, TableStatus,
@@ -12,11 +13,12 @@ use rookery_ports::Failure;
 
 use crate::error::sdk_failure;
 
-/// Creates the events table (`pk`, `sk` strings, on-demand, stream `NEW_IMAGE`) unless it exists, and waits until it is active.
+/// A `CreateTable` request for `table` with the layout Rookery's tables share: string keys `pk`
+/// (partition) and `sk` (sort), billed on demand. The caller adds what its table needs besides.
 ///
 /// # Errors
-/// A [`Failure`] when DynamoDB refuses or the table does not become active within a minute.
-pub async fn create_table(client: &Client, table: &str) -> Result<(), Failure> {
+/// A [`Failure`] when the SDK refuses to build a key definition.
+pub(crate) fn pk_sk_table(client: &Client, table: &str) -> Result<CreateTableFluentBuilder, Failure> {
     let attribute = |name: &str| {
         AttributeDefinition::builder()
             .attribute_name(name)
@@ -31,22 +33,27 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), Failure> {
             .build()
             .map_err(|e| Failure::permanent(e.to_string()))
     };
-    let stream = StreamSpecification::builder()
-        .stream_enabled(true)
-        .stream_view_type(StreamViewType::NewImage)
-        .build()
-        .map_err(|e| Failure::permanent(e.to_string()))?;
-    let created = client
+    Ok(client
         .create_table()
         .table_name(table)
         .attribute_definitions(attribute("pk")?)
         .attribute_definitions(attribute("sk")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .stream_specification(stream)
-        .send()
-        .await;
+        .billing_mode(BillingMode::PayPerRequest))
+}
+
+/// Creates the events table (`pk`, `sk` strings, on-demand, stream `NEW_IMAGE`) unless it exists, and waits until it is active.
+///
+/// # Errors
+/// A [`Failure`] when DynamoDB refuses or the table does not become active within a minute.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), Failure> {
+    let stream = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewImage)
+        .build()
+        .map_err(|e| Failure::permanent(e.to_string()))?;
+    let created = pk_sk_table(client, table)?.stream_specification(stream).send().await;
     match created {
         Ok(_) => {}
         Err(SdkError::ServiceError(context)) if context.err().is_resource_in_use_exception() => {}

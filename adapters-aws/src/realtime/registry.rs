@@ -19,14 +19,11 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TimeToLiveSpecification, TransactWriteItem};
 use rookery_domain::{Timestamp, UserId};
 use rookery_ports::Failure;
 
-use crate::dynamo::wait_until_active;
+use crate::dynamo::{pk_sk_table, wait_until_active};
 use crate::error::sdk_failure;
 
 /// How long a connection row lives: API Gateway's limit on a connection's age (two hours).
@@ -272,30 +269,7 @@ impl ConnectionRegistry {
 /// # Errors
 /// A [`Failure`] when DynamoDB refuses or the table does not become active within a minute.
 pub async fn create_connections_table(client: &Client, table: &str) -> Result<(), Failure> {
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| Failure::permanent(e.to_string()))
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .map_err(|e| Failure::permanent(e.to_string()))
-    };
-    let created = client
-        .create_table()
-        .table_name(table)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
+    let created = pk_sk_table(client, table)?.send().await;
     let existed = match created {
         Ok(_) => false,
         Err(SdkError::ServiceError(context)) if context.err().is_resource_in_use_exception() => true,
