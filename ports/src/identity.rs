@@ -66,3 +66,17 @@ pub trait IdentityVerifier: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// cannot be obtained, never for a token that is simply wrong.
     fn verify(&self, token: &str) -> impl Future<Output = Result<Principal, AuthError>> + Send;
 }
+
+/// Where the identity provider keeps its users, for erasing one (`DELETE /v1/me` on AWS deletes the
+/// Cognito user). A provider that keeps no user records (the development provider, or an OpenID
+/// Connect issuer that Rookery does not administer) has no directory to erase from.
+pub trait IdentityDirectory: Clone + Send + Sync + std::fmt::Debug + 'static {
+    /// Deletes `user` from the provider, so that it can no longer sign in or get a token.
+    ///
+    /// Harmless to repeat: a user the provider does not know (never existed, or already deleted)
+    /// is `Ok`.
+    ///
+    /// # Errors
+    /// `Failure` when the provider could not be asked or refused; the user may still exist.
+    fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<(), crate::Failure>> + Send;
+}

@@ -32,7 +32,7 @@ pub use batch::BatchHandler;
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};
 pub use feed::ChangeFeed;
-pub use identity::{AuthError, IdentityVerifier, Principal};
+pub use identity::{AuthError, IdentityDirectory, IdentityVerifier, Principal};
 pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
