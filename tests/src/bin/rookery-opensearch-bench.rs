@@ -476,12 +476,11 @@ async fn serve_stand_in(service: &str) -> Result<(), Failure> {
             total / count.max(1)
         );
     }
-    let documents = fake.indices().iter().map(|i| fake.documents(i).len()).sum::<usize>();
-    println!("report documents held: {documents} in {:?}", fake.indices());
-    println!(
-        "report stand-in peak RSS: {} MiB",
-        status_kib("self", "VmHWM").unwrap_or(0) / 1024
-    );
+    let peak = status_kib("self", "VmHWM").unwrap_or(0);
+    let indices = fake.indices();
+    let documents: usize = indices.iter().filter_map(|i| fake.document_count(i)).sum();
+    println!("report documents held: {documents} in {indices:?}");
+    println!("report stand-in peak RSS: {} MiB", peak / 1024);
     Ok(())
 }
 
@@ -579,7 +578,7 @@ async fn run_reindex(options: &Options, heads: u64) -> Result<(), Failure> {
         heads as f64 / seconds
     );
     let mut steps = clock.steps.clone();
-    steps.push((Stage::Done, clock.started.elapsed()));
+    steps.push((Stage::Done, Duration::from_secs_f64(seconds)));
     for pair in steps.windows(2) {
         let [(stage, from), (_, to)] = pair else { continue };
         println!("  {}: {:.1} s", stage.as_str(), (*to - *from).as_secs_f64());
