@@ -2,9 +2,17 @@
 //! its stream feeding the index and the pushes, SNS, and S3 presigned uploads and downloads.
 //!
 //! Also here: the same journey steps on the memory backend (they are one journey, not two), CloudSearch
-//! and OpenSearch (its stand-in) as the index, an index outage that must not hold back pushes, a restart that rebuilds the in-process
-//! index from the table without pushing again, and the real binary (`rookery aws bootstrap`, `rookery
-//! serve --backend aws`, and start-up failures that list every problem at once).
+//! and OpenSearch (its stand-in) as the index, an index outage that must not hold back pushes, a restart
+//! that rebuilds the in-process index from the table without pushing again, and the real binary
+//! (`rookery aws bootstrap`, `rookery serve --backend aws`, the whole journey on it with
+//! `ROOKERY_SEARCH=opensearch` pointed at the stand-in, and start-up failures that list every problem
+//! at once).
+//!
+//! Where the AWS backend differs from the local one, the journey says so through its parameters: users
+//! are Cognito's (an ID token for the first user of each step, an access token for the second; no
+//! development tokens), pushes are read from moto's SNS state, media URLs are S3's, and search is
+//! eventually consistent (the stream poller feeds the index), which each step waits for with a
+//! deadline.
 //!
 //! Every test makes its own table, bucket, SNS applications and user pool, so they share one moto
 //! server without seeing each other's state.
