@@ -3,6 +3,7 @@
 //! An enum rather than a trait object: every service stays generic over one concrete [`SearchIndex`],
 //! each binary is compiled once for both engines, and a call costs a `match`.
 
+use rookery_domain::UserId;
 use rookery_domain::projection::IndexChange;
 use rookery_ports::{ApplyFailure, SearchError, SearchIndex, SearchPage, SearchQuery};
 
@@ -37,6 +38,13 @@ impl SearchIndex for AwsSearchIndex {
         match self {
             AwsSearchIndex::OpenSearch(index) => index.query(query).await,
             AwsSearchIndex::CloudSearch(index) => index.query(query).await,
+        }
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), SearchError> {
+        match self {
+            AwsSearchIndex::OpenSearch(index) => SearchIndex::erase_owner(index, owner).await,
+            AwsSearchIndex::CloudSearch(index) => SearchIndex::erase_owner(index, owner).await,
         }
     }
 }
