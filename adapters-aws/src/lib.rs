@@ -32,6 +32,6 @@ pub use dynamo::DynamoStore;
 pub use error::RetryPolicy;
 pub use opensearch::{HeldDocument, ListedDocument, OpenSearchIndex, OpenSearchService};
 pub use s3::{CloudFrontSigner, S3MediaStore};
-pub use search::AwsSearchIndex;
+pub use search::{AwsSearchIndex, ErasureAwareIndex};
 pub use sns::SnsPushGateway;
 pub use streams::{BatchHandler, HandlerFn, PollError, StreamPoller};
