@@ -3,7 +3,8 @@
 //! erasure every route answers `410 account_erased` for the user, and a look behind the API finds
 //! nothing of theirs: no row of their partition in the table (only the marker), no object under their
 //! prefix in the bucket, no document of theirs in the index, no SNS endpoint of their device; the other
-//! user keeps everything, the message the erased user sent included.
+//! user keeps everything, the message the erased user sent included; and a restarted server, which
+//! reads the table's stream again from its oldest record, brings no document of theirs back.
 
 // Helpers outside `#[test]` functions fail their test by panicking, like the tests themselves.
 #![allow(clippy::expect_used)]
@@ -369,6 +370,31 @@ async fn erasure_on_aws(engine: Engine) {
     bob.get(&format!("/v1/users/{alice_id}/items/notes/pub"))
         .await
         .expect_problem(404, "not_found");
+
+    // A restarted server reads the table's stream again from its oldest record, Alice's records
+    // included: none of them brings a document of hers back.
+    let (alice_token, bob_token) = (alice.token().to_owned(), bob.token().to_owned());
+    let app = app.restart().await;
+    let bob = app.user_with_token(bob_id.as_str(), &bob_token);
+    bob.put(
+        "/v1/items/notes/later",
+        &json!({"data": {"text": format!("{BOB_WORD} later")}, "visibility": "public"}),
+    )
+    .await
+    .expect_status(201);
+    eventually(EVENTUALLY, || async {
+        (search(&bob, "later").await.body["found"] == 1).then_some(())
+    })
+    .await
+    .expect("the restarted indexer reaches Bob's new item, after every older record");
+    assert_eq!(
+        engine.documents_of(&alice_id, &alice_keys),
+        0,
+        "no document of Alice's came back"
+    );
+    assert_eq!(search(&bob, ALICE_WORD).await.expect_status(200).body["found"], 0);
+    let alice = app.user_with_token(alice_id.as_str(), &alice_token);
+    alice.get("/v1/sync").await.expect_problem(410, "account_erased");
     app.shutdown().await;
 }
 
