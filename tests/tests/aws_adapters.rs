@@ -1312,3 +1312,55 @@ async fn cognito_deletes_the_user_found_by_sub_and_a_repeat_is_ok() -> Outcome {
     assert!(get(&bob.username).await.is_ok(), "Bob still stays");
     Ok(())
 }
+
+/// The guard `rookery serve --backend aws` puts before its index drops the changes of a user the store
+/// marks erased, and of a user whose erasure it has started (before the store's marker), from every
+/// slice, applies the others, and names a failed change by its position in the slice it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_erasure_guard_drops_erased_users_changes_and_keeps_positions() -> Outcome {
+    use rookery_adapters_aws::ErasureAwareIndex;
+    use rookery_adapters_memory::{FaultTarget, Faults, Faulty, MemoryEventStore};
+    let (_fake, opensearch) = opensearch_index(OpenSearchService::Domain).await?;
+    let store = MemoryEventStore::in_memory();
+    let faults = Faults::new();
+    faults.target(FaultTarget::Writes);
+    let index = ErasureAwareIndex::new(Faulty::new(opensearch, faults.clone()), store.clone());
+    let (alice, bob, carol) = (user("alice")?, user("bob")?, user("carol")?);
+    let note = |owner: &rookery_domain::UserId, id: &str| -> Result<_, BoxError> {
+        Ok(upsert(&item(
+            owner,
+            &key("notes", id)?,
+            1,
+            Visibility::Public,
+            json!({"t": "shared"}),
+        )))
+    };
+
+    // Alice is marked erased in the store (as after a restart): her redelivered changes are dropped.
+    store.erase_owner(&alice, at(5)).await?;
+    index
+        .apply(&[note(&alice, "a1")?, note(&bob, "b1")?, note(&alice, "a2")?])
+        .await?;
+    let found = index.query(&mine(&bob, "shared")).await?;
+    assert_eq!(found.found, 1, "Bob's change is applied");
+    let everyone = SearchQuery {
+        scope: Scope::Public,
+        ..mine(&carol, "shared")
+    };
+    assert_eq!(index.query(&everyone).await?.found, 1, "and none of Alice's");
+
+    // Carol's erasure has started here (no marker yet): her changes are dropped too.
+    index.erase_owner(&carol).await?;
+    index.apply(&[note(&carol, "c1")?]).await?;
+    assert_eq!(index.query(&everyone).await?.found, 1, "nothing of Carol's");
+
+    // A failure is named by its position in the slice given, past the dropped changes.
+    faults.fail_share(1.0, 7);
+    let failed = index
+        .apply_each(&[note(&alice, "a3")?, note(&bob, "b2")?])
+        .await
+        .err()
+        .ok_or("the index fails")?;
+    assert_eq!(failed.index, 1, "Bob's change, the second of the slice");
+    Ok(())
+}
