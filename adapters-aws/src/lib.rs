@@ -3,7 +3,8 @@
 //!
 //! Each module implements one port against one service, with the same contract as the memory adapters:
 //! [`dynamo::DynamoStore`] (event store), [`opensearch::OpenSearchIndex`] and
-//! [`cloudsearch::CloudSearchIndex`] (search index, one of them chosen as [`search::AwsSearchIndex`]),
+//! [`cloudsearch::CloudSearchIndex`] (search index, one of them chosen as [`search::AwsSearchIndex`], and
+//! guarded by [`search::ErasureAwareIndex`] against an erased user's changes read again from the stream),
 //! [`sns::SnsPushGateway`] (push), [`s3::S3MediaStore`] (media), [`jwt`] (identity), and
 //! [`cognito::CognitoDirectory`] (the user pool, from which an erased account's user is deleted).
 //! [`realtime`] keeps the WebSocket API's connections and sends them frames.
