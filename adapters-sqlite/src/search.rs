@@ -255,10 +255,10 @@ fn search(conn: &Connection, query: &SearchQuery, expression: String, offset: us
 }
 
 /// Copies the documents aside and empties the index (the table of words is contentless, so FTS5's
-/// `delete-all` empties it).
+/// `delete-all` empties it). A copy left by an interrupted rebuild is emptied rather than dropped: a `DROP`
+/// of a full table keeps a copy of every page it frees in a statement journal, in memory here.
 const BEGIN_REBUILD: &str = "
-DROP TABLE IF EXISTS search_docs_before_rebuild;
-CREATE TABLE search_docs_before_rebuild (
+CREATE TABLE IF NOT EXISTS search_docs_before_rebuild (
     owner      TEXT    NOT NULL,
     collection TEXT    NOT NULL,
     item_id    TEXT    NOT NULL,
@@ -267,6 +267,7 @@ CREATE TABLE search_docs_before_rebuild (
     item       TEXT,
     PRIMARY KEY (owner, collection, item_id)
 ) WITHOUT ROWID;
+DELETE FROM search_docs_before_rebuild;
 INSERT INTO search_docs_before_rebuild
     SELECT owner, collection, item_id, version, public, item FROM search_docs;
 DELETE FROM search_docs;
@@ -338,7 +339,9 @@ impl SqliteSearchIndex {
             .await?;
         self.store
             .submit(|reply| Job::Maintain {
-                sql: "DROP TABLE IF EXISTS search_docs_before_rebuild",
+                // Emptied first: a `DROP` of a full table keeps a copy of every page it frees in a
+                // statement journal in memory, a `DELETE` of every row does not.
+                sql: "DELETE FROM search_docs_before_rebuild; DROP TABLE search_docs_before_rebuild;",
                 reply,
             })
             .await??;
