@@ -664,6 +664,53 @@ mod erasure {
     }
 
     #[tokio::test]
+    async fn skip_erased_hands_on_only_live_owners_events_and_names_a_failure_at_its_own_event() {
+        use std::sync::{Arc, Mutex};
+
+        use rookery_ports::batch::HandlerFn;
+        use rookery_ports::{BatchFailure, BatchHandler, Failure, SkipErased};
+
+        let h = Harness::new();
+        h.store
+            .erase_owner(&user("alice"), Timestamp::from_millis(1))
+            .await
+            .unwrap();
+        let batch = serde_json::from_value(fixture("stream-mixed-batch.json")).unwrap();
+        let events: Vec<rookery_domain::StoredEvent> = batch_events(&batch);
+        let owners: Vec<&str> = events.iter().map(|e| e.owner.as_str()).collect();
+        assert!(owners.contains(&"alice") && owners.contains(&"bob"), "{owners:?}");
+
+        // The inner handler sees bob's events only, and fails at its first one.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inner = {
+            let seen = seen.clone();
+            HandlerFn(move |events: Vec<rookery_domain::StoredEvent>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().extend(events.iter().map(|e| e.owner.to_string()));
+                    Err(BatchFailure {
+                        index: 0,
+                        failure: Failure::transient("the index is down"),
+                    })
+                }
+            })
+        };
+        let skipping = SkipErased::new(h.store.clone(), inner);
+        let failure = skipping.handle(&events).await.unwrap_err();
+        assert!(seen.lock().unwrap().iter().all(|owner| owner == "bob"));
+        let first_of_bob = owners.iter().position(|o| *o == "bob").unwrap();
+        assert_eq!(failure.index, first_of_bob, "named at bob's event in the whole batch");
+    }
+
+    fn batch_events(batch: &aws_lambda_events::event::dynamodb::Event) -> Vec<rookery_domain::StoredEvent> {
+        batch
+            .records
+            .iter()
+            .filter_map(|record| decode_lambda_record(record).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
     async fn the_eraser_finishes_each_marker_and_reports_one_it_could_not_finish() {
         let h = Harness::new();
         // Alice's documents are in the index (the indexer ran before her erasure), and her marker is written.
