@@ -258,22 +258,37 @@ fn search(conn: &Connection, query: &SearchQuery, expression: String, offset: us
 /// `delete-all` empties it).
 const BEGIN_REBUILD: &str = "
 DROP TABLE IF EXISTS search_docs_before_rebuild;
-CREATE TABLE search_docs_before_rebuild AS SELECT owner, collection, item_id, version, public, item FROM search_docs;
+CREATE TABLE search_docs_before_rebuild (
+    owner      TEXT    NOT NULL,
+    collection TEXT    NOT NULL,
+    item_id    TEXT    NOT NULL,
+    version    INTEGER NOT NULL,
+    public     INTEGER,
+    item       TEXT,
+    PRIMARY KEY (owner, collection, item_id)
+) WITHOUT ROWID;
+INSERT INTO search_docs_before_rebuild
+    SELECT owner, collection, item_id, version, public, item FROM search_docs ORDER BY owner, collection, item_id;
 DELETE FROM search_docs;
 INSERT INTO search_words (search_words) VALUES ('delete-all');
 ";
 
 /// Counts the documents now, those set aside, and the documents in one and not (identically) in the other.
+///
+/// Both tables are keyed by (owner, collection, item id), so each side is one scan with a key lookup per
+/// document into the other: the memory this takes does not grow with the index (an `EXCEPT` of the two
+/// would sort both into temporary tables, which live in memory here).
 const COMPARE: &str = "
 SELECT
     (SELECT count(*) FROM search_docs),
     (SELECT count(*) FROM search_docs_before_rebuild),
-    (SELECT count(*) FROM (
-        SELECT owner, collection, item_id, version, public, item FROM search_docs
-        EXCEPT SELECT owner, collection, item_id, version, public, item FROM search_docs_before_rebuild))
-  + (SELECT count(*) FROM (
-        SELECT owner, collection, item_id, version, public, item FROM search_docs_before_rebuild
-        EXCEPT SELECT owner, collection, item_id, version, public, item FROM search_docs))
+    (SELECT count(*) FROM search_docs AS now WHERE NOT EXISTS (
+        SELECT 1 FROM search_docs_before_rebuild AS before
+        WHERE before.owner = now.owner AND before.collection = now.collection AND before.item_id = now.item_id
+          AND before.version = now.version AND before.public IS now.public AND before.item IS now.item))
+  + (SELECT count(*) FROM search_docs_before_rebuild AS before WHERE NOT EXISTS (
+        SELECT 1 FROM search_docs AS now
+        WHERE now.owner = before.owner AND now.collection = before.collection AND now.item_id = before.item_id))
 ";
 
 /// How a rebuilt index compares with the one it replaced.

@@ -786,6 +786,18 @@ async fn a_rebuild_compares_the_new_index_with_the_one_set_aside() -> Outcome {
         (1, 2, 1),
         "the tombstone is missing"
     );
+
+    index.begin_rebuild().await?;
+    let newer = item("alice", "kept", 3, json!({"t": "Passport"}));
+    index
+        .apply(&[IndexChange::Upsert(search_document(&newer)), changes[2].clone()])
+        .await?;
+    let moved = index.finish_rebuild().await?;
+    assert_eq!(
+        (moved.entries, moved.before, moved.differences),
+        (2, 1, 2),
+        "a document at another version counts once, as does the tombstone only the rebuild has"
+    );
     assert!(index.finish_rebuild().await.is_err(), "nothing is set aside any more");
     Ok(())
 }

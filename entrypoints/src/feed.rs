@@ -152,6 +152,11 @@ impl<F: ChangeFeed, H: BatchHandler + 'static> FeedDriver<F, H> {
                 tracing::warn!(consumer, %error, position, "storing the consumer's position failed");
             }
             position_tx.send_replace(position);
+            // A consumer with a backlog never finds the feed empty: without this, stopping would wait
+            // until it had caught up with all of it.
+            if *stopped.borrow() {
+                break;
+            }
             // Let the requests queued on this worker run before the next batch.
             tokio::task::yield_now().await;
         }

@@ -340,3 +340,49 @@ async fn a_restarted_driver_goes_on_from_the_position_it_stored() {
         "only what was committed after the stored position"
     );
 }
+
+#[tokio::test]
+async fn stopping_a_consumer_with_a_backlog_waits_for_one_batch_not_the_backlog() {
+    let w = world();
+    let alice = user("alice");
+    // Far more than one batch behind.
+    for n in 0..(4 * rookery_entrypoints::feed::BATCH_SIZE) {
+        w.app
+            .items
+            .put_item(
+                &alice,
+                &key(&format!("n{n}")),
+                data("backlog"),
+                None,
+                Default::default(),
+                None,
+            )
+            .await
+            .expect("put");
+    }
+    let (started_tx, started) = tokio::sync::mpsc::channel::<()>(1);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let batches = Arc::new(Mutex::new(0usize));
+    let slow = HandlerFn({
+        let (gate, batches) = (Arc::clone(&gate), Arc::clone(&batches));
+        move |_events: Vec<StoredEvent>| {
+            let (gate, batches, started_tx) = (Arc::clone(&gate), Arc::clone(&batches), started_tx.clone());
+            async move {
+                *batches.lock().expect("the count lock") += 1;
+                let _ = started_tx.try_send(());
+                gate.acquire().await.expect("the gate stays open").forget();
+                Ok(())
+            }
+        }
+    });
+    let driver = FeedDriver::new(INDEXER, w.store.clone(), slow).spawn();
+    let mut started = started;
+    started.recv().await.expect("the first batch reaches the handler");
+    // `join!` polls `stop` first, which raises the flag before the gate lets the first batch finish.
+    let ((), ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(driver.stop(), async { gate.add_permits(1) })
+    })
+    .await
+    .expect("the driver stops without working through its backlog");
+    assert_eq!(*batches.lock().expect("the count lock"), 1, "no batch after the stop");
+}

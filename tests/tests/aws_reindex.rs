@@ -314,6 +314,62 @@ async fn opensearch_reindex_keeps_every_change_made_while_it_runs() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_serverless_reindex_keeps_changes_made_while_it_runs_with_conditional_upserts() {
+    // A Serverless collection (`aoss`): no external versions, so every write of the rebuild and of the
+    // indexer is the conditional upsert (decision 0005), and no `refresh` parameter is sent.
+    let table = table().await;
+    let heads = fill(&table, 15).await;
+    let (fake, index) = opensearch_index(OpenSearchService::Serverless)
+        .await
+        .expect("a collection's stand-in");
+    index_through_alias(&index, &heads).await;
+    let mut hooks = WritingIndexer {
+        table: &table,
+        index: &index,
+        done: Vec::new(),
+        written: Vec::new(),
+    };
+    let report = run_opensearch(
+        &index,
+        &table.source,
+        &table.source,
+        ReindexOptions::default(),
+        &mut hooks,
+    )
+    .await
+    .expect("rebuilt the collection's index while the indexer wrote");
+    assert_eq!(hooks.done, [Stage::Build, Stage::Verify, Stage::CatchUp]);
+    assert_eq!(report.checkpoint.stage, Stage::Done);
+    assert_eq!(report.checkpoint.old.as_deref(), Some("rookery-items-1"));
+    assert_eq!(fake.alias(ALIAS), Some(vec!["rookery-items-2".to_owned()]));
+    assert_matches_table(&fake, ALIAS, &table).await;
+
+    // The indexer delivering the first, older changes again (at-least-once) changes nothing.
+    index_through_alias(&index, &heads).await;
+    assert_matches_table(&fake, ALIAS, &table).await;
+    let bulks: Vec<String> = fake.requests().into_iter().filter(|r| r.contains("/_bulk")).collect();
+    assert!(!bulks.is_empty());
+    assert!(
+        bulks
+            .iter()
+            .all(|r| !r.contains("refresh") && !r.contains("version_type")),
+        "{bulks:?}"
+    );
+
+    // A second run finds the rebuild finished.
+    let again = run_opensearch(
+        &index,
+        &table.source,
+        &table.source,
+        ReindexOptions::default(),
+        &mut Quiet,
+    )
+    .await
+    .expect("ran again");
+    assert!(again.already_done);
+}
+
 /// Hooks that stop the rebuild, as a Ctrl-C would, after the first page by which a stage has handled
 /// at least this many items.
 struct StopAt(Stage, u64, u64);

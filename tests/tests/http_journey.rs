@@ -11,7 +11,7 @@ use rookery_tests::http::journey::{self, DevPushes};
 use rookery_tests::http::{Answer, spawn_app, spawn_app_with};
 use serde_json::json;
 
-// The first five tests run the shared journey steps (also run on AWS by `http_journey_aws.rs`), then
+// The first six tests run the shared journey steps (also run on AWS by `http_journey_aws.rs`), then
 // check what only the memory backend has: the recorded pushes and the server's own media URLs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,6 +32,13 @@ async fn listing_pages_through_live_items_by_id_and_idempotent_writes_replay() {
 async fn sync_yields_every_change_once_in_order_and_search_finds_changes_soon() {
     let app = spawn_app().await;
     journey::sync_and_search(&app.user("alice").await, &app.user("bob").await).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_matches_the_last_word_as_a_prefix_as_the_user_types() {
+    let app = spawn_app().await;
+    journey::search_as_you_type(&app.user("alice").await, &app.user("bob").await).await;
     app.shutdown().await;
 }
 

@@ -2,9 +2,17 @@
 //! its stream feeding the index and the pushes, SNS, and S3 presigned uploads and downloads.
 //!
 //! Also here: the same journey steps on the memory backend (they are one journey, not two), CloudSearch
-//! and OpenSearch (its stand-in) as the index, an index outage that must not hold back pushes, a restart that rebuilds the in-process
-//! index from the table without pushing again, and the real binary (`rookery aws bootstrap`, `rookery
-//! serve --backend aws`, and start-up failures that list every problem at once).
+//! and OpenSearch (its stand-in) as the index, an index outage that must not hold back pushes, a restart
+//! that rebuilds the in-process index from the table without pushing again, and the real binary
+//! (`rookery aws bootstrap`, `rookery serve --backend aws`, the whole journey on it with
+//! `ROOKERY_SEARCH=opensearch` pointed at the stand-in, and start-up failures that list every problem
+//! at once).
+//!
+//! Where the AWS backend differs from the local one, the journey says so through its parameters: users
+//! are Cognito's (an ID token for the first user of each step, an access token for the second; no
+//! development tokens), pushes are read from moto's SNS state, media URLs are S3's, and search is
+//! eventually consistent (the stream poller feeds the index), which each step waits for with a
+//! deadline.
 //!
 //! Every test makes its own table, bucket, SNS applications and user pool, so they share one moto
 //! server without seeing each other's state.
@@ -20,9 +28,9 @@ use reqwest::Method;
 use rookery_adapters_aws::OpenSearchService;
 use rookery_tests::aws::cloudsearch_fake::FakeCloudSearch;
 use rookery_tests::aws::cognito::CognitoPool;
-use rookery_tests::aws::moto::{moto, unique_name};
+use rookery_tests::aws::moto::{self, moto, unique_name};
 use rookery_tests::aws::opensearch_fake::FakeOpenSearch;
-use rookery_tests::http::aws::{AwsSearch, MotoPushes, spawn_aws_app, spawn_aws_app_with};
+use rookery_tests::http::aws::{AwsSearch, CognitoUsers, MotoPushes, spawn_aws_app, spawn_aws_app_with};
 use rookery_tests::http::journey::{self, DevPushes, PushProbe, TestDevice, search};
 use rookery_tests::http::{Answer, EVENTUALLY, RookeryProcess, eventually, rookery_binary, spawn_app};
 use serde_json::json;
@@ -75,18 +83,9 @@ async fn the_serve_journey_runs_on_aws_with_cognito_users() {
     Answer::read(refused).await.expect_problem(401, "unauthorized");
 
     // Each step has fresh users; Alice signs in with her ID token, Bob with his access token.
-    journey::items(&app.user("alice-items").await, &app.access_user("bob-items").await).await;
-    journey::listing_and_idempotency(&app.user("alice-list").await, &app.access_user("bob-list").await).await;
-    journey::sync_and_search(&app.user("alice-sync").await, &app.access_user("bob-sync").await).await;
-    journey::messages_and_devices(
-        &app.user("alice-msg").await,
-        &app.access_user("bob-msg").await,
-        &MotoPushes,
-    )
-    .await;
+    let seen = journey::whole(&app, &MotoPushes).await;
 
     // Media goes to S3 itself: the URLs are the emulator's, in the bootstrapped bucket.
-    let seen = journey::media(&app.user("alice-media").await, &app.access_user("bob-media").await).await;
     let endpoint = &moto().expect("moto").endpoint;
     let bucket = &app.clients().config().bucket;
     for url in [
@@ -103,11 +102,7 @@ async fn the_serve_journey_runs_on_aws_with_cognito_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_journey_steps_pass_on_the_memory_backend() {
     let app = spawn_app().await;
-    journey::items(&app.user("alice").await, &app.user("bob").await).await;
-    journey::listing_and_idempotency(&app.user("carol").await, &app.user("dave").await).await;
-    journey::sync_and_search(&app.user("erin").await, &app.user("frank").await).await;
-    journey::messages_and_devices(&app.user("grace").await, &app.user("heidi").await, &DevPushes).await;
-    let seen = journey::media(&app.user("ivan").await, &app.user("judy").await).await;
+    let seen = journey::whole(&*app, &DevPushes).await;
     let url = seen.declared.body["upload"]["url"].as_str().expect("an upload URL");
     assert!(
         url.starts_with(app.base()),
@@ -473,6 +468,92 @@ async fn the_binary_bootstraps_idempotently_then_serves_on_aws_until_sigterm() {
         "graceful shutdown exits 0:\n{output}"
     );
     assert!(output.contains("stream poller stopped"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_journey_passes_on_the_binary_with_opensearch_as_the_index() {
+    // `rookery serve --backend aws` as a process, configured only by the environment: moto for DynamoDB,
+    // S3, SNS and Cognito, and `ROOKERY_SEARCH=opensearch` pointed at the stand-in in this test process.
+    let fake = FakeOpenSearch::spawn("es").await.expect("an OpenSearch stand-in");
+    let (clients, _) = moto::bootstrapped().await.expect("moto runs and bootstrap succeeds");
+    let config = clients.config().clone();
+    let pool = CognitoPool::create().await.expect("a user pool");
+    let mut env = moto_env(&config.table, &config.bucket);
+    for (name, arn) in [
+        ("ROOKERY_SNS_APNS_ARN", &config.sns_apns_arn),
+        ("ROOKERY_SNS_APNS_SANDBOX_ARN", &config.sns_apns_sandbox_arn),
+        ("ROOKERY_SNS_FCM_ARN", &config.sns_fcm_arn),
+    ] {
+        env.insert(name.into(), arn.clone().expect("bootstrap made the application"));
+    }
+    env.insert("ROOKERY_COGNITO_POOL_ID".into(), pool.pool_id.clone());
+    env.insert("ROOKERY_COGNITO_CLIENT_ID".into(), pool.client_id.clone());
+    env.insert("ROOKERY_SEARCH".into(), "opensearch".into());
+    env.insert("ROOKERY_OPENSEARCH_ENDPOINT".into(), fake.endpoint.clone());
+    env.insert("ROOKERY_OPENSEARCH_SERVICE".into(), "es".into());
+    let mut process = tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        RookeryProcess::start(
+            &[
+                "serve",
+                "--backend",
+                "aws",
+                "--addr",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "0",
+            ],
+            &pairs,
+        )
+    })
+    .await
+    .expect("started")
+    .expect("rookery serve --backend aws starts with OpenSearch");
+    let api = process.api();
+
+    // The same steps as on the local server; search is eventually consistent here (the stream poller
+    // feeds OpenSearch), which every step already waits for with a deadline.
+    let seen = journey::whole(&CognitoUsers { api: &api, pool: &pool }, &MotoPushes).await;
+    let bucket = &config.bucket;
+    let download = seen.uploaded.body["download"]["url"].as_str().expect("a download URL");
+    assert!(
+        download.contains(&format!("/{bucket}/")),
+        "S3 serves the media: {download}"
+    );
+
+    // The searches were answered by OpenSearch: the journey's items are documents of the stand-in
+    // (deleted ones as tombstones), and the server sent it structured `_search` requests.
+    let documents = fake.documents("rookery-items");
+    let headline = |d: &&rookery_tests::aws::opensearch_fake::StoredDocument| {
+        d.source
+            .get("item")
+            .and_then(|item| item["data"]["headline"].as_str())
+            .map(str::to_owned)
+    };
+    let headlines: Vec<String> = documents.iter().filter_map(|d| headline(&d)).collect();
+    for expected in ["Zanzibar trip", "Kilimanjaro budget"] {
+        assert!(headlines.iter().any(|h| h == expected), "{expected} in {headlines:?}");
+    }
+    assert!(
+        documents.iter().any(|d| d.source["state"] == "deleted"),
+        "the deleted trips are tombstones"
+    );
+    assert!(
+        fake.requests().iter().any(|r| r.ends_with("/_search")),
+        "{:?}",
+        fake.requests()
+    );
+
+    let (status, output) = tokio::task::spawn_blocking(move || {
+        let status = process.signal("TERM", Duration::from_secs(30));
+        (status, process.output())
+    })
+    .await
+    .expect("the signal was sent");
+    assert!(
+        status.expect("rookery exits on SIGTERM").success(),
+        "graceful shutdown exits 0:\n{output}"
+    );
 }
 
 fn stderr_of(output: &Output) -> String {

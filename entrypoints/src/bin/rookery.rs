@@ -16,6 +16,7 @@ use rookery_entrypoints::aws::reindex as reindex_aws;
 use rookery_entrypoints::aws::{self, AwsServeConfig, AwsServer, BootstrapError, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
 use rookery_entrypoints::local::{LocalConfig, LocalServer, OidcConfig};
+use rookery_entrypoints::realtime::RealtimeConfig;
 use rookery_entrypoints::reindex::{self, ReindexReport};
 use rookery_entrypoints::telemetry::{self, LogFormat};
 
@@ -71,6 +72,14 @@ enum Command {
         /// Requests per second per user (burst twice that); 0 turns rate limiting off.
         #[arg(long, env = "ROOKERY_RATE_LIMIT", default_value_t = 50)]
         rate_limit: u32,
+        /// The most `/v1/realtime` sockets open at once; one more handshake answers `503`.
+        #[arg(long, env = "ROOKERY_REALTIME_MAX_CONNECTIONS", default_value_t = RealtimeConfig::default().max_connections,
+              value_parser = positive_count)]
+        realtime_max_connections: usize,
+        /// The most `/v1/realtime` sockets one user may have open; one more handshake answers `429`.
+        #[arg(long, env = "ROOKERY_REALTIME_MAX_PER_USER", default_value_t = RealtimeConfig::default().max_connections_per_user,
+              value_parser = positive_count)]
+        realtime_max_per_user: usize,
         /// An OpenID Connect issuer whose tokens are accepted instead of development tokens (memory backend);
         /// its keys come from `<issuer>/.well-known/openid-configuration`, and the development routes are gone.
         #[arg(long, env = "ROOKERY_OIDC_ISSUER", requires = "oidc_audience")]
@@ -155,6 +164,24 @@ enum AwsCommand {
         #[arg(long, env = "ROOKERY_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: LogFormatArg,
     },
+}
+
+/// A count of at least one, for the connection caps.
+fn positive_count(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `/v1/realtime`'s limits with the two caps given on the command line.
+fn realtime_caps(max_connections: usize, max_connections_per_user: usize) -> RealtimeConfig {
+    RealtimeConfig {
+        max_connections,
+        max_connections_per_user,
+        ..RealtimeConfig::default()
+    }
 }
 
 fn log_format(arg: LogFormatArg) -> LogFormat {
@@ -489,6 +516,8 @@ fn main() -> ExitCode {
             addr,
             data_dir,
             rate_limit,
+            realtime_max_connections,
+            realtime_max_per_user,
             oidc_issuer,
             log_format: format,
             ..
@@ -501,6 +530,7 @@ fn main() -> ExitCode {
             let options = ServeOptions {
                 addr,
                 rate_limit: RateLimit::per_second(rate_limit),
+                realtime: realtime_caps(realtime_max_connections, realtime_max_per_user),
                 ..ServeOptions::default()
             };
             runtime.block_on(serve_aws(options, data_dir))
@@ -510,6 +540,8 @@ fn main() -> ExitCode {
             addr,
             data_dir,
             rate_limit,
+            realtime_max_connections,
+            realtime_max_per_user,
             oidc_issuer,
             oidc_audience,
             log_format: format,
@@ -524,6 +556,7 @@ fn main() -> ExitCode {
                 data_dir,
                 rate_limit: RateLimit::per_second(rate_limit),
                 oidc,
+                realtime: realtime_caps(realtime_max_connections, realtime_max_per_user),
                 ..LocalConfig::default()
             };
             runtime.block_on(serve(config))

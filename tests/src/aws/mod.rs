@@ -176,15 +176,25 @@ impl SearchFactory for CloudSearchFakes {
 /// When the stand-in cannot bind a port.
 pub async fn opensearch_index(service: OpenSearchService) -> Result<(FakeOpenSearch, OpenSearchIndex), BoxError> {
     let fake = FakeOpenSearch::spawn(service.signing_name()).await?;
-    let mut config = AwsConfig::new("unused", "unused").with_emulator(&fake.endpoint);
+    let index = opensearch_index_at(&fake.endpoint, service).await?;
+    Ok((fake, index))
+}
+
+/// The OpenSearch index at `endpoint` (a stand-in running elsewhere, such as in another process),
+/// signed for `service` and configured as [`opensearch_index`] configures it.
+///
+/// # Errors
+/// When the configuration names no OpenSearch index (it always does).
+pub async fn opensearch_index_at(endpoint: &str, service: OpenSearchService) -> Result<OpenSearchIndex, BoxError> {
+    let mut config = AwsConfig::new("unused", "unused").with_emulator(endpoint);
     config.search = SearchBackend::OpenSearch;
-    config.opensearch_endpoint = Some(fake.endpoint.clone());
+    config.opensearch_endpoint = Some(endpoint.to_owned());
     config.opensearch_service = service;
     let index = AwsClients::load(config)
         .await
         .opensearch_index()
         .ok_or("no OpenSearch index configured")?;
-    Ok((fake, index))
+    Ok(index)
 }
 
 /// Fresh OpenSearch indexes, each on its own stand-in, kept running as long as the factory.

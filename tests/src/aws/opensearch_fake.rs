@@ -209,6 +209,12 @@ impl FakeOpenSearch {
         out
     }
 
+    /// How many documents `index` holds, tombstones included, without copying them; `None` when there
+    /// is no such index.
+    pub fn document_count(&self, index: &str) -> Option<usize> {
+        self.cluster().indices.get(index).map(|held| held.docs.len())
+    }
+
     /// The document `id` behind `target`, if any.
     pub fn document(&self, target: &str, id: &str) -> Option<StoredDocument> {
         self.documents(target).into_iter().find(|d| d.id == id)

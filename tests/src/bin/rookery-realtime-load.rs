@@ -73,6 +73,7 @@ struct Options {
     duration: Duration,
     opening: usize,
     client_threads: usize,
+    per_user_cap: Option<usize>,
 }
 
 /// Which store the server runs on.
@@ -114,6 +115,7 @@ options:
   --duration SECS           how long the active scenario writes (default 30)
   --opening N               handshakes in flight at once (default 64)
   --client-threads N        worker threads of the load generator (default 2)
+  --per-user-cap N          the server's sockets per user (--realtime-max-per-user; default: the server's)
 ";
 
 fn parse_number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, Failure> {
@@ -136,6 +138,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
         duration: Duration::from_secs(30),
         opening: 64,
         client_threads: 2,
+        per_user_cap: None,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -171,6 +174,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
             "--duration" => options.duration = Duration::from_secs_f64(parse_number(&flag, args.next())?),
             "--opening" => options.opening = parse_number(&flag, args.next())?,
             "--client-threads" => options.client_threads = parse_number(&flag, args.next())?,
+            "--per-user-cap" => options.per_user_cap = Some(parse_number(&flag, args.next())?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -183,6 +187,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> Result<Options, Fail
         || options.rate == 0
         || options.opening == 0
         || options.client_threads == 0
+        || options.per_user_cap == Some(0)
     {
         return Err("every count must be at least 1".to_owned());
     }
@@ -304,6 +309,9 @@ fn start_server(options: &Options, store: Store, run: usize) -> Result<(ServerPr
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+    if let Some(cap) = options.per_user_cap {
+        args.extend(["--realtime-max-per-user".to_owned(), cap.to_string()]);
+    }
     let data_dir = match store {
         Store::Memory => None,
         Store::Durable => {

@@ -13,7 +13,7 @@ use rookery_entrypoints::aws::{AwsServeConfig, AwsServer, ServeOptions};
 use rookery_entrypoints::http::RateLimit;
 use serde_json::Value;
 
-use super::journey::{Delivered, PushProbe, TestDevice};
+use super::journey::{Delivered, PushProbe, TestDevice, Users};
 use super::{ApiClient, TestUser};
 use crate::aws::cognito::CognitoPool;
 use crate::aws::moto;
@@ -168,6 +168,40 @@ impl AwsTestApp {
     /// When the server failed while serving.
     pub async fn shutdown(self) {
         self.server.shutdown().await.expect("a clean shutdown");
+    }
+}
+
+/// Cognito users of the test server's pool: the first signed in with an ID token, the second with an
+/// access token (the server accepts both).
+impl Users for AwsTestApp {
+    async fn first(&self, name: &str) -> TestUser<'_> {
+        self.user(name).await
+    }
+
+    async fn second(&self, name: &str) -> TestUser<'_> {
+        self.access_user(name).await
+    }
+}
+
+/// Users of `pool` calling the server `api` (such as a `rookery serve --backend aws` process): the first
+/// signed in with an ID token, the second with an access token; each user's id is its Cognito `sub`.
+#[derive(Debug, Clone, Copy)]
+pub struct CognitoUsers<'a> {
+    /// The server's client.
+    pub api: &'a ApiClient,
+    /// The pool the server verifies tokens of.
+    pub pool: &'a CognitoPool,
+}
+
+impl Users for CognitoUsers<'_> {
+    async fn first(&self, name: &str) -> TestUser<'_> {
+        let user = self.pool.sign_in(name).await.expect("a Cognito user");
+        self.api.user_with_token(&user.sub, &user.id_token)
+    }
+
+    async fn second(&self, name: &str) -> TestUser<'_> {
+        let user = self.pool.sign_in(name).await.expect("a Cognito user");
+        self.api.user_with_token(&user.sub, &user.access_token)
     }
 }
 

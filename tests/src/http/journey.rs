@@ -2,8 +2,12 @@
 //! `rookery serve` (memory) and `rookery serve --backend aws` (moto), whatever the user ids look like.
 //!
 //! Each step takes two signed-in users with empty streams (fresh users), so steps do not depend on
-//! each other. What differs between backends is only where a push can be seen ([`PushProbe`]) and
-//! what media URLs look like (the media step returns its answers for the caller to check).
+//! each other. What differs between backends is only where users and their tokens come from
+//! ([`Users`]: development tokens or Cognito), where a push can be seen ([`PushProbe`]) and what media
+//! URLs look like (the media step returns its answers for the caller to check); [`whole`] runs every
+//! step. Search is eventually consistent on every backend (the AWS one indexes through the stream
+//! poller), so each step waits for a change to become searchable with a bounded deadline
+//! ([`EVENTUALLY`]), never a fixed sleep, and then reads what is indexed as often as it likes.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -12,7 +16,7 @@ use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
-use super::{Answer, EVENTUALLY, TestUser, eventually};
+use super::{Answer, ApiClient, EVENTUALLY, TestUser, eventually};
 use crate::fixtures::unique;
 
 fn versions(events: &Value) -> Vec<u64> {
@@ -661,4 +665,100 @@ pub async fn media(alice: &TestUser<'_>, bob: &TestUser<'_>) -> MediaSeen {
         declared,
         uploaded: ready,
     }
+}
+
+/// Where the journey's users come from: fresh users, each signed in with a token the server accepts.
+pub trait Users {
+    /// A fresh user called `name`, signed in the way a step's first user (Alice) is.
+    fn first(&self, name: &str) -> impl Future<Output = TestUser<'_>>;
+    /// A fresh user called `name`, signed in the way a step's second user (Bob) is.
+    fn second(&self, name: &str) -> impl Future<Output = TestUser<'_>>;
+}
+
+/// Development tokens (`POST /v1/dev/tokens`) for both users: the local server.
+impl Users for ApiClient {
+    async fn first(&self, name: &str) -> TestUser<'_> {
+        self.user(name).await
+    }
+
+    async fn second(&self, name: &str) -> TestUser<'_> {
+        self.user(name).await
+    }
+}
+
+/// Search as you type: the last word of `q` also matches as a prefix, of nested strings too; an earlier
+/// word matches whole words only; a prefix never reaches another user's private item; a `*` is text.
+pub async fn search_as_you_type(alice: &TestUser<'_>, bob: &TestUser<'_>) {
+    alice
+        .put(
+            "/v1/items/trips/k1",
+            &json!({"data": {"headline": "Kilimanjaro at dawn", "gear": ["passport", "head torch"]}, "visibility": "public"}),
+        )
+        .await
+        .expect_status(201);
+    alice
+        .put(
+            "/v1/items/trips/k2",
+            &json!({"data": {"headline": "Kilimanjaro budget"}}),
+        )
+        .await
+        .expect_status(201);
+    eventually(EVENTUALLY, || async {
+        (search(alice, "kilimanjaro").await.expect_status(200).body["found"] == 2).then_some(())
+    })
+    .await
+    .expect("both trips become searchable");
+    let typed = search(bob, "kilim").await.expect_status(200);
+    assert_eq!(
+        typed.body["found"], 1,
+        "Bob finds the public trip as he types: {}",
+        typed.text
+    );
+    assert_eq!(typed.body["hits"][0]["id"], "k1");
+    assert_eq!(typed.body["hits"][0]["owner"], alice.id());
+    let own = search(alice, "kilimanjaro bud").await.expect_status(200);
+    assert_eq!(own.body["found"], 1, "{}", own.text);
+    assert_eq!(own.body["hits"][0]["id"], "k2");
+    let nested = search(alice, "PASS").await.expect_status(200);
+    assert_eq!(nested.body["found"], 1, "a prefix of a nested string: {}", nested.text);
+    assert_eq!(nested.body["hits"][0]["id"], "k1");
+    for (query, why) in [
+        ("kilim budget", "an earlier word matches whole words only"),
+        ("anjaro", "a prefix, not any part of a word"),
+        ("kilimanjaros", "the last word is not shortened"),
+    ] {
+        assert_eq!(
+            search(alice, query).await.expect_status(200).body["found"],
+            0,
+            "{query:?}: {why}"
+        );
+    }
+    assert_eq!(
+        search(bob, "kilimanjaro bud").await.expect_status(200).body["found"],
+        0,
+        "a prefix never reaches another user's private item"
+    );
+    let stars = search(bob, "kilim*").await.expect_status(200);
+    assert_eq!(
+        stars.body["found"], 1,
+        "a `*` is text, the same as `kilim`: {}",
+        stars.text
+    );
+    alice.delete("/v1/items/trips/k1").await.expect_status(204);
+    eventually(EVENTUALLY, || async {
+        (search(bob, "kilim").await.expect_status(200).body["found"] == 0).then_some(())
+    })
+    .await
+    .expect("the deleted trip is no longer found as Bob types");
+}
+
+/// Every step of the journey, each with two fresh users of `users` named after it (`alice-items`,
+/// `bob-items`, ...), pushes seen through `probe`; returns what the media step saw.
+pub async fn whole<U: Users, P: PushProbe>(users: &U, probe: &P) -> MediaSeen {
+    items(&users.first("alice-items").await, &users.second("bob-items").await).await;
+    listing_and_idempotency(&users.first("alice-list").await, &users.second("bob-list").await).await;
+    sync_and_search(&users.first("alice-sync").await, &users.second("bob-sync").await).await;
+    search_as_you_type(&users.first("alice-type").await, &users.second("bob-type").await).await;
+    messages_and_devices(&users.first("alice-msg").await, &users.second("bob-msg").await, probe).await;
+    media(&users.first("alice-media").await, &users.second("bob-media").await).await
 }
