@@ -34,6 +34,16 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 const LOOKUP_CHUNK: usize = 25;
 /// The prefix of the cursors this index issues.
 const CURSOR_PREFIX: &str = "cs1.";
+/// How many document ids one page of an erasure's listing asks for (and one delete batch holds).
+const ERASE_PAGE: usize = 1000;
+/// How many pages one pass of an erasure lists at most (so one pass holds at most 100,000 ids).
+const ERASE_PAGES_PER_PASS: usize = 100;
+/// How many passes (list, then delete what is new) an erasure makes before it gives up.
+const ERASE_PASSES: u32 = 12;
+/// The first wait of an erasure for deletes CloudSearch has accepted but not yet applied; it doubles.
+const ERASE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest such wait.
+const ERASE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// The document id of an item: `sha256(owner, collection, id)` in hex, within CloudSearch's id alphabet and length.
 pub fn document_id(owner: &UserId, key: &ItemKey) -> String {
@@ -398,6 +408,85 @@ impl CloudSearchIndex {
         Ok((listed, next))
     }
 
+    /// The ids of `owner`'s documents (live or tombstone, every visibility), up to
+    /// `ERASE_PAGES_PER_PASS` pages of `ERASE_PAGE`.
+    async fn owner_documents(&self, owner: &UserId) -> Result<Vec<String>, Failure> {
+        let query = term("owner", owner.as_str());
+        let size = i64::try_from(ERASE_PAGE).unwrap_or(1000);
+        let mut ids = Vec::new();
+        let mut cursor = "initial".to_owned();
+        for _ in 0..ERASE_PAGES_PER_PASS {
+            let out = self
+                .retry
+                .run(Failure::is_retryable, || async {
+                    self.search
+                        .search()
+                        .query(&query)
+                        .query_parser(QueryParser::Structured)
+                        .cursor(&cursor)
+                        .size(size)
+                        .r#return("_no_fields")
+                        .send()
+                        .await
+                        .map_err(|e| sdk_failure("Search (an owner's documents)", &e))
+                })
+                .await?;
+            let hits = out
+                .hits
+                .ok_or_else(|| Failure::permanent("a search answer without hits"))?;
+            let page: Vec<String> = hits.hit.unwrap_or_default().into_iter().filter_map(|h| h.id).collect();
+            let full = page.len() >= ERASE_PAGE;
+            ids.extend(page);
+            match hits.cursor {
+                Some(next) if full => cursor = next,
+                _ => break,
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Deletes every document of `owner` (live or tombstone, public or private) for good, and answers
+    /// once a search finds none (account erasure).
+    ///
+    /// Each pass finds the owner's documents by a structured query on the `owner` field and deletes the
+    /// ones it has not deleted yet, in batches of `ERASE_PAGE`; CloudSearch applies an accepted batch
+    /// within seconds, so a pass that finds only documents already deleted waits (doubling, capped)
+    /// before looking again. Harmless to repeat: deleting an id the domain does not hold is accepted.
+    ///
+    /// With its tombstones gone, an owner's old change arriving later would be applied again: the caller
+    /// must make sure no change of an erased owner reaches the index afterwards (on AWS the indexer
+    /// checks the erasure marker).
+    ///
+    /// # Errors
+    /// A [`Failure`] when CloudSearch refuses or cannot be reached, or still finds documents of the
+    /// owner after `ERASE_PASSES` passes (transient: trying again goes on where this stopped).
+    pub async fn erase_owner(&self, owner: &UserId) -> Result<u64, Failure> {
+        let mut deleted: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut wait = ERASE_WAIT;
+        let mut left = 0;
+        for _ in 0..ERASE_PASSES {
+            let found = self.owner_documents(owner).await?;
+            if found.is_empty() {
+                return Ok(deleted.len() as u64);
+            }
+            left = found.len();
+            let new: Vec<String> = found.into_iter().filter(|id| !deleted.contains(id)).collect();
+            if new.is_empty() {
+                // Every document found was deleted by an earlier pass: CloudSearch has not applied it yet.
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(ERASE_WAIT_CAP);
+                continue;
+            }
+            for chunk in new.chunks(ERASE_PAGE) {
+                self.delete_documents(chunk).await?;
+            }
+            deleted.extend(new);
+        }
+        Err(Failure::transient(format!(
+            "CloudSearch still holds {left} documents of {owner} after {ERASE_PASSES} passes of deleting them"
+        )))
+    }
+
     /// Deletes the documents `ids` for good (documents of no item: their versions are not kept).
     ///
     /// # Errors
@@ -505,6 +594,10 @@ impl SearchIndex for CloudSearchIndex {
             hits: page,
             next_cursor,
         })
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), SearchError> {
+        Ok(CloudSearchIndex::erase_owner(self, owner).await.map(|_| ())?)
     }
 }
 

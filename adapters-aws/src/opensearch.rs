@@ -78,6 +78,12 @@ pub struct OpenSearchIndex {
 }
 
 const JSON: &str = "application/json";
+/// How many deletes by query an erasure makes at most before it reports the owner's documents left.
+const ERASE_ROUNDS: u32 = 10;
+/// The first wait between two of them; it doubles.
+const ERASE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+/// The longest wait between two of them.
+const ERASE_WAIT_CAP: std::time::Duration = std::time::Duration::from_secs(4);
 const NDJSON: &str = "application/x-ndjson";
 
 impl OpenSearchIndex {
@@ -213,6 +219,47 @@ impl OpenSearchIndex {
             )));
         }
         Ok(answer.body["deleted"].as_u64().unwrap_or(0))
+    }
+
+    /// How many documents of `owner` (tombstones included) a search finds now, by `_count`.
+    async fn count_owner(&self, owner: &UserId) -> Result<u64, Failure> {
+        let path = format!("/{}/_count", self.alias);
+        let query = json!({"query": {"term": {"owner": {"value": owner.as_str()}}}});
+        let answer = self.call_json("POST", &path, &query).await?;
+        if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
+            return Ok(0);
+        }
+        if !answer.is_success() {
+            return Err(answer.failure(&format!("POST {path}")));
+        }
+        answer.body["count"]
+            .as_u64()
+            .ok_or_else(|| Failure::permanent("_count answered no count"))
+    }
+
+    /// [`Self::erase_owner`], repeated until a search finds no document of `owner`.
+    ///
+    /// On a domain the delete refreshes the index, so one round does it; a Serverless collection takes
+    /// no `refresh` and makes writes searchable on its own schedule, so a document written just before
+    /// may escape the delete's query, and one deleted may still be found: the delete is repeated, with
+    /// waits (doubling, capped), until `_count` finds none, at most `ERASE_ROUNDS` times.
+    async fn erase_owner_until_gone(&self, owner: &UserId) -> Result<(), Failure> {
+        let mut wait = ERASE_WAIT;
+        for round in 1..=ERASE_ROUNDS {
+            self.erase_owner(owner).await?;
+            let left = self.count_owner(owner).await?;
+            if left == 0 {
+                return Ok(());
+            }
+            if round == ERASE_ROUNDS {
+                return Err(Failure::transient(format!(
+                    "OpenSearch still finds {left} documents of {owner} after {ERASE_ROUNDS} deletes by query"
+                )));
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(ERASE_WAIT_CAP);
+        }
+        Ok(())
     }
 
     /// The `_bulk` path into `target` (the alias, or one index by name), on a domain waiting for the
@@ -614,6 +661,10 @@ impl SearchIndex for OpenSearchIndex {
             return Err(answer.failure(&format!("POST {path}")).into());
         }
         Ok(read_page(&answer.body, query.limit)?)
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), SearchError> {
+        Ok(self.erase_owner_until_gone(owner).await?)
     }
 }
 

@@ -12,9 +12,10 @@ use std::time::Duration;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use rookery_domain::{MediaObject, Timestamp};
+use rookery_domain::{MediaObject, Timestamp, UserId};
 use rookery_ports::{Failure, MediaError, MediaStore, ObjectStatus, SignedRequest};
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs1v15::SigningKey;
@@ -22,7 +23,14 @@ use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use sha1::Sha1;
 
-use crate::error::sdk_failure;
+use crate::error::{is_transient, sdk_failure};
+
+/// The most keys one `DeleteObjects` takes (and one `ListObjectsV2` page holds).
+const DELETE_BATCH: i32 = 1000;
+/// How many pages of keys an erasure deletes at most (ten million objects) before it stops and says so.
+const ERASE_PAGES: usize = 10_000;
+/// How many per-key errors a failure names (the rest are counted).
+const ERRORS_NAMED: usize = 5;
 
 /// Why a CloudFront private key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,6 +208,115 @@ impl S3MediaStore {
     }
 }
 
+impl S3MediaStore {
+    /// The key prefix of every object of `owner` (`media/<owner>/`, as [`MediaObject::declare`] builds
+    /// keys; a user id holds no `/`, so no other user's keys share it).
+    pub fn owner_prefix(owner: &UserId) -> String {
+        format!("media/{owner}/")
+    }
+
+    /// Deletes the listed `keys` with one `DeleteObjects` (quiet: only errors are answered).
+    async fn delete_keys(&self, keys: Vec<ObjectIdentifier>) -> Result<(), Failure> {
+        let count = keys.len();
+        let delete = Delete::builder()
+            .set_objects(Some(keys))
+            .quiet(true)
+            .build()
+            .map_err(|e| Failure::permanent(format!("DeleteObjects request: {e}")))?;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(self.bucket.as_ref())
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| sdk_failure("DeleteObjects", &e))?;
+        let errors = out.errors.unwrap_or_default();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let retryable = errors.iter().all(|e| is_transient(e.code.as_deref(), None));
+        let named: Vec<String> = errors
+            .iter()
+            .take(ERRORS_NAMED)
+            .map(|e| {
+                format!(
+                    "{}: {} {}",
+                    e.key.as_deref().unwrap_or("?"),
+                    e.code.as_deref().unwrap_or("?"),
+                    e.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let message = format!(
+            "DeleteObjects left {} of {count} keys: {}",
+            errors.len(),
+            named.join("; ")
+        );
+        Err(if retryable {
+            Failure::transient(message)
+        } else {
+            Failure::permanent(message)
+        })
+    }
+
+    /// Deletes every object under `owner`'s prefix, a `ListObjectsV2` page (at most 1,000 keys) at a
+    /// time, each page with one `DeleteObjects`, and returns how many keys were deleted.
+    ///
+    /// Harmless to repeat (a prefix with no object lists nothing). On a versioned bucket a delete adds
+    /// a delete marker and the older versions stay until a lifecycle rule expires them (decision 0010).
+    /// A presigned upload URL handed out before cannot be revoked: it works until it expires
+    /// (`upload_url`'s `ttl`).
+    ///
+    /// # Errors
+    /// A [`Failure`] when S3 refuses or cannot be reached, when a key could not be deleted (named in
+    /// the message; transient when every such error is), or when the prefix holds more than
+    /// `ERASE_PAGES` pages.
+    pub async fn erase_objects_of(&self, owner: &UserId) -> Result<u64, Failure> {
+        let prefix = Self::owner_prefix(owner);
+        let mut token: Option<String> = None;
+        let mut deleted = 0u64;
+        for _ in 0..ERASE_PAGES {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(self.bucket.as_ref())
+                .prefix(&prefix)
+                .max_keys(DELETE_BATCH)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| sdk_failure("ListObjectsV2", &e))?;
+            let mut keys = Vec::new();
+            for object in page.contents.unwrap_or_default() {
+                let Some(key) = object.key else { continue };
+                // S3 lists only keys under the prefix; a key outside it is never deleted here.
+                if !key.starts_with(&prefix) {
+                    continue;
+                }
+                keys.push(
+                    ObjectIdentifier::builder()
+                        .key(key)
+                        .build()
+                        .map_err(|e| Failure::permanent(format!("DeleteObjects key: {e}")))?,
+                );
+            }
+            if !keys.is_empty() {
+                let count = keys.len() as u64;
+                self.delete_keys(keys).await?;
+                deleted += count;
+            }
+            match page.next_continuation_token {
+                Some(next) if page.is_truncated == Some(true) => token = Some(next),
+                _ => return Ok(deleted),
+            }
+        }
+        Err(Failure::transient(format!(
+            "{prefix} holds more than {ERASE_PAGES} pages of objects: {deleted} deleted, the rest left"
+        )))
+    }
+}
+
 impl MediaStore for S3MediaStore {
     async fn upload_url(
         &self,
@@ -274,6 +391,12 @@ impl MediaStore for S3MediaStore {
             }
             Err(error) => Err(MediaError::Unavailable(sdk_failure("HeadObject", &error))),
         }
+    }
+
+    async fn erase_owner(&self, owner: &UserId) -> Result<(), MediaError> {
+        let deleted = self.erase_objects_of(owner).await.map_err(MediaError::Unavailable)?;
+        tracing::debug!(user = %owner, deleted, "media objects erased");
+        Ok(())
     }
 }
 

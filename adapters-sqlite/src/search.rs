@@ -268,7 +268,7 @@ CREATE TABLE search_docs_before_rebuild (
     PRIMARY KEY (owner, collection, item_id)
 ) WITHOUT ROWID;
 INSERT INTO search_docs_before_rebuild
-    SELECT owner, collection, item_id, version, public, item FROM search_docs ORDER BY owner, collection, item_id;
+    SELECT owner, collection, item_id, version, public, item FROM search_docs;
 DELETE FROM search_docs;
 INSERT INTO search_words (search_words) VALUES ('delete-all');
 ";

@@ -187,6 +187,65 @@ async fn queued_writes_commit_in_one_group_and_a_refused_one_fails_alone() -> Ou
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulky_job_commits_alone_and_a_failed_one_undoes_all_it_did() -> Outcome {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(dir.path().join("db"))?;
+    let before = store.write_stats();
+    let shared = std::sync::Arc::clone(&store.inner.shared);
+    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.set_consumer_position("probe", 1).await }
+    });
+    wait_until("the writer to take the first write", || {
+        shared.started.load(Ordering::SeqCst) == 1
+    });
+    // Queued behind it: a write, a maintenance job that fails after changing a row, and another write.
+    let owner = user("alice");
+    let early = tokio::spawn({
+        let (store, owner) = (store.clone(), owner.clone());
+        async move { store.append(batch(&owner, 0, vec![message(&owner, "early")])).await }
+    });
+    wait_until("the first append to queue", || store.queued() == 1);
+    let failing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .submit(|reply| crate::writer::Job::Maintain {
+                    sql: "INSERT INTO consumers (name, position) VALUES ('half-done', 7); SELECT * FROM no_such_table;",
+                    reply,
+                })
+                .await
+        }
+    });
+    wait_until("the maintenance job to queue", || store.queued() == 2);
+    let late = tokio::spawn({
+        let (store, owner) = (store.clone(), owner.clone());
+        async move { store.append(batch(&owner, 1, vec![message(&owner, "late")])).await }
+    });
+    wait_until("every write to queue", || store.queued() == 3);
+    drop(paused);
+
+    first.await??;
+    assert_eq!(early.await??.len(), 1);
+    assert!(failing.await??.is_err(), "the maintenance job failed");
+    assert_eq!(late.await??.len(), 1, "the write after the failed job commits");
+    assert_eq!(
+        store.consumer_position("half-done").await?,
+        0,
+        "what the failed job changed before failing is gone"
+    );
+    let after = store.write_stats();
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (2, 3),
+        "two transactions committed three writes: the first write with the early one, then the late one alone \
+         (the failed job's transaction was rolled back)"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebasing_writes_to_one_item_all_commit_in_one_group_on_each_other() -> Outcome {
     const WRITERS: u64 = 16;
     let dir = tempfile::tempdir()?;

@@ -8,6 +8,8 @@
 //! Then one `COMMIT`, so one WAL sync, covers the whole group; only after it are the callers answered and
 //! the change feed's watchers woken. A write that arrives during a sync waits for the next group, so the
 //! number of syncs per second, not the number of writes, is bounded by the disk.
+//! A job that may change any number of rows (maintenance, erasure) runs alone in its own transaction,
+//! without a savepoint ([`Job::is_bulky`]).
 //!
 //! A conflict (a moved seq, version or key) is answered after the commit too, so a caller that re-reads
 //! and retries sees what it conflicted with. If the commit fails, every write of the group fails as
@@ -135,6 +137,16 @@ impl Done {
         }
     }
 
+    /// Why the job failed, if it did (for the jobs that run alone: their failure undoes the transaction).
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Done::Erase(_, Err(failure)) | Done::Other(_, Err(failure)) => Some(failure.clone()),
+            Done::Append(_, Err(AppendError::Unavailable(failure)))
+            | Done::Remember(_, Err(AppendError::Unavailable(failure))) => Some(failure.clone()),
+            _ => None,
+        }
+    }
+
     /// The feed position of the last event this write stored, if it stored any.
     fn position(&self) -> Option<i64> {
         match self {
@@ -177,8 +189,20 @@ impl Job {
         }
     }
 
-    /// Runs the job inside a savepoint of the open transaction: kept when it succeeds, rolled back when it
-    /// is refused or fails.
+    /// A job that may change any number of rows (a maintenance statement, an erasure), which runs alone in
+    /// its transaction and without a savepoint.
+    ///
+    /// Inside a savepoint SQLite keeps a copy of every page the job changes in a statement journal, which
+    /// lives in memory here (`temp_store = MEMORY`, so that no copy of erased rows lands in a temporary
+    /// file): setting the search index aside for a rebuild copied the whole index into memory (600 MB at
+    /// ten million events). Alone in its transaction, the job's pages spill to the WAL like any large
+    /// transaction's, and a failure rolls the whole transaction back instead of a savepoint.
+    fn is_bulky(&self) -> bool {
+        matches!(self, Job::Maintain { .. } | Job::Erase { .. } | Job::EraseSearch { .. })
+    }
+
+    /// Runs the job: inside a savepoint of the open transaction, kept when it succeeds and rolled back when
+    /// it is refused or fails; a bulky job ([`Job::is_bulky`]) directly in its own transaction.
     fn run(self, conn: &Connection) -> Done {
         match self {
             Job::Append { batch, reply } => Done::Append(
@@ -201,16 +225,11 @@ impl Job {
                 }),
             ),
             Job::Index { changes, reply } => Done::Other(reply, in_savepoint(conn, |c| search::apply(c, &changes))),
-            Job::Maintain { sql, reply } => Done::Other(
-                reply,
-                in_savepoint(conn, |c| c.execute_batch(sql).context("maintaining the database")),
-            ),
-            Job::Erase { owner, at, reply } => {
-                Done::Erase(reply, in_savepoint(conn, |c| erase::erase_owner(c, &owner, at)))
+            Job::Maintain { sql, reply } => {
+                Done::Other(reply, conn.execute_batch(sql).context("maintaining the database"))
             }
-            Job::EraseSearch { owner, reply } => {
-                Done::Other(reply, in_savepoint(conn, |c| erase::erase_search(c, &owner)))
-            }
+            Job::Erase { owner, at, reply } => Done::Erase(reply, erase::erase_owner(conn, &owner, at)),
+            Job::EraseSearch { owner, reply } => Done::Other(reply, erase::erase_search(conn, &owner)),
             Job::Position { name, position, reply } => Done::Other(
                 reply,
                 in_savepoint(conn, |c| log::set_consumer_position(c, &name, position)),
@@ -265,15 +284,22 @@ impl Writer {
     /// Takes queued jobs and commits them group by group, until every handle of the store is gone and the
     /// queue is empty; then the connection closes (checkpointing the WAL).
     pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+        // A bulky job taken while filling a group waits for the next one, which it has to itself.
+        let mut held: Option<Job> = None;
+        while let Some(first) = held.take().or_else(|| jobs.blocking_recv()) {
             #[cfg(test)]
             self.shared.started.fetch_add(1, Ordering::SeqCst);
             #[cfg(test)]
             let paused = self.shared.pause.lock();
             let mut group = Vec::with_capacity(16);
+            let alone = first.is_bulky();
             group.push(first);
-            while group.len() < MAX_GROUP {
+            while !alone && group.len() < MAX_GROUP {
                 match jobs.try_recv() {
+                    Ok(job) if job.is_bulky() => {
+                        held = Some(job);
+                        break;
+                    }
                     Ok(job) => group.push(job),
                     Err(_) => break,
                 }
@@ -306,17 +332,29 @@ impl Writer {
             match &aborted {
                 Some(failure) => done.push(job.refuse(failure)),
                 None => {
-                    done.push(job.run(&self.conn));
-                    if self.conn.is_autocommit() {
+                    let bulky = job.is_bulky();
+                    let outcome = job.run(&self.conn);
+                    if bulky && let Some(failure) = outcome.failure() {
+                        // No savepoint to go back to: the transaction, which holds only this job, goes.
+                        aborted = Some(failure);
+                    } else if self.conn.is_autocommit() {
                         aborted = Some(Failure::transient(
                             "sqlite store: the transaction was rolled back by an error; try again",
                         ));
                     }
+                    done.push(outcome);
                 }
             }
         }
         let committed = match aborted {
-            Some(failure) => Err(failure),
+            Some(failure) => {
+                if !self.conn.is_autocommit()
+                    && let Err(error) = self.conn.execute_batch("ROLLBACK")
+                {
+                    tracing::warn!(file = %self.path.display(), %error, "rolling back a failed write");
+                }
+                Err(failure)
+            }
             None => self.conn.execute_batch("COMMIT").map_err(|error| {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");

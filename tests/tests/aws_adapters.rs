@@ -1120,3 +1120,247 @@ async fn dynamodb_erasure_deferred_hides_at_once_and_the_purge_resumes_to_an_emp
     assert_eq!(store.read_feed(&bob, Seq(0), 10).await?.len(), 1);
     Ok(())
 }
+
+/// CloudSearch erases an owner's documents (more than one page of the listing and one delete batch,
+/// live and tombstone, public and private) and only theirs, and a repeat finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudsearch_erases_an_owner_page_by_page_to_the_last_document() -> Outcome {
+    let (fake, index) = cloudsearch_index().await?;
+    let (alice, bob) = (user("alice")?, user("bob")?);
+    let mut changes = Vec::new();
+    for n in 0..2_300 {
+        let visibility = if n % 2 == 0 {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        };
+        changes.push(upsert(&item(
+            &alice,
+            &key("notes", &format!("n{n}"))?,
+            1,
+            visibility,
+            json!({"t": "shared"}),
+        )));
+    }
+    let bobs = key("notes", "n0")?;
+    changes.push(upsert(&item(
+        &bob,
+        &bobs,
+        1,
+        Visibility::Public,
+        json!({"t": "shared"}),
+    )));
+    index.apply(&changes).await?;
+    index.apply(&[delete(&alice, &key("notes", "gone")?, 4)]).await?;
+    assert_eq!(fake.len(), 2_302);
+
+    assert_eq!(index.erase_owner(&alice).await?, 2_301, "every item and the tombstone");
+    assert_eq!(fake.len(), 1, "only Bob's document is left");
+    assert!(fake.document(&document_id(&bob, &bobs)).is_some());
+    assert_eq!(index.erase_owner(&alice).await?, 0, "a repeat finds nothing");
+    let found = SearchIndex::query(&index, &mine(&bob, "shared")).await?;
+    assert_eq!(found.found, 1);
+    Ok(())
+}
+
+/// Puts `count` small objects under `owner`'s prefix directly (as uploads through signed URLs would).
+async fn put_objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    owner: &rookery_domain::UserId,
+    count: usize,
+) -> Result<Vec<String>, BoxError> {
+    let mut keys = Vec::with_capacity(count);
+    for n in 0..count {
+        let key = format!("media/{owner}/m{n:05}");
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                format!("bytes of {key}").into_bytes(),
+            ))
+            .send()
+            .await?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Every key of the bucket under `prefix`, following continuation tokens.
+async fn keys_under(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<String>, BoxError> {
+    let mut keys = Vec::new();
+    let mut token = None;
+    for _ in 0..1_000 {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await?;
+        keys.extend(page.contents.unwrap_or_default().into_iter().filter_map(|o| o.key));
+        match page.next_continuation_token {
+            Some(next) if page.is_truncated == Some(true) => token = Some(next),
+            _ => return Ok(keys),
+        }
+    }
+    Err("the listing never ended".into())
+}
+
+/// The S3 media store erases every object under the owner's prefix (more than one page of 1,000 keys,
+/// including one uploaded through a signed URL) and nothing of another user, even one whose id starts
+/// with the same letters; a repeat is `Ok`, and the erased object reads as pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_erases_every_object_of_an_owner_and_nothing_of_another() -> Outcome {
+    use rookery_ports::{MediaStore, ObjectStatus};
+    let (clients, _) = rookery_tests::aws::moto::bootstrapped().await?;
+    let store = clients.media_store()?;
+    let (s3, bucket) = (clients.s3(), clients.config().bucket.clone());
+    let (alice, alice2, bob) = (user("alice")?, user("alice2")?, user("bob")?);
+
+    let uploaded = media_object(&alice, "image/png", 5, at(1))?;
+    let request = store
+        .upload_url(
+            &uploaded,
+            rookery_domain::Timestamp::from_system_time(std::time::SystemTime::now()),
+            Duration::from_secs(300),
+        )
+        .await?;
+    let mut put = reqwest::Client::new().put(&request.url);
+    for (name, value) in &request.headers {
+        if !name.eq_ignore_ascii_case("content-length") {
+            put = put.header(name, value);
+        }
+    }
+    assert!(put.body(vec![1u8, 2, 3, 4, 5]).send().await?.status().is_success());
+    assert!(matches!(
+        store.status(&uploaded).await?,
+        ObjectStatus::Uploaded { size: 5 }
+    ));
+
+    put_objects(&s3, &bucket, &alice, 1_204).await?;
+    let others = [
+        put_objects(&s3, &bucket, &alice2, 3).await?,
+        put_objects(&s3, &bucket, &bob, 3).await?,
+    ]
+    .concat();
+    assert_eq!(keys_under(&s3, &bucket, "media/alice/").await?.len(), 1_205);
+
+    let started = std::time::Instant::now();
+    assert_eq!(store.erase_objects_of(&alice).await?, 1_205);
+    eprintln!(
+        "s3 erase of 1,205 objects on moto: {} ms",
+        started.elapsed().as_millis()
+    );
+    assert!(keys_under(&s3, &bucket, "media/alice/").await?.is_empty());
+    let mut left = keys_under(&s3, &bucket, "media/").await?;
+    left.sort();
+    assert_eq!(left, others, "Bob's and alice2's objects stay");
+    assert!(matches!(store.status(&uploaded).await?, ObjectStatus::Pending));
+
+    MediaStore::erase_owner(&store, &alice).await?;
+    assert_eq!(store.erase_objects_of(&alice).await?, 0, "a repeat finds nothing");
+    Ok(())
+}
+
+/// Erasing an account's user from Cognito finds it by its `sub` (not its user name), deletes it, and
+/// leaves the other users; a repeat, and a `sub` no user has, are `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cognito_deletes_the_user_found_by_sub_and_a_repeat_is_ok() -> Outcome {
+    use rookery_ports::IdentityDirectory;
+    use rookery_tests::aws::cognito::{CognitoPool, call};
+    let pool = CognitoPool::create().await?;
+    let alice = pool.sign_in("alice@example.com").await?;
+    let bob = pool.sign_in("bob@example.com").await?;
+    assert_ne!(alice.sub, alice.username, "the sub is not the user name");
+
+    let mut config = rookery_tests::aws::moto::clients().await?.config().clone();
+    assert!(
+        rookery_adapters_aws::AwsClients::load(config.clone())
+            .await
+            .identity_directory()
+            .is_none(),
+        "no pool configured, no directory"
+    );
+    config.cognito_pool_id = Some(pool.pool_id.clone());
+    let directory = rookery_adapters_aws::AwsClients::load(config)
+        .await
+        .identity_directory()
+        .ok_or("a pool is configured")?;
+
+    let get = |username: &str| {
+        call(
+            "AdminGetUser",
+            json!({"UserPoolId": pool.pool_id, "Username": username}),
+        )
+    };
+    assert!(get(&alice.username).await.is_ok());
+    directory.delete_user(&user(&alice.sub)?).await?;
+    let gone = get(&alice.username).await;
+    assert!(
+        gone.as_ref()
+            .is_err_and(|e| e.to_string().contains("UserNotFoundException")),
+        "{gone:?}"
+    );
+    assert!(get(&bob.username).await.is_ok(), "Bob stays");
+
+    directory.delete_user(&user(&alice.sub)?).await?;
+    directory
+        .delete_user(&user("00000000-0000-4000-8000-000000000000")?)
+        .await?;
+    assert!(get(&bob.username).await.is_ok(), "Bob still stays");
+    Ok(())
+}
+
+/// The guard `rookery serve --backend aws` puts before its index drops the changes of a user the store
+/// marks erased, and of a user whose erasure it has started (before the store's marker), from every
+/// slice, applies the others, and names a failed change by its position in the slice it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_erasure_guard_drops_erased_users_changes_and_keeps_positions() -> Outcome {
+    use rookery_adapters_aws::ErasureAwareIndex;
+    use rookery_adapters_memory::{FaultTarget, Faults, Faulty, MemoryEventStore};
+    let (_fake, opensearch) = opensearch_index(OpenSearchService::Domain).await?;
+    let store = MemoryEventStore::in_memory();
+    let faults = Faults::new();
+    faults.target(FaultTarget::Writes);
+    let index = ErasureAwareIndex::new(Faulty::new(opensearch, faults.clone()), store.clone());
+    let (alice, bob, carol) = (user("alice")?, user("bob")?, user("carol")?);
+    let note = |owner: &rookery_domain::UserId, id: &str| -> Result<_, BoxError> {
+        Ok(upsert(&item(
+            owner,
+            &key("notes", id)?,
+            1,
+            Visibility::Public,
+            json!({"t": "shared"}),
+        )))
+    };
+
+    // Alice is marked erased in the store (as after a restart): her redelivered changes are dropped.
+    store.erase_owner(&alice, at(5)).await?;
+    index
+        .apply(&[note(&alice, "a1")?, note(&bob, "b1")?, note(&alice, "a2")?])
+        .await?;
+    let found = index.query(&mine(&bob, "shared")).await?;
+    assert_eq!(found.found, 1, "Bob's change is applied");
+    let everyone = SearchQuery {
+        scope: Scope::Public,
+        ..mine(&carol, "shared")
+    };
+    assert_eq!(index.query(&everyone).await?.found, 1, "and none of Alice's");
+
+    // Carol's erasure has started here (no marker yet): her changes are dropped too.
+    index.erase_owner(&carol).await?;
+    index.apply(&[note(&carol, "c1")?]).await?;
+    assert_eq!(index.query(&everyone).await?.found, 1, "nothing of Carol's");
+
+    // A failure is named by its position in the slice given, past the dropped changes.
+    faults.fail_share(1.0, 7);
+    let failed = index
+        .apply_each(&[note(&alice, "a3")?, note(&bob, "b2")?])
+        .await
+        .err()
+        .ok_or("the index fails")?;
+    assert_eq!(failed.index, 1, "Bob's change, the second of the slice");
+    Ok(())
+}

@@ -11,6 +11,7 @@ use rookery_ports::Failure;
 
 use super::settings::{AwsConfig, EnvironmentIdentity, SearchBackend};
 use crate::cloudsearch::CloudSearchIndex;
+use crate::cognito::CognitoDirectory;
 use crate::dynamo::{DynamoStore, ItemHeads, create_table};
 use crate::error::sdk_failure;
 use crate::opensearch::OpenSearchIndex;
@@ -144,6 +145,16 @@ impl AwsClients {
             }
         }
         gateway
+    }
+
+    /// The Cognito user pool's directory, for deleting an erased account's user, when the pool id is
+    /// configured (`ROOKERY_COGNITO_POOL_ID`); `None` otherwise (another identity provider, or none to
+    /// administer). The Cognito client is built here and nowhere else, so only a binary that erases
+    /// accounts makes one.
+    pub fn identity_directory(&self) -> Option<CognitoDirectory> {
+        let pool_id = self.config.cognito_pool_id.as_deref()?;
+        let client = aws_sdk_cognitoidentityprovider::Client::new(&self.sdk);
+        Some(CognitoDirectory::new(client, pool_id).with_retry(self.config.retry))
     }
 
     /// The configured search index: OpenSearch or CloudSearch; `None` with `ROOKERY_SEARCH=memory`

@@ -21,10 +21,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rookery_adapters_aws::S3MediaStore;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
 use rookery_adapters_aws::jwt::{JwksConfig, JwksVerifier, KeySource, cognito_issuer};
 use rookery_adapters_aws::streams::{BatchHandler, StreamPoller};
+use rookery_adapters_aws::{ErasureAwareIndex, S3MediaStore};
 use rookery_adapters_memory::{MemorySearchIndex, SystemClock, UlidIds};
 use rookery_domain::Platform;
 use rookery_ports::{
@@ -372,6 +372,9 @@ async fn launch<S: SearchIndex>(
     let store = clients.event_store();
     let clock = SystemClock::new();
     let push = clients.push_gateway();
+    // The stream is read again from its oldest record at every start, erased users' records included:
+    // the index drops their changes, and notes an erasure before deleting so none races it.
+    let search = ErasureAwareIndex::new(search, store.clone());
     let services = Services::new(
         store.clone(),
         clock.clone(),

@@ -969,6 +969,91 @@ pub async fn check_prefix_text_is_never_syntax<F: SearchFactory>(factory: &F) ->
     Ok(())
 }
 
+/// Erasing an owner leaves no document of theirs findable by anyone (private, public, in every scope),
+/// tombstones included (an item deleted before is not found either), leaves every other owner's
+/// documents as they were, answers `Ok` on a repeat and for an owner with no document, and the index
+/// goes on taking the others' changes.
+pub async fn check_erase_owner_leaves_no_document_of_the_owner<F: SearchFactory>(factory: &F) -> Outcome {
+    let index = factory.fresh().await?;
+    let (alice, bob, carol) = (user("alice")?, user("bob")?, user("carol")?);
+    let mut alices = Vec::new();
+    for i in 0..30 {
+        let visibility = if i % 3 == 0 {
+            Visibility::Public
+        } else {
+            Visibility::Private
+        };
+        alices.push(item(
+            &alice,
+            &key("notes", &format!("a{i}"))?,
+            1,
+            visibility,
+            json!({"t": format!("apple alices {i}")}),
+        ));
+    }
+    let gone = key("notes", "gone")?;
+    let b_private = item(
+        &bob,
+        &key("notes", "a1")?,
+        1,
+        Visibility::Private,
+        json!({"t": "apple bobs"}),
+    );
+    let b_public = item(
+        &bob,
+        &key("notes", "b2")?,
+        1,
+        Visibility::Public,
+        json!({"t": "apple shared"}),
+    );
+    let mut changes: Vec<IndexChange> = alices.iter().map(upsert).collect();
+    changes.push(upsert(&item(
+        &alice,
+        &gone,
+        1,
+        Visibility::Public,
+        json!({"t": "apple gone"}),
+    )));
+    changes.push(upsert(&b_private));
+    changes.push(upsert(&b_public));
+    index.apply(&changes).await?;
+    index.apply(&[delete(&alice, &gone, 2)]).await?;
+    assert_eq!(
+        finds(&index, &alice, &["apple"]).await?.len(),
+        31,
+        "Alice's 30 and Bob's public one"
+    );
+
+    index.erase_owner(&alice).await?;
+    for scope in [Scope::Mine, Scope::Public, Scope::All] {
+        for caller in [&alice, &bob] {
+            let q = SearchQuery {
+                scope,
+                ..query(caller, &["apple"])
+            };
+            let (found, items) = all_hits(&index, &q).await?;
+            assert!(
+                items.iter().all(|i| i.owner != alice),
+                "{caller} {scope:?}: nothing of Alice's is found after her erasure: {items:?}"
+            );
+            assert_eq!(found, items.len() as u64, "`found` counts no erased document");
+        }
+    }
+    assert!(finds(&index, &alice, &["alices"]).await?.is_empty());
+    assert_eq!(finds(&index, &bob, &["apple"]).await?, set(&[&b_private, &b_public]));
+    assert_eq!(finds(&index, &carol, &["apple"]).await?, set(&[&b_public]));
+
+    index.erase_owner(&alice).await?;
+    index.erase_owner(&carol).await?;
+    assert_eq!(finds(&index, &bob, &["apple"]).await?, set(&[&b_private, &b_public]));
+
+    let b_newer = item(&bob, &key("notes", "a1")?, 2, Visibility::Private, json!({"t": "pear"}));
+    index.apply(&[upsert(&b_newer)]).await?;
+    assert_eq!(finds(&index, &bob, &["pear"]).await?, set(&[&b_newer]));
+    assert_eq!(finds(&index, &bob, &["apple"]).await?, set(&[&b_public]));
+    Ok(())
+}
+
 /// Expands to one `#[tokio::test]` per search index check, inside `mod $name`, for the factory `$factory`.
 #[macro_export]
 macro_rules! search_index_contract {
@@ -986,6 +1071,7 @@ macro_rules! search_index_contract {
             check_syntax_words_match_only_literally,
             check_last_word_matches_as_a_prefix,
             check_prefix_text_is_never_syntax,
+            check_erase_owner_leaves_no_document_of_the_owner,
         );
     };
 }
