@@ -7,11 +7,16 @@
 //! another user does (only the caller's stream is read).
 //!
 //! An erasure ([`ErasureService`]) removes the account from every port that holds something of it: the
-//! search index, the media store, the push provider, and last the event store, whose erasure marker is
-//! what makes every later request of the user answer `account_erased`. The marker comes last so that a
-//! step that fails leaves the account live and the request can simply be made again; every step is
-//! harmless to repeat, and every port refuses to re-create what it erased (a redelivered event, a late
-//! upload through a URL signed before).
+//! search index, the media store, the push provider, the identity provider's directory, and last the
+//! event store, whose erasure marker is what makes every later request of the user answer
+//! `account_erased`. The marker comes last so that a step that fails leaves the account live and the
+//! request can simply be made again; every step is harmless to repeat, and every port refuses to
+//! re-create what it erased (a redelivered event, a late upload through a URL signed before).
+//!
+//! A deployment whose API cannot wait for all of that (Lambda, behind API Gateway's 29 seconds) turns
+//! it around: [`ErasureRequest`] writes the marker first, which already hides everything of the
+//! account, and a consumer of the marker runs [`ErasureService::finish`] for the rest, again and again
+//! until it is done.
 
 use rookery_domain::device::Devices;
 use rookery_domain::projection::{FeedChange, feed_change};
