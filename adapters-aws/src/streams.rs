@@ -18,13 +18,13 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_sdk_dynamodbstreams::Client;
 use aws_sdk_dynamodbstreams::types::{OperationType, Record, ShardIteratorType};
-use rookery_domain::StoredEvent;
+use rookery_domain::{StoredEvent, UserId};
 pub use rookery_ports::BatchHandler;
 use rookery_ports::Failure;
 pub use rookery_ports::batch::HandlerFn;
 use rookery_ports::batch::{FailureOutOfRange, Stopped, deliver};
 
-use crate::dynamo::{KIND_EVENT, decode_event_json};
+use crate::dynamo::{KIND_ERASED, KIND_EVENT, decode_event_json};
 use crate::error::sdk_failure;
 
 /// Decodes one change, given its operation, its new image's `kind` and `event` attributes.
@@ -57,6 +57,22 @@ pub fn decode_lambda_record(record: &EventRecord) -> Result<Option<StoredEvent>,
         lambda_string(record, "kind"),
         lambda_string(record, "event"),
     )
+}
+
+/// The user whose erasure marker a Lambda stream record inserts (`kind = "erased"`), `None` for every
+/// other record.
+///
+/// # Errors
+/// A permanent [`Failure`] for a marker row whose `owner` is missing or not a user id.
+pub fn erased_owner(record: &EventRecord) -> Result<Option<UserId>, Failure> {
+    if record.event_name != "INSERT" || lambda_string(record, "kind") != Some(KIND_ERASED) {
+        return Ok(None);
+    }
+    let owner = lambda_string(record, "owner")
+        .ok_or_else(|| Failure::permanent("an erasure marker in the stream has no `owner` attribute"))?;
+    UserId::parse(owner)
+        .map(Some)
+        .map_err(|e| Failure::permanent(format!("an erasure marker's owner is not a user id: {e}")))
 }
 
 /// The stored event a DynamoDB Streams API record carries, `None` for records that are not event inserts.

@@ -4,6 +4,7 @@
 //! limits), so code that works against these works against AWS; none of them is a mock that accepts anything.
 //! [`Faulty`] wraps any of them to inject failures deterministically.
 
+pub mod directory;
 pub mod faults;
 pub mod identity;
 pub mod media;
@@ -12,6 +13,7 @@ pub mod search;
 pub mod store;
 pub mod system;
 
+pub use directory::MemoryDirectory;
 pub use faults::{FailMode, FaultTarget, Faults, Faulty};
 pub use media::{
     DOWNLOAD_PATH, FetchError, Fetched, LocalMediaStore, UPLOAD_PATH, Upload, UploadError, generate_secret,

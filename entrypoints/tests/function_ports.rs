@@ -13,6 +13,7 @@ use rookery_domain::UserId;
 use rookery_entrypoints::http::openapi_routes;
 use rookery_entrypoints::lambda::compose;
 use rookery_entrypoints::{Api, ApiConfig};
+use rookery_ports::{BatchHandler as _, EventStore as _};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -155,4 +156,42 @@ async fn messages_are_sent_read_and_pushed_without_search_or_media() {
     dispatcher.handle(&events).await.unwrap();
     let bob = UserId::parse("u-bob").unwrap();
     assert_eq!(push.sent_to(&bob).unwrap().len(), 1, "one push to the one device");
+}
+
+#[tokio::test]
+async fn the_items_function_answers_an_erasure_with_202_then_410_on_every_route() {
+    let store = MemoryEventStore::in_memory();
+    let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"function-ports-secret".to_vec());
+    // As the items binary composes it: the gate reads the marker the erasure request writes.
+    let router = Api::new(verifier(), ApiConfig::default())
+        .refusing_erased(store.clone())
+        .merge_authenticated(compose::items_function(store.clone(), MemoryPushGateway::new(), media))
+        .merge_public(openapi_routes())
+        .into_router();
+    let item = "/v1/items/notes/n1";
+    let data = json!({"data": {"text": "diary"}});
+    assert_eq!(
+        call(&router, "u-ann", Method::PUT, item, Some(data)).await.0,
+        StatusCode::CREATED
+    );
+    let (status, body) = call(&router, "u-ann", Method::DELETE, "/v1/me", None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body, json!({"status": "erasing"}));
+    assert!(store.erased(&UserId::parse("u-ann").unwrap()).await.unwrap().is_some());
+    for (method, path) in [
+        (Method::GET, item),
+        (Method::GET, "/v1/sync"),
+        (Method::GET, "/v1/devices"),
+        (Method::GET, "/v1/me/export"),
+        (Method::DELETE, "/v1/me"),
+    ] {
+        let (status, body) = call(&router, "u-ann", method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::GONE, "{method} {path}: {body}");
+        assert_eq!(body["code"], "account_erased", "{body}");
+    }
+    // Another user is untouched.
+    assert_eq!(
+        call(&router, "u-bob", Method::GET, "/v1/sync", None).await.0,
+        StatusCode::OK
+    );
 }

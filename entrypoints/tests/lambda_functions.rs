@@ -627,3 +627,161 @@ mod messages {
         );
     }
 }
+
+mod erasure {
+    //! Erasure on Lambda: the indexer skipping an erased owner's redelivered events, and the eraser
+    //! function finishing erasures from marker INSERTs of the stream.
+
+    use rookery_adapters_aws::streams::erased_owner;
+    use rookery_adapters_memory::{LocalMediaStore, MemoryDirectory};
+    use rookery_domain::{Timestamp, UserId};
+    use rookery_entrypoints::lambda::StreamConsumer;
+    use rookery_entrypoints::lambda::compose::{eraser_function, indexer_function};
+    use rookery_entrypoints::lambda::stream::decode_lambda_record;
+    use rookery_ports::EventStore;
+    use serde_json::{Value, json};
+    use tokio::time::Instant;
+
+    use crate::harness::{Harness, failures, fixture, sequence_number};
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_indexer_skips_a_redelivered_batch_of_an_erased_owner() {
+        let h = Harness::new();
+        h.store
+            .erase_owner(&user("alice"), Timestamp::from_millis(1))
+            .await
+            .unwrap();
+        let indexer = StreamConsumer::new(decode_lambda_record, indexer_function(h.store.clone(), h.index.clone()));
+        let batch = serde_json::from_value(fixture("stream-mixed-batch.json")).unwrap();
+        let answer = serde_json::to_value(indexer.handle(&batch).await.unwrap()).unwrap();
+        assert_eq!(answer, json!({"batchItemFailures": []}));
+        let owners: Vec<String> = h.indexed().into_iter().map(|(owner, ..)| owner).collect();
+        assert_eq!(owners, vec!["bob"], "nothing of the erased alice was indexed again");
+    }
+
+    #[tokio::test]
+    async fn skip_erased_hands_on_only_live_owners_events_and_names_a_failure_at_its_own_event() {
+        use std::sync::{Arc, Mutex};
+
+        use rookery_ports::batch::HandlerFn;
+        use rookery_ports::{BatchFailure, BatchHandler, Failure, SkipErased};
+
+        let h = Harness::new();
+        h.store
+            .erase_owner(&user("alice"), Timestamp::from_millis(1))
+            .await
+            .unwrap();
+        let batch = serde_json::from_value(fixture("stream-mixed-batch.json")).unwrap();
+        let events: Vec<rookery_domain::StoredEvent> = batch_events(&batch);
+        let owners: Vec<&str> = events.iter().map(|e| e.owner.as_str()).collect();
+        assert!(owners.contains(&"alice") && owners.contains(&"bob"), "{owners:?}");
+
+        // The inner handler sees bob's events only, and fails at its first one.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let inner = {
+            let seen = seen.clone();
+            HandlerFn(move |events: Vec<rookery_domain::StoredEvent>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().extend(events.iter().map(|e| e.owner.to_string()));
+                    Err(BatchFailure {
+                        index: 0,
+                        failure: Failure::transient("the index is down"),
+                    })
+                }
+            })
+        };
+        let skipping = SkipErased::new(h.store.clone(), inner);
+        let failure = skipping.handle(&events).await.unwrap_err();
+        assert!(seen.lock().unwrap().iter().all(|owner| owner == "bob"));
+        let first_of_bob = owners.iter().position(|o| *o == "bob").unwrap();
+        assert_eq!(failure.index, first_of_bob, "named at bob's event in the whole batch");
+    }
+
+    fn batch_events(batch: &aws_lambda_events::event::dynamodb::Event) -> Vec<rookery_domain::StoredEvent> {
+        batch
+            .records
+            .iter()
+            .filter_map(|record| decode_lambda_record(record).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_eraser_finishes_each_marker_and_reports_one_it_could_not_finish() {
+        let h = Harness::new();
+        // Alice's documents are in the index (the indexer ran before her erasure), and her marker is written.
+        let events = serde_json::from_value(fixture("stream-mixed-batch.json")).unwrap();
+        StreamConsumer::new(decode_lambda_record, rookery_ports::Indexer::new(h.index.clone()))
+            .handle(&events)
+            .await
+            .unwrap();
+        assert!(h.indexed().iter().any(|(owner, ..)| owner == "alice"));
+        h.store
+            .erase_owner(&user("alice"), Timestamp::from_millis(1))
+            .await
+            .unwrap();
+
+        let directory = MemoryDirectory::new();
+        let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"eraser-secret".to_vec());
+        let eraser = eraser_function(
+            erased_owner,
+            h.store.clone(),
+            h.index.clone(),
+            h.push.clone(),
+            media,
+            directory.clone(),
+        );
+        // Bob's marker was never written (a forged or misrouted record): it is refused and reported,
+        // and nothing of his is touched.
+        let batch: Value = fixture("stream-erasure-markers.json");
+        let event = serde_json::from_value(batch.clone()).unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        let answer = serde_json::to_value(eraser.handle(&event, deadline).await.unwrap()).unwrap();
+        assert_eq!(failures(&answer), vec![sequence_number(&batch, 1)]);
+        assert_eq!(directory.deleted(), vec![user("alice")]);
+        let owners: Vec<String> = h.indexed().into_iter().map(|(owner, ..)| owner).collect();
+        assert_eq!(owners, vec!["bob"], "alice's documents are gone, bob's stay");
+
+        // Delivered again (Lambda retries from the failed record; a repeat of alice's is harmless).
+        let alice_only = json!({"Records": [batch["Records"][0]]});
+        let event = serde_json::from_value(alice_only).unwrap();
+        let answer = serde_json::to_value(eraser.handle(&event, deadline).await.unwrap()).unwrap();
+        assert_eq!(answer, json!({"batchItemFailures": []}));
+        assert_eq!(directory.deleted(), vec![user("alice"), user("alice")]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_step_reports_the_marker_and_a_retry_finishes_it() {
+        let h = Harness::new();
+        h.store
+            .erase_owner(&user("alice"), Timestamp::from_millis(1))
+            .await
+            .unwrap();
+        let directory = MemoryDirectory::new();
+        directory.fail(true);
+        let media = LocalMediaStore::in_memory("http://127.0.0.1:9", b"eraser-secret".to_vec());
+        let eraser = eraser_function(
+            erased_owner,
+            h.store.clone(),
+            h.index.clone(),
+            h.push.clone(),
+            media,
+            directory.clone(),
+        );
+        let batch: Value = fixture("stream-erasure-markers.json");
+        let alice_only = json!({"Records": [batch["Records"][0]]});
+        let event = serde_json::from_value(alice_only).unwrap();
+        let answer = serde_json::to_value(eraser.handle(&event, eraser.stop_at(0)).await.unwrap()).unwrap();
+        assert_eq!(failures(&answer), vec![sequence_number(&batch, 0)]);
+        assert!(directory.deleted().is_empty());
+
+        directory.fail(false);
+        let answer = serde_json::to_value(eraser.handle(&event, eraser.stop_at(0)).await.unwrap()).unwrap();
+        assert_eq!(answer, json!({"batchItemFailures": []}));
+        assert_eq!(directory.deleted(), vec![user("alice")]);
+    }
+}

@@ -517,3 +517,15 @@ async fn a_function_without_its_configuration_reports_an_init_error() {
         "the message names the missing variable: {message}"
     );
 }
+
+#[tokio::test]
+async fn eraser_function_answers_an_empty_stream_batch() {
+    smoke(
+        "rookery-eraser",
+        env!("CARGO_BIN_EXE_rookery-eraser"),
+        fixture("stream-empty.json"),
+        |addr| offline_env("rookery-eraser", addr),
+        |answer| assert_eq!(response_of(answer), &json!({"batchItemFailures": []})),
+    )
+    .await;
+}

@@ -62,6 +62,78 @@ where
     }
 }
 
+/// A consumer of the change log that skips the events of erased accounts: a redelivered batch (or one
+/// that was already on its way when the account was erased) must not re-create anything of theirs, an
+/// index document or a push.
+///
+/// Each batch reads the marker of each of its owners once ([`EventStore::erased`]) and hands the inner
+/// handler only the events of owners who are not erased, in their order; a failure the inner handler
+/// reports is named at the event it came from. An owner whose marker cannot be read stops the batch at
+/// that owner's first event, after the events before it are handled.
+#[derive(Debug, Clone)]
+pub struct SkipErased<S, H> {
+    store: S,
+    inner: H,
+}
+
+impl<S: EventStore, H: BatchHandler> SkipErased<S, H> {
+    /// `inner`, skipping the events of the owners `store` knows as erased.
+    pub fn new(store: S, inner: H) -> Self {
+        Self { store, inner }
+    }
+
+    /// The handler the events of live owners go to.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    async fn handle_live(&self, events: &[StoredEvent]) -> Result<(), BatchFailure> {
+        let mut erased: std::collections::HashMap<&rookery_domain::UserId, bool> = std::collections::HashMap::new();
+        let mut live = Vec::with_capacity(events.len());
+        let mut origins = Vec::with_capacity(events.len());
+        let mut unreadable = None;
+        for (index, event) in events.iter().enumerate() {
+            let skip = match erased.get(&event.owner) {
+                Some(skip) => *skip,
+                None => match self.store.erased(&event.owner).await {
+                    Ok(marker) => *erased.entry(&event.owner).or_insert(marker.is_some()),
+                    Err(error) => {
+                        unreadable = Some(BatchFailure {
+                            index,
+                            failure: error.into(),
+                        });
+                        break;
+                    }
+                },
+            };
+            if skip {
+                tracing::debug!(owner = %event.owner, seq = event.seq.0, "event of an erased account skipped");
+            } else {
+                live.push(event.clone());
+                origins.push(index);
+            }
+        }
+        if !live.is_empty() {
+            self.inner.handle(&live).await.map_err(|failure| BatchFailure {
+                // The inner handler names a position in `live`; a position it was not given is passed on
+                // past the batch's end, so `deliver` reports it as out of range rather than guessing.
+                index: origins
+                    .get(failure.index)
+                    .copied()
+                    .unwrap_or(events.len() + failure.index),
+                failure: failure.failure,
+            })?;
+        }
+        unreadable.map_or(Ok(()), Err)
+    }
+}
+
+impl<S: EventStore, H: BatchHandler> BatchHandler for SkipErased<S, H> {
+    fn handle(&self, events: &[StoredEvent]) -> impl Future<Output = Result<(), BatchFailure>> + Send {
+        self.handle_live(events)
+    }
+}
+
 /// Where a batch stopped: the first record not handled, and why (for the logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {

@@ -80,3 +80,27 @@ pub trait IdentityDirectory: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// `Failure` when the provider could not be asked or refused; the user may still exist.
     fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<(), crate::Failure>> + Send;
 }
+
+/// The directory of a provider that keeps no user records Rookery administers (the development
+/// provider, whose tokens are signed on demand for any id, or an OpenID Connect issuer run by someone
+/// else): there is nothing to delete, so every deletion is `Ok` at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoDirectory;
+
+impl IdentityDirectory for NoDirectory {
+    fn delete_user(&self, user: &UserId) -> impl Future<Output = Result<(), crate::Failure>> + Send {
+        let _ = user;
+        async { Ok(()) }
+    }
+}
+
+/// A directory that may not be configured: `None` (no user pool configured) deletes nothing, like
+/// [`NoDirectory`].
+impl<D: IdentityDirectory> IdentityDirectory for Option<D> {
+    async fn delete_user(&self, user: &UserId) -> Result<(), crate::Failure> {
+        match self {
+            Some(directory) => directory.delete_user(user).await,
+            None => Ok(()),
+        }
+    }
+}

@@ -28,18 +28,20 @@ pub mod store;
 pub mod system;
 
 pub use backoff::Backoff;
-pub use batch::BatchHandler;
+pub use batch::{BatchHandler, SkipErased};
 pub use dispatcher::PushDispatcher;
 pub use error::{AppError, BatchFailure, Failure};
 pub use feed::ChangeFeed;
-pub use identity::{AuthError, IdentityDirectory, IdentityVerifier, Principal};
+pub use identity::{AuthError, IdentityDirectory, IdentityVerifier, NoDirectory, Principal};
 pub use indexer::Indexer;
 pub use media::{MediaError, MediaStore, ObjectStatus, SignedRequest};
 pub use push::{PushError, PushGateway, PushOutcome};
 pub use search::{ApplyFailure, Scope, SearchError, SearchHit, SearchIndex, SearchPage, SearchQuery};
 pub use service::{
-    AccountService, Caller, DeviceService, ErasureService, Idempotency, ItemService, MediaService, MessageService,
-    SearchService, ServiceConfig, SyncService, Writer,
+    AccountService, Caller, DeviceService, EraseAccount, ErasureRequest, ErasureService, Finished, Idempotency,
+    ItemService, MediaService, MessageService, SearchService, ServiceConfig, SyncService, Writer,
 };
-pub use store::{AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, Rebase, StoreError};
+pub use store::{
+    AppendBatch, AppendError, EventStore, IdempotencyRecord, IdempotencyWrite, PurgeProgress, Rebase, StoreError,
+};
 pub use system::{Clock, IdSource};

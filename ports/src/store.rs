@@ -349,4 +349,53 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`].
     fn erased(&self, owner: &UserId) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// The device registry of erased `owner` as long as their rows are not purged, read whatever the
+    /// store hides from the owner's own reads; empty for a user who is not erased.
+    ///
+    /// A store whose [`EventStore::erase_owner`] leaves the rows for a later purge (DynamoDB on Lambda)
+    /// answers [`EventStore::devices`] for an erased owner with nothing, yet the erasure's last steps
+    /// need the devices' push endpoints to delete them ([`crate::ErasureService::finish`]). A store that
+    /// erases everything before `erase_owner` answers has nothing left to give: the default answers an
+    /// empty registry.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    fn erased_devices(&self, owner: &UserId) -> impl Future<Output = Result<Devices, StoreError>> + Send {
+        let _ = owner;
+        async { Ok(Devices::new()) }
+    }
+
+    /// Deletes what is left of erased `owner`'s rows after [`EventStore::erase_owner`], until done or
+    /// until `deadline`; harmless to repeat, and resumable: a run that stopped is simply run again.
+    ///
+    /// Implementations MUST refuse (permanently, deleting nothing) for an owner without an erasure
+    /// marker, so that this can never delete a live account. A store that erases everything before
+    /// `erase_owner` answers has nothing to purge: the default answers [`PurgeProgress::Done`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]: what was deleted stays deleted; trying again is safe.
+    fn purge_erased(
+        &self,
+        owner: &UserId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> impl Future<Output = Result<PurgeProgress, StoreError>> + Send {
+        let _ = (owner, deadline);
+        async { Ok(PurgeProgress::Done { deleted: 0 }) }
+    }
+}
+
+/// How far one run of [`EventStore::purge_erased`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeProgress {
+    /// Nothing of the owner is left in the store but the erasure marker.
+    Done {
+        /// Rows this run deleted.
+        deleted: u64,
+    },
+    /// The deadline came first; run it again to go on.
+    Unfinished {
+        /// Rows this run deleted.
+        deleted: u64,
+    },
 }

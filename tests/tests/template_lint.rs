@@ -124,3 +124,66 @@ fn the_template_creates_an_opensearch_domain_by_default_for_the_two_search_roles
     }
     assert!(!template["Globals"].to_string().contains("ROOKERY_SEARCH"));
 }
+
+#[test]
+fn the_eraser_consumes_only_marker_inserts_and_may_do_only_what_erasure_needs() {
+    let template = template_json().unwrap();
+    let resources = &template["Resources"];
+    let eraser = &resources["EraserFunction"]["Properties"];
+    let markers = &eraser["Events"]["Markers"]["Properties"];
+    assert_eq!(
+        markers["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    let pattern = markers["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap();
+    let pattern: serde_json::Value = serde_json::from_str(pattern).unwrap();
+    assert_eq!(pattern["eventName"], serde_json::json!(["INSERT"]));
+    assert_eq!(
+        pattern["dynamodb"]["NewImage"]["kind"]["S"],
+        serde_json::json!(["erased"])
+    );
+    assert!(eraser["Timeout"].as_u64().unwrap() <= 900);
+
+    let statements = resources["EraserRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let mut actions: Vec<String> = statements
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::Array(list) => list.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+            one => vec![one.as_str().unwrap().to_owned()],
+        })
+        .collect();
+    actions.sort();
+    let expected = [
+        "cognito-idp:AdminDeleteUser",
+        "cognito-idp:ListUsers",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:DescribeStream",
+        "dynamodb:GetItem",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams",
+        "dynamodb:Query",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "s3:DeleteObject",
+        "s3:ListBucket",
+        "sns:DeleteEndpoint",
+        "sns:GetEndpointAttributes",
+        "sqs:SendMessage",
+    ];
+    assert_eq!(actions, expected);
+    // The items function writes the marker; it cannot delete from the search engine, the bucket, SNS or Cognito.
+    let items = resources["ItemsRole"].to_string();
+    for action in [
+        "s3:DeleteObject",
+        "sns:DeleteEndpoint",
+        "cognito-idp:",
+        "es:ESHttp",
+        "aoss:",
+        "BatchWriteItem",
+    ] {
+        assert!(!items.contains(action), "{action} in the items role");
+    }
+}

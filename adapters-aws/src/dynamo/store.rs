@@ -20,11 +20,13 @@ use rookery_domain::{
     UserId, Version,
 };
 use rookery_ports::{
-    AppendBatch, AppendError, Backoff, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, StoreError,
+    AppendBatch, AppendError, Backoff, EventStore, Failure, IdempotencyRecord, IdempotencyWrite, PurgeProgress,
+    StoreError,
 };
 use tokio::time::Instant;
 
 use super::cancellation::{Cancelled, TxError, classify_transaction_error};
+use super::erasure::Purged;
 use super::rows::{
     Attrs, DEVICES_SK, HEAD_SK, OWNERS_PK, decode_row_event, event_sk, get_n, get_s, history_sk, idem_sk,
     idempotency_condition, idempotency_item, item_prefix, item_sk, json_failure, key_of, media_sk, s, user_pk,
@@ -658,5 +660,21 @@ impl EventStore for DynamoStore {
 
     async fn erased(&self, owner: &UserId) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.marker(owner).await?)
+    }
+
+    /// The registry row, read past the marker that hides it from `owner`'s reads while a deferred purge
+    /// has not deleted it; empty for an owner without a marker.
+    async fn erased_devices(&self, owner: &UserId) -> Result<Devices, StoreError> {
+        if self.marker(owner).await?.is_none() {
+            return Ok(Devices::new());
+        }
+        Ok(self.devices_now(owner).await?)
+    }
+
+    async fn purge_erased(&self, owner: &UserId, deadline: Option<Instant>) -> Result<PurgeProgress, StoreError> {
+        Ok(match DynamoStore::purge_erased(self, owner, deadline).await? {
+            Purged::Done { deleted } => PurgeProgress::Done { deleted },
+            Purged::Unfinished { deleted } => PurgeProgress::Unfinished { deleted },
+        })
     }
 }

@@ -28,8 +28,8 @@ use rookery_adapters_aws::{ErasureAwareIndex, S3MediaStore};
 use rookery_adapters_memory::{MemorySearchIndex, SystemClock, UlidIds};
 use rookery_domain::Platform;
 use rookery_ports::{
-    Clock, EventStore, Failure, IdSource, IdentityVerifier, Indexer, MediaStore, PushDispatcher, PushGateway,
-    SearchIndex, ServiceConfig,
+    Clock, EventStore, Failure, IdSource, IdentityDirectory, IdentityVerifier, Indexer, MediaStore, PushDispatcher,
+    PushGateway, SearchIndex, ServiceConfig,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -383,7 +383,9 @@ async fn launch<S: SearchIndex>(
         push.clone(),
         parts.media,
         options.service.clone(),
-    );
+    )
+    // An erasure deletes the Cognito user too, when a pool is configured.
+    .with_directory(clients.identity_directory());
     let indexer = Indexer::new(search);
     if rebuild {
         // The stream keeps only a day of changes, so an index that starts empty is filled from the table.
@@ -427,8 +429,8 @@ async fn launch<S: SearchIndex>(
 /// The contract's routes and `/v1/realtime`, behind one token gate that answers `410 account_erased`
 /// for an erased user, the WebSocket handshake included. Only the contract's routes: on AWS users sign
 /// in with Cognito, and media goes to S3 directly.
-fn router<S, C, I, X, P, M, V>(
-    services: &Services<S, C, I, X, P, M>,
+fn router<S, C, I, X, P, M, D, V>(
+    services: &Services<S, C, I, X, P, M, D>,
     verifier: V,
     config: ApiConfig,
     realtime: &Realtime,
@@ -440,6 +442,7 @@ where
     X: SearchIndex,
     P: PushGateway,
     M: MediaStore,
+    D: IdentityDirectory,
     V: IdentityVerifier,
 {
     Api::new(verifier, config)

@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         // Only this function's routes, so that the binary holds no code of the others (decision 0004).
         let (routes, dispatcher) = aws.messages_function();
         let router = Api::new(aws.verifier()?, config)
+            .refusing_erased(aws.event_store())
             .merge_authenticated(routes)
             .into_router();
         let api = ApiHandler::new(router, Function::Messages);

@@ -13,7 +13,10 @@ async fn compose() -> Result<ApiHandler, ComposeError> {
     let aws = Aws::from_env().await?;
     let config = api_config(std::env::var("ROOKERY_RATE_LIMIT").ok().as_deref())?;
     // Only this function's route, so that the binary holds no code of the others (decision 0004).
+    // An erased user's token answers `410 account_erased` here too: the gate reads the marker (one
+    // `GetItem`), the only thing this function reads of the table.
     let router = Api::new(aws.verifier()?, config)
+        .refusing_erased(aws.event_store())
         .merge_authenticated(aws.search_function()?)
         .into_router();
     Ok(ApiHandler::new(router, Function::Search))

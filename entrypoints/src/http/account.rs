@@ -15,9 +15,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use rookery_ports::service::{Export, ExportLine};
-use rookery_ports::{
-    AccountService, Clock, ErasureService, EventStore, IdSource, MediaStore, PushGateway, SearchIndex,
-};
+use rookery_ports::{AccountService, Clock, EraseAccount, EventStore, IdSource, MediaStore};
 use serde_json::{Value, json};
 
 use super::auth::Authed;
@@ -83,14 +81,14 @@ pub(crate) async fn export<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
     ([(CONTENT_TYPE, NDJSON)], Body::from_stream(lines)).into_response()
 }
 
-/// The erasure route's state.
-type Erasure<S, C, X, P, M> = Arc<ErasureService<S, C, X, P, M>>;
-
 /// `DELETE /v1/me`: erases the caller's account, and answers once nothing of it is readable.
 ///
-/// The erasure is done before the answer (the local adapters take well under the contract's minute), so
-/// `202` already means erased; a failed step answers `503`, leaves the account live, and may be retried.
-/// From then on the token gate answers `410 account_erased`, this route included.
+/// With [`rookery_ports::ErasureService`] (`rookery serve`) the erasure is done before the answer (the
+/// local adapters take well under the contract's minute), so `202` already means erased; with
+/// [`rookery_ports::ErasureRequest`] (Lambda) only the marker is written, which already hides everything
+/// of the account, and the eraser function finishes the rest from the table's stream. A failed step
+/// answers `503`, leaves the account live, and may be retried. From then on the token gate answers
+/// `410 account_erased`, this route included.
 #[utoipa::path(
     delete, path = "/v1/me", tag = "account",
     responses(
@@ -98,17 +96,10 @@ type Erasure<S, C, X, P, M> = Arc<ErasureService<S, C, X, P, M>>;
     ),
     security(("bearer" = []))
 )]
-pub(crate) async fn erase<S, C, X, P, M>(
-    State(erasure): State<Erasure<S, C, X, P, M>>,
+pub(crate) async fn erase<E: EraseAccount>(
+    State(erasure): State<Arc<E>>,
     Authed(caller): Authed,
-) -> Result<(StatusCode, Json<ErasingDto>), Problem>
-where
-    S: EventStore,
-    C: Clock,
-    X: SearchIndex,
-    P: PushGateway,
-    M: MediaStore,
-{
+) -> Result<(StatusCode, Json<ErasingDto>), Problem> {
     erasure.erase(&caller).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -27,9 +27,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post, put};
 use rookery_ports::{
-    AccountService, Clock, DeviceService, ErasureService, EventStore, IdSource, IdentityVerifier, ItemService,
-    MediaService, MediaStore, MessageService, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService,
-    Writer,
+    AccountService, Clock, DeviceService, EraseAccount, ErasureService, EventStore, IdSource, IdentityDirectory,
+    IdentityVerifier, ItemService, MediaService, MediaStore, MessageService, NoDirectory, PushGateway, SearchIndex,
+    SearchService, ServiceConfig, SyncService, Writer,
 };
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -134,7 +134,7 @@ impl<V: IdentityVerifier> Api<V> {
 
 /// Every service of the contract, for a deployment that serves all of it (`rookery serve`, tests).
 #[derive(Debug, Clone)]
-pub struct Services<S, C, I, X, P, M> {
+pub struct Services<S, C, I, X, P, M, D = NoDirectory> {
     /// Items, history and restore.
     pub items: ItemService<S, C, I>,
     /// The change feed.
@@ -150,7 +150,7 @@ pub struct Services<S, C, I, X, P, M> {
     /// The caller's account: export.
     pub account: AccountService<S, C, I, M>,
     /// The caller's account: erasure.
-    pub erasure: ErasureService<S, C, X, P, M>,
+    pub erasure: ErasureService<S, C, X, P, M, D>,
 }
 
 impl<S, C, I, X, P, M> Services<S, C, I, X, P, M>
@@ -178,6 +178,32 @@ where
             media,
             account,
             erasure,
+        }
+    }
+}
+
+impl<S, C, I, X, P, M, D> Services<S, C, I, X, P, M, D>
+where
+    S: EventStore,
+    C: Clock,
+    I: IdSource,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+    D: IdentityDirectory,
+{
+    /// The same services, an erasure deleting the user from `directory` too (the Cognito user pool);
+    /// without it, the identity provider is taken to keep no user records Rookery administers.
+    pub fn with_directory<D2: IdentityDirectory>(self, directory: D2) -> Services<S, C, I, X, P, M, D2> {
+        Services {
+            items: self.items,
+            sync: self.sync,
+            search: self.search,
+            messages: self.messages,
+            devices: self.devices,
+            media: self.media,
+            account: self.account,
+            erasure: self.erasure.with_directory(directory),
         }
     }
 
@@ -269,17 +295,11 @@ pub fn account_routes<S: EventStore, C: Clock, I: IdSource, M: MediaStore>(
         .with_state(Arc::new(account))
 }
 
-/// The erasure route: `DELETE /v1/me`.
-pub fn erasure_routes<S, C, X, P, M>(erasure: ErasureService<S, C, X, P, M>) -> Router
-where
-    S: EventStore,
-    C: Clock,
-    X: SearchIndex,
-    P: PushGateway,
-    M: MediaStore,
-{
+/// The erasure route: `DELETE /v1/me`, erasing everything before answering ([`ErasureService`]) or
+/// writing the marker for the rest to be finished later ([`rookery_ports::ErasureRequest`], function 1).
+pub fn erasure_routes<E: EraseAccount>(erasure: E) -> Router {
     Router::new()
-        .route("/v1/me", delete(account::erase::<S, C, X, P, M>))
+        .route("/v1/me", delete(account::erase::<E>))
         .with_state(Arc::new(erasure))
 }
 

@@ -9,18 +9,23 @@
 //! the adapters those services use (decision 0004).
 
 use axum::Router;
-use rookery_adapters_aws::AwsSearchIndex;
 use rookery_adapters_aws::config::{AwsClients, AwsConfig, ConfigError, SearchBackend};
+use rookery_adapters_aws::dynamo::Purge;
 use rookery_adapters_aws::jwt::{JwksConfig, JwksSetupError, JwksVerifier, KeySource, cognito_issuer};
+use rookery_adapters_aws::streams::erased_owner;
+use rookery_adapters_aws::{AwsSearchIndex, DynamoStore, S3MediaStore, SnsPushGateway};
 use rookery_adapters_memory::{SystemClock, UlidIds};
+use rookery_domain::UserId;
 use rookery_ports::{
-    AccountService, DeviceService, EventStore, Failure, Indexer, ItemService, MediaService, MediaStore, MessageService,
-    PushDispatcher, PushGateway, SearchIndex, SearchService, ServiceConfig, SyncService, Writer,
+    AccountService, DeviceService, ErasureRequest, ErasureService, EventStore, Failure, IdentityDirectory, Indexer,
+    ItemService, MediaService, MediaStore, MessageService, PushDispatcher, PushGateway, SearchIndex, SearchService,
+    ServiceConfig, SkipErased, SyncService, Writer,
 };
 
+use super::eraser::{EraserHandler, MarkerDecoder};
 use crate::http::{
-    ApiConfig, RateLimit, account_routes, device_routes, item_routes, media_routes, message_routes, search_routes,
-    sync_routes,
+    ApiConfig, RateLimit, account_routes, device_routes, erasure_routes, item_routes, media_routes, message_routes,
+    search_routes, sync_routes,
 };
 
 /// The write path every function that writes shares: the clock, ids and configuration of a deployment.
@@ -29,12 +34,17 @@ fn writer<S: EventStore>(store: S) -> Writer<S, SystemClock, UlidIds> {
 }
 
 /// Function 1's authenticated routes (items, users' public items, sync, devices, media, the account's
-/// export) over the event
-/// store, the push gateway (device registration) and the media store. On AWS these are DynamoDB, SNS and
-/// S3; the tests put the memory adapters in their place (`entrypoints/tests/function_ports.rs`), so
-/// both compose the function the same way.
+/// export and erasure request) over the event store, the push gateway (device registration) and the
+/// media store. On AWS these are DynamoDB, SNS and S3; the tests put the memory adapters in their place
+/// (`entrypoints/tests/function_ports.rs`), so both compose the function the same way.
+///
+/// `DELETE /v1/me` only writes the erasure marker ([`ErasureRequest`]): with the DynamoDB store in
+/// deferred purge mode nothing of the account is readable from then on, and the eraser function
+/// ([`eraser_function`]) finishes the rest, so this function needs no permission to delete from the
+/// search index, the bucket, SNS or Cognito.
 pub fn items_function<S: EventStore, P: PushGateway, M: MediaStore>(store: S, push: P, media: M) -> Router {
     let writer = writer(store.clone());
+    let store_for_erasure = store.clone();
     let media = MediaService::new(writer.clone(), media);
     let account = AccountService::new(store.clone(), SystemClock::new(), media.clone());
     item_routes(ItemService::new(writer.clone()))
@@ -42,6 +52,35 @@ pub fn items_function<S: EventStore, P: PushGateway, M: MediaStore>(store: S, pu
         .merge(device_routes(DeviceService::new(writer, push)))
         .merge(media_routes(media))
         .merge(account_routes(account))
+        .merge(erasure_routes(ErasureRequest::new(
+            store_for_erasure,
+            SystemClock::new(),
+        )))
+}
+
+/// The eraser function's handler: finishes the erasure of each marker that the table's stream delivers
+/// ([`ErasureService::finish`]) over the event store, the search index, the push gateway, the media
+/// store and the identity provider's directory, reading markers with `decoder`. On AWS these are
+/// DynamoDB (deferred purge), OpenSearch or CloudSearch, SNS, S3 and Cognito; the tests put the memory
+/// adapters in their place.
+pub fn eraser_function<K, S, X, P, M, D>(
+    decoder: K,
+    store: S,
+    index: X,
+    push: P,
+    media: M,
+    directory: D,
+) -> EraserHandler<K, S, SystemClock, X, P, M, D>
+where
+    K: MarkerDecoder,
+    S: EventStore,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+    D: IdentityDirectory,
+{
+    let erasure = ErasureService::new(store, SystemClock::new(), index, push, media).with_directory(directory);
+    EraserHandler::new(decoder, erasure)
 }
 
 /// Function 3's authenticated route (search) over the search index: it needs nothing else.
@@ -52,19 +91,34 @@ pub fn search_function<X: SearchIndex>(index: X) -> Router {
     ))
 }
 
+/// Function 4's push dispatcher, skipping the message events of erased accounts.
+pub type Dispatcher<S, P> = SkipErased<S, PushDispatcher<S, SystemClock, UlidIds, P>>;
+
 /// Function 4's authenticated routes (messages) over the event store, and its stream consumer: the push
-/// dispatcher over the store and the push gateway.
-pub fn messages_function<S: EventStore, P: PushGateway>(
-    store: S,
-    push: P,
-) -> (Router, PushDispatcher<S, SystemClock, UlidIds, P>) {
+/// dispatcher over the store and the push gateway, which skips the events of erased accounts (a
+/// redelivered batch must not push to them).
+pub fn messages_function<S: EventStore, P: PushGateway>(store: S, push: P) -> (Router, Dispatcher<S, P>) {
     let writer = writer(store.clone());
     let remember_for = writer.config().idempotency_ttl;
     let routes = message_routes(MessageService::new(writer.clone()));
     let devices = DeviceService::new(writer, push.clone());
-    let dispatcher = PushDispatcher::new(store, push, SystemClock::new(), devices, remember_for);
-    (routes, dispatcher)
+    let dispatcher = PushDispatcher::new(store.clone(), push, SystemClock::new(), devices, remember_for);
+    (routes, SkipErased::new(store, dispatcher))
 }
+
+/// Function 2's use case: the indexer over the search index, skipping the events of the accounts the
+/// event store knows as erased (one marker read per owner per batch), so that a redelivered batch never
+/// brings an erased account's documents back.
+pub fn indexer_function<S: EventStore, X: SearchIndex>(store: S, index: X) -> SkipErased<S, Indexer<X>> {
+    SkipErased::new(store, Indexer::new(index))
+}
+
+/// The reader of erasure markers in the events table's stream records.
+pub type AwsMarkers = fn(&aws_lambda_events::event::dynamodb::EventRecord) -> Result<Option<UserId>, Failure>;
+
+/// The eraser function's handler on AWS, over the user pool's `D`.
+pub type AwsEraser<D> =
+    EraserHandler<AwsMarkers, DynamoStore, SystemClock, AwsSearchIndex, SnsPushGateway, S3MediaStore, D>;
 
 /// The token verifier of an AWS deployment: the Cognito user pool's key set.
 pub type CognitoVerifier = JwksVerifier<SystemClock>;
@@ -136,16 +190,36 @@ impl Aws {
         self.clients.search_index().ok_or(ComposeError::NoSearchIndex)
     }
 
+    /// The event store of the functions: DynamoDB, leaving an erased user's rows to the eraser function
+    /// ([`Purge::Deferred`]) and hiding them meanwhile.
+    pub fn event_store(&self) -> DynamoStore {
+        self.clients.event_store().with_purge(Purge::Deferred)
+    }
+
     /// Function 1's routes: DynamoDB, SNS and S3 (with CloudFront when configured); no search index.
     ///
     /// # Errors
     /// [`ComposeError::Media`] when the CloudFront key cannot be read.
     pub fn items_function(&self) -> Result<Router, ComposeError> {
         let media = self.clients.media_store().map_err(ComposeError::Media)?;
-        Ok(items_function(
-            self.clients.event_store(),
+        Ok(items_function(self.event_store(), self.clients.push_gateway(), media))
+    }
+
+    /// The eraser function's handler: DynamoDB, the search index, SNS, S3 and the user pool's
+    /// `directory` (`None` when no pool is configured).
+    ///
+    /// # Errors
+    /// [`ComposeError::NoSearchIndex`] unless OpenSearch or CloudSearch is configured;
+    /// [`ComposeError::Media`] when the media store cannot be built.
+    pub fn eraser<D: IdentityDirectory>(&self, directory: D) -> Result<AwsEraser<D>, ComposeError> {
+        let media = self.clients.media_store().map_err(ComposeError::Media)?;
+        Ok(eraser_function(
+            erased_owner as AwsMarkers,
+            self.event_store(),
+            self.search_index()?,
             self.clients.push_gateway(),
             media,
+            directory,
         ))
     }
 
@@ -158,21 +232,17 @@ impl Aws {
     }
 
     /// Function 4's routes and push dispatcher: DynamoDB and SNS; no search index, no media store.
-    pub fn messages_function(
-        &self,
-    ) -> (
-        Router,
-        PushDispatcher<rookery_adapters_aws::DynamoStore, SystemClock, UlidIds, rookery_adapters_aws::SnsPushGateway>,
-    ) {
-        messages_function(self.clients.event_store(), self.clients.push_gateway())
+    pub fn messages_function(&self) -> (Router, Dispatcher<DynamoStore, SnsPushGateway>) {
+        messages_function(self.event_store(), self.clients.push_gateway())
     }
 
-    /// Function 2's use case: the indexer over OpenSearch or CloudSearch.
+    /// Function 2's use case: the indexer over OpenSearch or CloudSearch, skipping erased accounts'
+    /// events (it reads their markers in DynamoDB).
     ///
     /// # Errors
     /// [`ComposeError::NoSearchIndex`] unless OpenSearch or CloudSearch is configured.
-    pub fn indexer(&self) -> Result<Indexer<AwsSearchIndex>, ComposeError> {
-        Ok(Indexer::new(self.search_index()?))
+    pub fn indexer(&self) -> Result<SkipErased<DynamoStore, Indexer<AwsSearchIndex>>, ComposeError> {
+        Ok(indexer_function(self.event_store(), self.search_index()?))
     }
 
     /// The verifier of the configured Cognito user pool's tokens (ID and access tokens of its app client).

@@ -13,9 +13,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde_json::value::RawValue;
 
 use rookery_adapters_aws::realtime::ConnectionsApi;
-use rookery_ports::{Clock, EventStore, IdentityVerifier};
+use rookery_ports::{Clock, EventStore, IdentityDirectory, IdentityVerifier, MediaStore, PushGateway, SearchIndex};
 
 use super::api::ApiHandler;
+use super::eraser::{EraserHandler, MarkerDecoder};
 use super::invocation::{InvocationError, MessagesHandler};
 use super::realtime::RealtimeHandler;
 use super::stream::{BatchHandler, RecordDecoder, StreamConsumer, StreamError};
@@ -72,6 +73,32 @@ pub async fn serve_stream<D: RecordDecoder, H: BatchHandler>(
     let consumer = &consumer;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let answer = consumer.handle(&event.payload).await?;
+        serde_json::to_value(answer).map_err(|e| answer_error(&e))
+    }))
+    .await
+}
+
+/// Serves the erasure markers of DynamoDB stream batches with `handler` until the runtime stops; each
+/// run stops in time to answer before the invocation's deadline.
+///
+/// # Errors
+/// When the Runtime API cannot be reached.
+pub async fn serve_eraser<K, S, C, X, P, M, D>(
+    handler: EraserHandler<K, S, C, X, P, M, D>,
+) -> Result<(), lambda_runtime::Error>
+where
+    K: MarkerDecoder,
+    S: EventStore,
+    C: Clock,
+    X: SearchIndex,
+    P: PushGateway,
+    M: MediaStore,
+    D: IdentityDirectory,
+{
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let stop_at = handler.stop_at(event.context.deadline);
+        let answer = handler.handle(&event.payload, stop_at).await?;
         serde_json::to_value(answer).map_err(|e| answer_error(&e))
     }))
     .await

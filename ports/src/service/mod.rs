@@ -12,6 +12,8 @@
 //! | [`DeviceService`] | store, clock, ids, push gateway | `/v1/devices` (and the push dispatcher's disabling) |
 //! | [`MediaService`] | store, clock, ids, media store | `/v1/media` |
 //! | [`AccountService`] | store, clock, and the media service | `/v1/me/export` |
+//! | [`ErasureService`] | store, clock, search index, push gateway, media store, identity directory | `DELETE /v1/me` (all of it at once), and the finishing of a deferred erasure |
+//! | [`ErasureRequest`] | store, clock | `DELETE /v1/me` (the marker only; [`ErasureService::finish`] does the rest later) |
 //!
 //! Every service that writes goes through one [`Writer`]: idempotent replay, the bounded, jittered re-plan
 //! when another writer moved what the plan was based on, and the event metadata.
@@ -32,7 +34,7 @@ use serde::Serialize;
 
 use crate::Backoff;
 
-pub use account::{AccountService, ErasureService, Export, ExportLine};
+pub use account::{AccountService, EraseAccount, ErasureRequest, ErasureService, Export, ExportLine, Finished};
 pub use devices::{DeviceService, DeviceView};
 pub use items::{ItemService, ItemWritten};
 pub use media::{MediaCreated, MediaService, MediaView, SignedView};
