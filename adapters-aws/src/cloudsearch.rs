@@ -358,24 +358,15 @@ impl CloudSearchIndex {
     ) -> Result<(Vec<CloudSearchListed>, Option<String>), Failure> {
         let cursor = cursor.unwrap_or("initial").to_owned();
         let size = i64::try_from(size.clamp(1, 10_000)).unwrap_or(1000);
-        let out = self
-            .retry
-            .run(Failure::is_retryable, || async {
-                self.search
-                    .search()
-                    .query("matchall")
-                    .query_parser(QueryParser::Structured)
-                    .cursor(&cursor)
-                    .size(size)
-                    .r#return("doc_id,owner,collection,item_id,version,state")
-                    .send()
-                    .await
-                    .map_err(|e| sdk_failure("Search (listing)", &e))
-            })
+        let hits = self
+            .structured_page(
+                "matchall",
+                &cursor,
+                size,
+                "doc_id,owner,collection,item_id,version,state",
+                "Search (listing)",
+            )
             .await?;
-        let hits = out
-            .hits
-            .ok_or_else(|| Failure::permanent("a search answer without hits"))?;
         let mut listed = Vec::new();
         for hit in hits.hit.unwrap_or_default() {
             let fields = hit.fields.unwrap_or_default();
@@ -408,6 +399,35 @@ impl CloudSearchIndex {
         Ok((listed, next))
     }
 
+    /// One page of a structured query from `cursor` (`"initial"` for the first), with the `returned`
+    /// fields; `what` names the call in errors.
+    async fn structured_page(
+        &self,
+        query: &str,
+        cursor: &str,
+        size: i64,
+        returned: &str,
+        what: &'static str,
+    ) -> Result<aws_sdk_cloudsearchdomain::types::Hits, Failure> {
+        let out = self
+            .retry
+            .run(Failure::is_retryable, || async {
+                self.search
+                    .search()
+                    .query(query)
+                    .query_parser(QueryParser::Structured)
+                    .cursor(cursor)
+                    .size(size)
+                    .r#return(returned)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_failure(what, &e))
+            })
+            .await?;
+        out.hits
+            .ok_or_else(|| Failure::permanent("a search answer without hits"))
+    }
+
     /// The ids of `owner`'s documents (live or tombstone, every visibility), up to
     /// `ERASE_PAGES_PER_PASS` pages of `ERASE_PAGE`.
     async fn owner_documents(&self, owner: &UserId) -> Result<Vec<String>, Failure> {
@@ -416,24 +436,9 @@ impl CloudSearchIndex {
         let mut ids = Vec::new();
         let mut cursor = "initial".to_owned();
         for _ in 0..ERASE_PAGES_PER_PASS {
-            let out = self
-                .retry
-                .run(Failure::is_retryable, || async {
-                    self.search
-                        .search()
-                        .query(&query)
-                        .query_parser(QueryParser::Structured)
-                        .cursor(&cursor)
-                        .size(size)
-                        .r#return("_no_fields")
-                        .send()
-                        .await
-                        .map_err(|e| sdk_failure("Search (an owner's documents)", &e))
-                })
+            let hits = self
+                .structured_page(&query, &cursor, size, "_no_fields", "Search (an owner's documents)")
                 .await?;
-            let hits = out
-                .hits
-                .ok_or_else(|| Failure::permanent("a search answer without hits"))?;
             let page: Vec<String> = hits.hit.unwrap_or_default().into_iter().filter_map(|h| h.id).collect();
             let full = page.len() >= ERASE_PAGE;
             ids.extend(page);

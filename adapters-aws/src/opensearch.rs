@@ -177,8 +177,13 @@ impl OpenSearchIndex {
     /// # Errors
     /// A [`Failure`] when OpenSearch refuses or cannot be reached.
     pub async fn count_live(&self) -> Result<u64, Failure> {
+        self.count("state", body::LIVE).await
+    }
+
+    /// How many documents (tombstones included) have `value` in `field`, by `_count`; none without an index.
+    async fn count(&self, field: &str, value: &str) -> Result<u64, Failure> {
         let path = format!("/{}/_count", self.alias);
-        let query = json!({"query": {"term": {"state": {"value": body::LIVE}}}});
+        let query = json!({"query": {"term": {field: {"value": value}}}});
         let answer = self.call_json("POST", &path, &query).await?;
         if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
             return Ok(0);
@@ -223,18 +228,7 @@ impl OpenSearchIndex {
 
     /// How many documents of `owner` (tombstones included) a search finds now, by `_count`.
     async fn count_owner(&self, owner: &UserId) -> Result<u64, Failure> {
-        let path = format!("/{}/_count", self.alias);
-        let query = json!({"query": {"term": {"owner": {"value": owner.as_str()}}}});
-        let answer = self.call_json("POST", &path, &query).await?;
-        if answer.status == 404 && answer.error_type() == Some("index_not_found_exception") {
-            return Ok(0);
-        }
-        if !answer.is_success() {
-            return Err(answer.failure(&format!("POST {path}")));
-        }
-        answer.body["count"]
-            .as_u64()
-            .ok_or_else(|| Failure::permanent("_count answered no count"))
+        self.count("owner", owner.as_str()).await
     }
 
     /// [`Self::erase_owner`], repeated until a search finds no document of `owner`.

@@ -123,22 +123,37 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// The writer held by [`hold_the_writer`], and its first write.
+type Held<'a> = (
+    std::sync::MutexGuard<'a, ()>,
+    tokio::task::JoinHandle<Result<(), rookery_ports::StoreError>>,
+);
+
+/// Makes the writer take a first write (a consumer position) and hold it until the returned guard is
+/// dropped, so that every write queued meanwhile waits for the next group. Returns the guard and the
+/// first write's task.
+fn hold_the_writer<'a>(store: &SqliteStore, shared: &'a crate::writer::Shared) -> Result<Held<'a>, &'static str> {
+    let started = shared.started.load(Ordering::SeqCst);
+    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.set_consumer_position("probe", 1).await }
+    });
+    wait_until("the writer to take the first write", || {
+        shared.started.load(Ordering::SeqCst) == started + 1
+    });
+    Ok((paused, first))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_writes_commit_in_one_group_and_a_refused_one_fails_alone() -> Outcome {
     let dir = tempfile::tempdir()?;
     let store = SqliteStore::open(dir.path().join("db"))?;
     let before = store.write_stats();
     let shared = std::sync::Arc::clone(&store.inner.shared);
-    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
 
     // A first write the writer takes and then holds, so every later one queues behind it.
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.set_consumer_position("probe", 1).await }
-    });
-    wait_until("the writer to take the first write", || {
-        shared.started.load(Ordering::SeqCst) == 1
-    });
+    let (paused, first) = hold_the_writer(&store, &shared)?;
     let mut appends = Vec::new();
     for n in 0..40 {
         let store = store.clone();
@@ -192,14 +207,8 @@ async fn a_bulky_job_commits_alone_and_a_failed_one_undoes_all_it_did() -> Outco
     let store = SqliteStore::open(dir.path().join("db"))?;
     let before = store.write_stats();
     let shared = std::sync::Arc::clone(&store.inner.shared);
-    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.set_consumer_position("probe", 1).await }
-    });
-    wait_until("the writer to take the first write", || {
-        shared.started.load(Ordering::SeqCst) == 1
-    });
+    // A first write the writer takes and then holds, so every later one queues behind it.
+    let (paused, first) = hold_the_writer(&store, &shared)?;
     // Queued behind it: a write, a maintenance job that fails after changing a row, and another write.
     let owner = user("alice");
     let early = tokio::spawn({
@@ -257,15 +266,8 @@ async fn rebasing_writes_to_one_item_all_commit_in_one_group_on_each_other() -> 
         .await?;
     let before = store.write_stats();
     let shared = std::sync::Arc::clone(&store.inner.shared);
-    let started = shared.started.load(Ordering::SeqCst);
-    let paused = shared.pause.lock().map_err(|_| "pause lock")?;
-    let first = tokio::spawn({
-        let store = store.clone();
-        async move { store.set_consumer_position("probe", 1).await }
-    });
-    wait_until("the writer to take the first write", || {
-        shared.started.load(Ordering::SeqCst) == started + 1
-    });
+    // A first write the writer takes and then holds, so every later one queues behind it.
+    let (paused, first) = hold_the_writer(&store, &shared)?;
     // Every writer planned on version 1; the writer re-plans each on the one before it, in one transaction.
     let mut writers = Vec::new();
     for n in 1..=WRITERS {
