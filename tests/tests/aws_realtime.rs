@@ -122,7 +122,6 @@ mod function {
     use rookery_adapters_memory::identity::DevIdentityProvider;
     use rookery_adapters_memory::{MemoryEventStore, SystemClock};
     use rookery_domain::{Seq, StoredEvent, Version, Visibility};
-    use rookery_entrypoints::lambda::StreamConsumer;
     use rookery_entrypoints::lambda::realtime::{FanOut, RealtimeHandler, RealtimeRoutes};
     use rookery_entrypoints::lambda::stream::decode_lambda_record;
     use rookery_entrypoints::realtime::protocol::change_frame;
@@ -185,7 +184,7 @@ mod function {
             SystemClock::new(),
         );
         let fan_out = FanOut::new(registry.clone(), api.clone(), SystemClock::new());
-        let handler = RealtimeHandler::new(routes, StreamConsumer::new(decode_lambda_record, fan_out));
+        let handler = RealtimeHandler::new(routes, decode_lambda_record, fan_out);
         Ok(Deployment {
             table: clients.config().table.clone(),
             store,
@@ -440,6 +439,34 @@ mod function {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_of_an_erased_owner_delivered_again_reach_none_of_their_connections() -> Outcome {
+        let d = deployment().await?;
+        for (connection, name) in [("a1=", "alice"), ("b1=", "bob")] {
+            d.handler
+                .call(&fixture("connect-query-token.json", connection, &token(name)))
+                .await?;
+            d.handler.call(&fixture("message-resume.json", connection, "")).await?;
+        }
+        write(&d.store, "alice", 2).await?;
+        write(&d.store, "bob", 1).await?;
+        // Erased after the changes were written, before their stream records reach the fan-out: the
+        // records stay in the stream, as a redelivery within its 24 hours would bring them.
+        d.store.erase_owner(&user("alice")?, wall_clock()).await?;
+        let answer = d.handler.call(&stream_batch(&d.table).await?).await?;
+        assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+        assert!(
+            changes(&d.api.frames("a1=")).is_empty(),
+            "nothing of the erased owner is posted to the socket they still had open"
+        );
+        assert_eq!(
+            changes(&d.api.frames("b1=")),
+            vec![1],
+            "another owner's change still goes out"
+        );
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_post_names_its_record_and_a_redelivery_completes_the_feed() -> Outcome {
         let d = deployment().await?;
         d.handler
@@ -504,7 +531,7 @@ mod function {
         )?;
         let routes = RealtimeRoutes::new(store, verifier, registry.clone(), api.clone(), SystemClock::new());
         let fan_out = FanOut::new(registry.clone(), api.clone(), SystemClock::new());
-        let handler = RealtimeHandler::new(routes, StreamConsumer::new(decode_lambda_record, fan_out));
+        let handler = RealtimeHandler::new(routes, decode_lambda_record, fan_out);
 
         let answer = handler
             .call(&fixture("connect-query-token.json", "e1=", &token("erased")))

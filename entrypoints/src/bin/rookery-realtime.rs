@@ -15,7 +15,7 @@ use rookery_adapters_memory::SystemClock;
 use rookery_entrypoints::lambda::compose::Aws;
 use rookery_entrypoints::lambda::realtime::{FanOut, RealtimeHandler, RealtimeRoutes, RealtimeSettings};
 use rookery_entrypoints::lambda::stream::decode_lambda_record;
-use rookery_entrypoints::lambda::{StreamConsumer, logging, runtime, startup};
+use rookery_entrypoints::lambda::{logging, runtime, startup};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -41,10 +41,7 @@ async fn main() -> ExitCode {
             SystemClock::new(),
         );
         let fan_out = FanOut::new(registry, api, SystemClock::new());
-        Ok(RealtimeHandler::new(
-            routes,
-            StreamConsumer::new(decode_lambda_record, fan_out),
-        ))
+        Ok(RealtimeHandler::new(routes, decode_lambda_record, fan_out))
     }
     .await;
     match composed {

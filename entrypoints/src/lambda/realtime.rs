@@ -22,7 +22,7 @@ use futures_util::future::join_all;
 use rookery_adapters_aws::realtime::{ConnectionRegistry, ConnectionsApi, PostOutcome, Registered};
 use rookery_domain::{Seq, StoredEvent, UserId};
 use rookery_ports::cursor::parse_seq;
-use rookery_ports::{AuthError, BatchFailure, BatchHandler, Clock, EventStore, Failure, IdentityVerifier};
+use rookery_ports::{AuthError, BatchFailure, BatchHandler, Clock, EventStore, Failure, IdentityVerifier, SkipErased};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -220,6 +220,11 @@ impl<S: EventStore, V: IdentityVerifier, A: ConnectionsApi, K: Clock> RealtimeRo
             api,
             clock,
         }
+    }
+
+    /// The event store the routes replay from.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     async fn connect(&self, event: &WebSocketEvent) -> Value {
@@ -465,7 +470,7 @@ impl<A: ConnectionsApi, K: Clock> BatchHandler for FanOut<A, K> {
 #[derive(Debug, Clone)]
 pub struct RealtimeHandler<S, V, A, K, D> {
     routes: RealtimeRoutes<S, V, A, K>,
-    stream: StreamConsumer<D, FanOut<A, K>>,
+    stream: StreamConsumer<D, SkipErased<S, FanOut<A, K>>>,
 }
 
 impl<S, V, A, K, D> RealtimeHandler<S, V, A, K, D>
@@ -476,8 +481,11 @@ where
     K: Clock,
     D: RecordDecoder,
 {
-    /// A handler answering WebSocket events with `routes` and stream batches with `stream`.
-    pub fn new(routes: RealtimeRoutes<S, V, A, K>, stream: StreamConsumer<D, FanOut<A, K>>) -> Self {
+    /// A handler answering WebSocket events with `routes`, and stream batches by decoding their records
+    /// with `decoder` and posting the changes with `fan_out`, except those of erased owners: a batch
+    /// delivered again after its owner's erasure reaches none of the connections they still had open.
+    pub fn new(routes: RealtimeRoutes<S, V, A, K>, decoder: D, fan_out: FanOut<A, K>) -> Self {
+        let stream = StreamConsumer::new(decoder, SkipErased::new(routes.store().clone(), fan_out));
         Self { routes, stream }
     }
 
