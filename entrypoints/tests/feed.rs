@@ -386,3 +386,49 @@ async fn stopping_a_consumer_with_a_backlog_waits_for_one_batch_not_the_backlog(
     .expect("the driver stops without working through its backlog");
     assert_eq!(*batches.lock().expect("the count lock"), 1, "no batch after the stop");
 }
+
+#[tokio::test]
+async fn a_consumer_behind_takes_ever_larger_batches_and_small_ones_once_caught_up() {
+    let w = world();
+    let alice = user("alice");
+    let first = rookery_entrypoints::feed::BATCH_SIZE;
+    for n in 0..(first + 2 * first + 10) {
+        w.app
+            .items
+            .put_item(
+                &alice,
+                &key(&format!("n{n}")),
+                data("behind"),
+                None,
+                Default::default(),
+                None,
+            )
+            .await
+            .expect("put");
+    }
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let record = HandlerFn({
+        let sizes = Arc::clone(&sizes);
+        move |events: Vec<StoredEvent>| {
+            let sizes = Arc::clone(&sizes);
+            async move {
+                sizes.lock().expect("the sizes lock").push(events.len());
+                Ok(())
+            }
+        }
+    });
+    let driver = FeedDriver::new(INDEXER, w.store.clone(), record).spawn();
+    indexed(&driver, &w.store).await;
+    w.app
+        .items
+        .put_item(&alice, &key("late"), data("caught up"), None, Default::default(), None)
+        .await
+        .expect("put");
+    indexed(&driver, &w.store).await;
+    driver.stop().await;
+    assert_eq!(
+        *sizes.lock().expect("the sizes lock"),
+        vec![first, 2 * first, 10, 1],
+        "a full batch doubles the next; one that is not full goes back to the first size"
+    );
+}
