@@ -137,12 +137,11 @@ impl Done {
         }
     }
 
-    /// Why the job failed, if it did (for the jobs that run alone: their failure undoes the transaction).
+    /// Why a bulky job ([`Job::is_bulky`], answered as `Erase` or `Other`) failed, if it did: its failure
+    /// undoes the transaction it ran alone in.
     fn failure(&self) -> Option<Failure> {
         match self {
             Done::Erase(_, Err(failure)) | Done::Other(_, Err(failure)) => Some(failure.clone()),
-            Done::Append(_, Err(AppendError::Unavailable(failure)))
-            | Done::Remember(_, Err(AppendError::Unavailable(failure))) => Some(failure.clone()),
             _ => None,
         }
     }
